@@ -1,0 +1,219 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strings"
+	"time"
+)
+
+// Event is one recorded fact in a stream. On Append the caller fills Type,
+// Payload and optionally ContentType, Tags and Metadata; the store assigns
+// Stream, Sequence, Position and Time at commit.
+type Event struct {
+	// Stream is "<kind>/<id>".
+	Stream string
+	// Sequence is the event's position within its stream, from 1, gap-free.
+	Sequence uint64
+	// Position is the event's position in the global log, from 1, gap-free,
+	// in commit order.
+	Position uint64
+	// Time is the commit time.
+	Time time.Time
+	// Type names the event, e.g. "Deposited".
+	Type string
+	// ContentType is the payload's encoding; empty means application/json.
+	ContentType string
+	// Payload is the encoded event.
+	Payload []byte
+	// Tags index the event in the global log; see Filter.Tag.
+	Tags []string
+	// Metadata holds free-form annotations (causation, correlation, ...).
+	Metadata map[string]string
+}
+
+// ExpectAny disables the optimistic concurrency check of an append.
+const ExpectAny = ^uint64(0)
+
+// AppendRequest is one atomic append to one stream.
+type AppendRequest struct {
+	// Stream is "<kind>/<id>"; see ParseStream.
+	Stream string
+	// Expected is the stream's last sequence the caller decided on (0 for a
+	// new stream), or ExpectAny. A mismatch fails with *ConflictError.
+	Expected uint64
+	// Events are appended atomically: all of them or none.
+	Events []Event
+	// IdempotencyKey, when set, is recorded with the events. A later append
+	// to the same stream with the same key appends nothing and returns the
+	// first append's result with Duplicate set and Reply as stored, even if
+	// Expected no longer matches.
+	IdempotencyKey string
+	// Reply is stored with IdempotencyKey and returned on a repeat.
+	Reply []byte
+}
+
+// AppendResult describes a committed append.
+type AppendResult struct {
+	// FirstSequence and LastSequence bound the appended events in the stream.
+	FirstSequence, LastSequence uint64
+	// FirstPosition and LastPosition bound them in the global log.
+	FirstPosition, LastPosition uint64
+	// Duplicate reports that IdempotencyKey was seen before; the other
+	// fields are those of the first append.
+	Duplicate bool
+	// Reply is the reply stored with the idempotency key (on a repeat).
+	Reply []byte
+}
+
+// Filter selects events of the global log. The zero Filter selects all.
+type Filter struct {
+	// Kind selects the events of streams of one entity kind.
+	Kind string
+	// Tag selects the events carrying a tag. Kind and Tag are exclusive.
+	Tag string
+}
+
+// StreamInfo describes a stream.
+type StreamInfo struct {
+	Stream string
+	// LastSequence is the sequence of the stream's last event (0: empty).
+	LastSequence uint64
+	// Count is the number of events still stored (less than LastSequence
+	// after deletion of events covered by a snapshot).
+	Count uint64
+	// First and Last are the commit times of the first and last events.
+	First, Last time.Time
+	// Tombstoned streams accept no more appends.
+	Tombstoned bool
+}
+
+// Snapshot is the saved state of a stream as of Sequence.
+type Snapshot struct {
+	Stream   string
+	Sequence uint64
+	Time     time.Time
+	Data     []byte
+}
+
+// Stats summarises a store.
+type Stats struct {
+	Streams      uint64
+	Events       uint64
+	LastPosition uint64
+}
+
+// Store is an event store. All methods are safe for concurrent use by many
+// goroutines; Append calls from many goroutines are committed together (group
+// commit) and each returns only once its events are durable per the store's
+// sync policy. Iterators must be consumed (or stopped) before the store is
+// closed; they read a consistent snapshot taken when iteration starts.
+type Store interface {
+	// Append atomically appends events to one stream.
+	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
+	// Read yields the events of a stream with Sequence >= from, in order,
+	// at most limit of them (limit <= 0: no limit).
+	Read(ctx context.Context, stream string, from uint64, limit int) iter.Seq2[Event, error]
+	// ReadAll yields the events of the global log selected by f with
+	// Position >= from, in global order, at most limit (<= 0: no limit).
+	ReadAll(ctx context.Context, from uint64, f Filter, limit int) iter.Seq2[Event, error]
+	// LastPosition is the position of the last committed event (0: empty).
+	LastPosition() uint64
+	// WaitPosition blocks until the global log's last position exceeds
+	// after, or ctx ends, and returns the last position.
+	WaitPosition(ctx context.Context, after uint64) (uint64, error)
+	// Info describes one stream; an unknown stream has zero LastSequence.
+	Info(ctx context.Context, stream string) (StreamInfo, error)
+	// Streams yields the ids of the streams of one kind ("" for all), in
+	// lexical order.
+	Streams(ctx context.Context, kind string) iter.Seq2[string, error]
+	// SaveSnapshot stores s as the stream's latest snapshot.
+	SaveSnapshot(ctx context.Context, s Snapshot) error
+	// LoadSnapshot returns the stream's latest snapshot, or ErrNotFound.
+	LoadSnapshot(ctx context.Context, stream string) (Snapshot, error)
+	// Tombstone closes a stream for good: later appends fail with
+	// ErrTombstoned.
+	Tombstone(ctx context.Context, stream string) error
+	// Stats summarises the store.
+	Stats(ctx context.Context) (Stats, error)
+	// Close flushes and releases the store. It is idempotent; afterwards
+	// methods return ErrClosed.
+	Close() error
+}
+
+var (
+	// ErrClosed is returned by methods of a closed store.
+	ErrClosed = errors.New("journal: closed")
+	// ErrNotFound is returned when a snapshot does not exist.
+	ErrNotFound = errors.New("journal: not found")
+	// ErrTombstoned is returned by appends to a tombstoned stream.
+	ErrTombstoned = errors.New("journal: stream tombstoned")
+	// ErrInvalid is wrapped by errors about malformed input (stream ids,
+	// empty appends, empty event types).
+	ErrInvalid = errors.New("journal: invalid argument")
+	// ErrReadOnly is returned by writes to a store opened read-only.
+	ErrReadOnly = errors.New("journal: read-only")
+)
+
+// ConflictError reports a failed optimistic concurrency check.
+type ConflictError struct {
+	Stream   string
+	Expected uint64
+	Actual   uint64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("journal: conflict on stream %q: expected sequence %d, actual %d", e.Stream, e.Expected, e.Actual)
+}
+
+// TooLargeError reports an event or append over the store's size limit.
+type TooLargeError struct {
+	Stream string
+	// Index is the offending event's index in the append.
+	Index int
+	Size  int
+	Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("journal: event %d of stream %q is %d bytes, over the limit of %d", e.Index, e.Stream, e.Size, e.Limit)
+}
+
+// CorruptError reports stored bytes that do not decode.
+type CorruptError struct {
+	Stream   string
+	Sequence uint64
+	Position uint64
+	Err      error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("journal: corrupt event at stream %q sequence %d (position %d): %v", e.Stream, e.Sequence, e.Position, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// StreamID joins a kind and an id into a stream id.
+func StreamID(kind, id string) string { return kind + "/" + id }
+
+// ParseStream splits a stream id into kind and id and validates both: the
+// kind is non-empty and has no '/', the id is non-empty, and neither holds a
+// NUL byte or is longer than 1024 bytes.
+func ParseStream(stream string) (kind, id string, err error) {
+	kind, id, ok := strings.Cut(stream, "/")
+	switch {
+	case stream == "":
+		return "", "", fmt.Errorf("%w: empty stream id", ErrInvalid)
+	case !ok || kind == "":
+		return "", "", fmt.Errorf("%w: stream id %q is not <kind>/<id>", ErrInvalid, stream)
+	case id == "":
+		return "", "", fmt.Errorf("%w: stream id %q has an empty id", ErrInvalid, stream)
+	case len(stream) > 1024:
+		return "", "", fmt.Errorf("%w: stream id of %d bytes is over 1024", ErrInvalid, len(stream))
+	case strings.IndexByte(stream, 0) >= 0:
+		return "", "", fmt.Errorf("%w: stream id %q holds a NUL byte", ErrInvalid, stream)
+	}
+	return kind, id, nil
+}
