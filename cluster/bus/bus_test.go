@@ -1,0 +1,92 @@
+package bus
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestPublishSubscribeInProcessAndTCP(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"tcp", Config{Port: RandomPort}},
+		{"in-process only", Config{NoListen: true}},
+		{"jetstream", Config{Port: RandomPort, StoreDir: t.TempDir()}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := New(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+
+			sub := b.Conn()
+			if tt.cfg.NoListen {
+				if b.ClientURL() != "" {
+					t.Fatalf("ClientURL = %q with NoListen", b.ClientURL())
+				}
+			} else {
+				nc, err := nats.Connect(b.ClientURL())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				sub = nc
+			}
+			s, err := sub.SubscribeSync("t.>")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sub.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Conn().Publish("t.a", []byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			msg, err := s.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(msg.Data) != "hello" || msg.Subject != "t.a" {
+				t.Fatalf("got %q on %q", msg.Data, msg.Subject)
+			}
+			if tt.cfg.StoreDir != "" {
+				js, err := b.Conn().JetStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := js.AccountInfo(); err != nil {
+					t.Fatalf("jetstream: %v", err)
+				}
+			}
+			if err := b.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Start(ctx); err != ErrClosed {
+				t.Fatalf("Start after Close = %v, want ErrClosed", err)
+			}
+		})
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	if _, err := New(Config{Port: 70000}); err == nil {
+		t.Fatal("port 70000 accepted")
+	}
+	if _, err := New(Config{MaxPayload: -1}); err == nil {
+		t.Fatal("negative max payload accepted")
+	}
+}
