@@ -1,0 +1,305 @@
+package actors
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/troupe-dev/troupe/journal"
+)
+
+// Projection builds a read model from the journal's global log.
+type Projection struct {
+	// Name identifies the projection and namespaces its read model.
+	Name string
+	// Filter selects the events it consumes (all, one kind, or one tag).
+	Filter journal.Filter
+	// Apply folds one event into the read model within tx. It runs on the
+	// projection's goroutine, one event at a time, in global order. An
+	// error stops the projection (it is retried after a back-off) without
+	// advancing the checkpoint past the failed event.
+	Apply func(tx *Tx, ev journal.Event) error
+}
+
+// Query is a named read served from a projection's read model.
+type Query struct {
+	// Name is what clients ask for, e.g. "balance".
+	Name string
+	// Projection is the read model the query reads.
+	Projection string
+	// Handle answers from a consistent view. params is the JSON the client
+	// sent. It runs on the caller's goroutine, concurrently with others.
+	Handle func(ctx context.Context, v *View, params json.RawMessage) (any, error)
+}
+
+// Answer is a query's result.
+type Answer struct {
+	Result any
+	// Position is the global position the read model had applied.
+	Position uint64
+}
+
+// UnknownQueryError is a query nobody registered.
+type UnknownQueryError struct{ Name string }
+
+func (e *UnknownQueryError) Error() string { return fmt.Sprintf("actors: unknown query %q", e.Name) }
+
+// PositionTimeoutError is a query whose projection did not reach the
+// requested position in time.
+type PositionTimeoutError struct {
+	Query, Projection string
+	Want, Reached     uint64
+	Head              uint64
+	Waited            time.Duration
+}
+
+func (e *PositionTimeoutError) Error() string {
+	if e.Want > e.Head {
+		return fmt.Sprintf("actors: query %q: position %d does not exist yet (the log ends at %d); waited %s", e.Query, e.Want, e.Head, e.Waited)
+	}
+	return fmt.Sprintf("actors: query %q: projection %q reached position %d, not %d, within %s", e.Query, e.Projection, e.Reached, e.Want, e.Waited)
+}
+
+// RegisterProjection adds a projection; call before Start.
+func (rt *Runtime) RegisterProjection(p Projection) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if p.Name == "" || p.Apply == nil {
+		return errors.New("actors: projection needs a Name and an Apply")
+	}
+	if _, dup := rt.projections[p.Name]; dup {
+		return fmt.Errorf("actors: projection %q registered twice", p.Name)
+	}
+	rt.projections[p.Name] = &projection{def: p, rt: rt, changed: make(chan struct{})}
+	return nil
+}
+
+// RegisterQuery adds a query over a registered projection.
+func (rt *Runtime) RegisterQuery(q Query) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if q.Name == "" || q.Handle == nil {
+		return errors.New("actors: query needs a Name and a Handle")
+	}
+	if _, ok := rt.projections[q.Projection]; !ok {
+		return fmt.Errorf("actors: query %q reads unknown projection %q", q.Name, q.Projection)
+	}
+	if _, dup := rt.queries[q.Name]; dup {
+		return fmt.Errorf("actors: query %q registered twice", q.Name)
+	}
+	rt.queries[q.Name] = q
+	return nil
+}
+
+// Query answers a named query. With minPosition > 0 it first waits until
+// the query's projection has applied that global position (read-your-
+// writes), at most the runtime's QueryTimeout or ctx's deadline.
+func (rt *Runtime) Query(ctx context.Context, name string, params json.RawMessage, minPosition uint64) (Answer, error) {
+	rt.mu.Lock()
+	q, ok := rt.queries[name]
+	var p *projection
+	if ok {
+		p = rt.projections[q.Projection]
+	}
+	closed := rt.closing
+	rt.mu.Unlock()
+	if closed {
+		return Answer{}, ErrClosed
+	}
+	if !ok {
+		return Answer{}, &UnknownQueryError{Name: name}
+	}
+	if len(params) == 0 {
+		params = json.RawMessage("{}")
+	}
+	if minPosition > 0 {
+		if err := p.waitFor(ctx, q.Name, minPosition, rt.cfg.QueryTimeout); err != nil {
+			return Answer{}, err
+		}
+	}
+	var ans Answer
+	err := rt.cfg.ReadStore.db.View(func(txn *badger.Txn) error {
+		// The checkpoint read in the same transaction is the position this
+		// answer reflects.
+		it, err := txn.Get(checkpointKey(p.def.Name))
+		if err == nil {
+			_ = it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					ans.Position = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			})
+		}
+		res, err := q.Handle(ctx, &View{txn: txn, projection: p.def.Name}, params)
+		ans.Result = res
+		return err
+	})
+	return ans, err
+}
+
+// ProjectionStatus describes a projection's progress.
+type ProjectionStatus struct {
+	Name      string
+	Position  uint64 // last global position applied
+	Head      uint64 // last global position in the journal
+	LastError string
+}
+
+// Projections reports the status of every projection.
+func (rt *Runtime) Projections() []ProjectionStatus {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	head := rt.journal.LastPosition()
+	out := make([]ProjectionStatus, 0, len(rt.projections))
+	for _, p := range rt.projections {
+		pos, lastErr := p.status()
+		out = append(out, ProjectionStatus{Name: p.def.Name, Position: pos, Head: head, LastError: lastErr})
+	}
+	return out
+}
+
+type projection struct {
+	def Projection
+	rt  *Runtime
+
+	mu      sync.Mutex
+	pos     uint64        // checkpoint: last global position applied
+	changed chan struct{} // closed and replaced whenever pos advances
+	lastErr string
+}
+
+func (p *projection) load() error {
+	pos, err := p.rt.cfg.ReadStore.checkpoint(p.def.Name)
+	if err != nil {
+		return fmt.Errorf("actors: projection %q: %w", p.def.Name, err)
+	}
+	p.mu.Lock()
+	p.pos = pos
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *projection) status() (uint64, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pos, p.lastErr
+}
+
+func (p *projection) advance(pos uint64, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.lastErr = err.Error()
+	} else {
+		p.lastErr = ""
+	}
+	if pos > p.pos {
+		p.pos = pos
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
+func (p *projection) waitFor(ctx context.Context, query string, want uint64, bound time.Duration) error {
+	start := time.Now()
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		pos, ch := p.pos, p.changed
+		p.mu.Unlock()
+		if pos >= want {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return &PositionTimeoutError{Query: query, Projection: p.def.Name, Want: want, Reached: pos, Head: p.rt.journal.LastPosition(), Waited: time.Since(start)}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// batchSize bounds the events applied in one read-store transaction.
+const batchSize = 256
+
+// run consumes the global log until ctx ends.
+func (p *projection) run(ctx context.Context) {
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		pos, _ := p.status()
+		caughtUp, err := p.step(ctx, pos)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.rt.log.Error("projection failed; retrying", "projection", p.def.Name, "position", pos, "err", err)
+			p.advance(0, err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		if caughtUp {
+			cur, _ := p.status()
+			if _, err := p.rt.journal.WaitPosition(ctx, cur); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// step applies up to batchSize events after pos in one transaction together
+// with the new checkpoint, and reports whether it reached the log's head.
+func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err error) {
+	// Read the head first: every position up to it is committed, so when
+	// the filtered read comes back short the projection has seen all of
+	// them and may advance its checkpoint to the head.
+	head := p.rt.journal.LastPosition()
+	if head <= pos {
+		return true, nil
+	}
+	db := p.rt.cfg.ReadStore.db
+	txn := db.NewTransaction(true)
+	defer txn.Discard()
+	tx := &Tx{View{txn: txn, projection: p.def.Name}}
+	n, last := 0, pos
+	for ev, err := range p.rt.journal.ReadAll(ctx, pos+1, p.def.Filter, batchSize) {
+		if err != nil {
+			return false, err
+		}
+		if ev.Position > head {
+			break
+		}
+		if err := p.def.Apply(tx, ev); err != nil {
+			return false, fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
+		}
+		n, last = n+1, ev.Position
+		if n == batchSize {
+			break
+		}
+	}
+	if n < batchSize {
+		last, caughtUp = head, true
+	}
+	var cp [8]byte
+	binary.BigEndian.PutUint64(cp[:], last)
+	if err := txn.Set(checkpointKey(p.def.Name), cp[:]); err != nil {
+		return false, err
+	}
+	if err := txn.Commit(); err != nil {
+		return false, err
+	}
+	p.advance(last, nil)
+	return caughtUp, nil
+}

@@ -1,0 +1,222 @@
+package actors
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ReadStore is the query side's store: read models and projection
+// checkpoints, in a Badger database of its own, apart from the journal. Each
+// projection owns the keys under its name; a projection's read-model changes
+// and its checkpoint commit in one transaction, so every event takes effect
+// exactly once, even across crashes.
+type ReadStore struct {
+	db *badger.DB
+}
+
+// ReadStoreConfig configures OpenReadStore.
+type ReadStoreConfig struct {
+	// Dir is the database directory (required).
+	Dir string
+	// ReadOnly opens an existing store without writing (inspection tools).
+	ReadOnly bool
+	// Logger receives Badger's logs with component=badger-read.
+	Logger *slog.Logger
+}
+
+// OpenReadStore opens (or creates) a read store.
+func OpenReadStore(cfg ReadStoreConfig) (*ReadStore, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("actors: ReadStoreConfig.Dir is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts := badger.DefaultOptions(cfg.Dir).
+		WithLogger(badgerLogger{cfg.Logger.With("component", "badger-read")}).
+		WithReadOnly(cfg.ReadOnly).
+		// Read models are rebuilt from the journal if lost; a process
+		// crash keeps Badger's unsynced writes in the OS page cache.
+		WithSyncWrites(false).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(16 << 20).
+		WithBlockCacheSize(32 << 20)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("actors: open read store %s: %w", cfg.Dir, err)
+	}
+	return &ReadStore{db: db}, nil
+}
+
+// Close closes the store.
+func (s *ReadStore) Close() error { return s.db.Close() }
+
+// Key layout: 'm' <projection> 0x00 <key> holds read-model values;
+// 'c' <projection> holds the checkpoint (big-endian uint64).
+func modelKey(projection, key string) []byte {
+	b := make([]byte, 0, 2+len(projection)+len(key))
+	b = append(b, 'm')
+	b = append(b, projection...)
+	b = append(b, 0)
+	return append(b, key...)
+}
+
+func checkpointKey(projection string) []byte { return append([]byte{'c'}, projection...) }
+
+func (s *ReadStore) checkpoint(projection string) (uint64, error) {
+	var pos uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(checkpointKey(projection))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("checkpoint of projection %q is %d bytes, want 8", projection, len(v))
+			}
+			pos = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	return pos, err
+}
+
+// reset deletes a projection's read model and checkpoint.
+func (s *ReadStore) reset(projection string) error {
+	if err := s.db.DropPrefix(modelKey(projection, "")); err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(checkpointKey(projection)) })
+}
+
+// Tx is a read-write view of one projection's read model inside the
+// transaction that also advances its checkpoint. Only valid during the Apply
+// call it is passed to.
+type Tx struct {
+	View
+}
+
+// Set stores value under key.
+func (t *Tx) Set(key string, value []byte) error {
+	return t.txn.Set(modelKey(t.projection, key), value)
+}
+
+// SetJSON stores v encoded as JSON under key.
+func (t *Tx) SetJSON(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return t.Set(key, b)
+}
+
+// Delete removes key.
+func (t *Tx) Delete(key string) error { return t.txn.Delete(modelKey(t.projection, key)) }
+
+// View is a read-only, consistent view of one projection's read model.
+type View struct {
+	txn        *badger.Txn
+	projection string
+}
+
+// Get returns the value of key, or ok=false when absent. The bytes are a
+// copy the caller may keep.
+func (v *View) Get(key string) (value []byte, ok bool, err error) {
+	it, err := v.txn.Get(modelKey(v.projection, key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	value, err = it.ValueCopy(nil)
+	return value, err == nil, err
+}
+
+// GetJSON decodes the JSON value of key into out; ok=false when absent.
+func (v *View) GetJSON(key string, out any) (ok bool, err error) {
+	b, ok, err := v.Get(key)
+	if err != nil || !ok {
+		return ok, err
+	}
+	return true, json.Unmarshal(b, out)
+}
+
+// KV is one key and value of a Scan.
+type KV struct {
+	Key   string
+	Value []byte
+}
+
+// Scan yields the keys with the given prefix in ascending order, starting
+// after the key `after` ("" from the start), at most limit (<= 0: all).
+func (v *View) Scan(prefix, after string, limit int) iter.Seq2[KV, error] {
+	return v.scan(prefix, after, limit, false)
+}
+
+// ScanReverse is Scan in descending order, starting before `before` ("":
+// from the end).
+func (v *View) ScanReverse(prefix, before string, limit int) iter.Seq2[KV, error] {
+	return v.scan(prefix, before, limit, true)
+}
+
+func (v *View) scan(prefix, from string, limit int, reverse bool) iter.Seq2[KV, error] {
+	return func(yield func(KV, error) bool) {
+		full := modelKey(v.projection, prefix)
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = full
+		opts.Reverse = reverse
+		it := v.txn.NewIterator(opts)
+		defer it.Close()
+		base := len(modelKey(v.projection, ""))
+		var seek []byte
+		switch {
+		case from != "":
+			seek = modelKey(v.projection, from)
+		case reverse:
+			seek = append(bytes.Clone(full), 0xff, 0xff, 0xff, 0xff)
+		default:
+			seek = full
+		}
+		n := 0
+		for it.Seek(seek); it.Valid(); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			if from != "" && bytes.Equal(k, seek) {
+				continue
+			}
+			val, err := item.ValueCopy(nil)
+			if !yield(KV{Key: string(k[base:]), Value: val}, err) || err != nil {
+				return
+			}
+			if n++; limit > 0 && n >= limit {
+				return
+			}
+		}
+	}
+}
+
+// badgerLogger sends Badger's logs to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, v ...any)   { b.l.Error(trimNL(fmt.Sprintf(f, v...))) }
+func (b badgerLogger) Warningf(f string, v ...any) { b.l.Warn(trimNL(fmt.Sprintf(f, v...))) }
+func (b badgerLogger) Infof(f string, v ...any)    { b.l.Debug(trimNL(fmt.Sprintf(f, v...))) }
+func (b badgerLogger) Debugf(f string, v ...any)   { b.l.Debug(trimNL(fmt.Sprintf(f, v...))) }
+
+func trimNL(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '\n' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
