@@ -205,3 +205,13 @@ func strictUnmarshal(p []byte, v any) error {
 	}
 	return nil
 }
+
+// NotFoundError is a query (or command) about something that does not exist.
+type NotFoundError struct{ What string }
+
+func (e *NotFoundError) Error() string { return e.What + " not found" }
+
+// NotFound returns a *NotFoundError naming what is missing.
+func NotFound(format string, args ...any) error {
+	return &NotFoundError{What: fmt.Sprintf(format, args...)}
+}
