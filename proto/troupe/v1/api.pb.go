@@ -321,11 +321,339 @@ func (x *QueryResponse) GetPosition() uint64 {
 	return 0
 }
 
+type ReadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stream id "<kind>/<id>".
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// First sequence to return (0 or 1: from the start).
+	From uint64 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	// Maximum number of events (0: all).
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRequest) Reset() {
+	*x = ReadRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRequest) ProtoMessage() {}
+
+func (x *ReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
+func (*ReadRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReadRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type TailRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events of this entity kind ("" for all).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only events with this tag ("" for all). Exclusive with kind.
+	Tag string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	// First global position to return (0: start at the last `last` events).
+	From uint64 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	// With from = 0: how many of the latest events to return first.
+	Last uint32 `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	// Keep the stream open and send new events as they are committed.
+	Follow        bool `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailRequest) Reset() {
+	*x = TailRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailRequest) ProtoMessage() {}
+
+func (x *TailRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
+func (*TailRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TailRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *TailRequest) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *TailRequest) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *TailRequest) GetLast() uint32 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *TailRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type ReadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadResponse) Reset() {
+	*x = ReadResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadResponse) ProtoMessage() {}
+
+func (x *ReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
+func (*ReadResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReadResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type TailResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailResponse) Reset() {
+	*x = TailResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailResponse) ProtoMessage() {}
+
+func (x *TailResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
+func (*TailResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TailResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{8}
+}
+
+type StatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Streams       uint64                 `protobuf:"varint,1,opt,name=streams,proto3" json:"streams,omitempty"`
+	Events        uint64                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	LastPosition  uint64                 `protobuf:"varint,3,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StatsResponse) GetStreams() uint64 {
+	if x != nil {
+		return x.Streams
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetLastPosition() uint64 {
+	if x != nil {
+		return x.LastPosition
+	}
+	return 0
+}
+
 var File_troupe_v1_api_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13troupe/v1/api.proto\x12\ttroupe.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa0\x02\n" +
+	"\x13troupe/v1/api.proto\x12\ttroupe.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18troupe/v1/envelope.proto\"\xa0\x02\n" +
 	"\vSendRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -350,11 +678,34 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\"[\n" +
 	"\rQueryResponse\x12.\n" +
 	"\x06result\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06result\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition2I\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\"O\n" +
+	"\vReadRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"s\n" +
+	"\vTailRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x04R\x04from\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\rR\x04last\x12\x16\n" +
+	"\x06follow\x18\x05 \x01(\bR\x06follow\"6\n" +
+	"\fReadResponse\x12&\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.troupe.v1.EventR\x05event\"6\n" +
+	"\fTailResponse\x12&\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.troupe.v1.EventR\x05event\"\x0e\n" +
+	"\fStatsRequest\"f\n" +
+	"\rStatsResponse\x12\x18\n" +
+	"\astreams\x18\x01 \x01(\x04R\astreams\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x04R\x06events\x12#\n" +
+	"\rlast_position\x18\x03 \x01(\x04R\flastPosition2I\n" +
 	"\x0eCommandService\x127\n" +
 	"\x04Send\x12\x16.troupe.v1.SendRequest\x1a\x17.troupe.v1.SendResponse2J\n" +
 	"\fQueryService\x12:\n" +
-	"\x05Query\x12\x17.troupe.v1.QueryRequest\x1a\x18.troupe.v1.QueryResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\x05Query\x12\x17.troupe.v1.QueryRequest\x1a\x18.troupe.v1.QueryResponse2\xc0\x01\n" +
+	"\fEventService\x129\n" +
+	"\x04Read\x12\x16.troupe.v1.ReadRequest\x1a\x17.troupe.v1.ReadResponse0\x01\x129\n" +
+	"\x04Tail\x12\x16.troupe.v1.TailRequest\x1a\x17.troupe.v1.TailResponse0\x01\x12:\n" +
+	"\x05Stats\x12\x17.troupe.v1.StatsRequest\x1a\x18.troupe.v1.StatsResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_api_proto_rawDescOnce sync.Once
@@ -368,31 +719,46 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_troupe_v1_api_proto_goTypes = []any{
 	(*SendRequest)(nil),     // 0: troupe.v1.SendRequest
 	(*SendResponse)(nil),    // 1: troupe.v1.SendResponse
 	(*QueryRequest)(nil),    // 2: troupe.v1.QueryRequest
 	(*QueryResponse)(nil),   // 3: troupe.v1.QueryResponse
-	nil,                     // 4: troupe.v1.SendRequest.MetadataEntry
-	(*structpb.Struct)(nil), // 5: google.protobuf.Struct
-	(*structpb.Value)(nil),  // 6: google.protobuf.Value
+	(*ReadRequest)(nil),     // 4: troupe.v1.ReadRequest
+	(*TailRequest)(nil),     // 5: troupe.v1.TailRequest
+	(*ReadResponse)(nil),    // 6: troupe.v1.ReadResponse
+	(*TailResponse)(nil),    // 7: troupe.v1.TailResponse
+	(*StatsRequest)(nil),    // 8: troupe.v1.StatsRequest
+	(*StatsResponse)(nil),   // 9: troupe.v1.StatsResponse
+	nil,                     // 10: troupe.v1.SendRequest.MetadataEntry
+	(*structpb.Struct)(nil), // 11: google.protobuf.Struct
+	(*structpb.Value)(nil),  // 12: google.protobuf.Value
+	(*Event)(nil),           // 13: troupe.v1.Event
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	5, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	4, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	6, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	5, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	6, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	0, // 5: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2, // 6: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	1, // 7: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3, // 8: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	11, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	10, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	12, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	11, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	12, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	13, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	13, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	0,  // 7: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 8: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 9: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 10: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 11: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	1,  // 12: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 13: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 14: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 15: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 16: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -400,15 +766,16 @@ func file_troupe_v1_api_proto_init() {
 	if File_troupe_v1_api_proto != nil {
 		return
 	}
+	file_troupe_v1_envelope_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   11,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_troupe_v1_api_proto_goTypes,
 		DependencyIndexes: file_troupe_v1_api_proto_depIdxs,

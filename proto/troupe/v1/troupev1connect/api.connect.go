@@ -25,6 +25,8 @@ const (
 	CommandServiceName = "troupe.v1.CommandService"
 	// QueryServiceName is the fully-qualified name of the QueryService service.
 	QueryServiceName = "troupe.v1.QueryService"
+	// EventServiceName is the fully-qualified name of the EventService service.
+	EventServiceName = "troupe.v1.EventService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -39,6 +41,12 @@ const (
 	CommandServiceSendProcedure = "/troupe.v1.CommandService/Send"
 	// QueryServiceQueryProcedure is the fully-qualified name of the QueryService's Query RPC.
 	QueryServiceQueryProcedure = "/troupe.v1.QueryService/Query"
+	// EventServiceReadProcedure is the fully-qualified name of the EventService's Read RPC.
+	EventServiceReadProcedure = "/troupe.v1.EventService/Read"
+	// EventServiceTailProcedure is the fully-qualified name of the EventService's Tail RPC.
+	EventServiceTailProcedure = "/troupe.v1.EventService/Tail"
+	// EventServiceStatsProcedure is the fully-qualified name of the EventService's Stats RPC.
+	EventServiceStatsProcedure = "/troupe.v1.EventService/Stats"
 )
 
 // CommandServiceClient is a client for the troupe.v1.CommandService service.
@@ -183,4 +191,134 @@ type UnimplementedQueryServiceHandler struct{}
 
 func (UnimplementedQueryServiceHandler) Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.QueryService.Query is not implemented"))
+}
+
+// EventServiceClient is a client for the troupe.v1.EventService service.
+type EventServiceClient interface {
+	// Read streams the events of one stream from a sequence, in order.
+	Read(context.Context, *connect.Request[v1.ReadRequest]) (*connect.ServerStreamForClient[v1.ReadResponse], error)
+	// Tail streams the global log from a position, in order; with follow it
+	// keeps streaming new events as they are committed.
+	Tail(context.Context, *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error)
+	// Stats summarises the journal.
+	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
+}
+
+// NewEventServiceClient constructs a client for the troupe.v1.EventService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewEventServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) EventServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	eventServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("EventService").Methods()
+	return &eventServiceClient{
+		read: connect.NewClient[v1.ReadRequest, v1.ReadResponse](
+			httpClient,
+			baseURL+EventServiceReadProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("Read")),
+			connect.WithClientOptions(opts...),
+		),
+		tail: connect.NewClient[v1.TailRequest, v1.TailResponse](
+			httpClient,
+			baseURL+EventServiceTailProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("Tail")),
+			connect.WithClientOptions(opts...),
+		),
+		stats: connect.NewClient[v1.StatsRequest, v1.StatsResponse](
+			httpClient,
+			baseURL+EventServiceStatsProcedure,
+			connect.WithSchema(eventServiceMethods.ByName("Stats")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// eventServiceClient implements EventServiceClient.
+type eventServiceClient struct {
+	read  *connect.Client[v1.ReadRequest, v1.ReadResponse]
+	tail  *connect.Client[v1.TailRequest, v1.TailResponse]
+	stats *connect.Client[v1.StatsRequest, v1.StatsResponse]
+}
+
+// Read calls troupe.v1.EventService.Read.
+func (c *eventServiceClient) Read(ctx context.Context, req *connect.Request[v1.ReadRequest]) (*connect.ServerStreamForClient[v1.ReadResponse], error) {
+	return c.read.CallServerStream(ctx, req)
+}
+
+// Tail calls troupe.v1.EventService.Tail.
+func (c *eventServiceClient) Tail(ctx context.Context, req *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error) {
+	return c.tail.CallServerStream(ctx, req)
+}
+
+// Stats calls troupe.v1.EventService.Stats.
+func (c *eventServiceClient) Stats(ctx context.Context, req *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
+	return c.stats.CallUnary(ctx, req)
+}
+
+// EventServiceHandler is an implementation of the troupe.v1.EventService service.
+type EventServiceHandler interface {
+	// Read streams the events of one stream from a sequence, in order.
+	Read(context.Context, *connect.Request[v1.ReadRequest], *connect.ServerStream[v1.ReadResponse]) error
+	// Tail streams the global log from a position, in order; with follow it
+	// keeps streaming new events as they are committed.
+	Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error
+	// Stats summarises the journal.
+	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
+}
+
+// NewEventServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewEventServiceHandler(svc EventServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	eventServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("EventService").Methods()
+	eventServiceReadHandler := connect.NewServerStreamHandler(
+		EventServiceReadProcedure,
+		svc.Read,
+		connect.WithSchema(eventServiceMethods.ByName("Read")),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventServiceTailHandler := connect.NewServerStreamHandler(
+		EventServiceTailProcedure,
+		svc.Tail,
+		connect.WithSchema(eventServiceMethods.ByName("Tail")),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventServiceStatsHandler := connect.NewUnaryHandler(
+		EventServiceStatsProcedure,
+		svc.Stats,
+		connect.WithSchema(eventServiceMethods.ByName("Stats")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/troupe.v1.EventService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case EventServiceReadProcedure:
+			eventServiceReadHandler.ServeHTTP(w, r)
+		case EventServiceTailProcedure:
+			eventServiceTailHandler.ServeHTTP(w, r)
+		case EventServiceStatsProcedure:
+			eventServiceStatsHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedEventServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedEventServiceHandler struct{}
+
+func (UnimplementedEventServiceHandler) Read(context.Context, *connect.Request[v1.ReadRequest], *connect.ServerStream[v1.ReadResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.EventService.Read is not implemented"))
+}
+
+func (UnimplementedEventServiceHandler) Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.EventService.Tail is not implemented"))
+}
+
+func (UnimplementedEventServiceHandler) Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.EventService.Stats is not implemented"))
 }
