@@ -116,13 +116,11 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (out *Out
 		}
 		names[i] = name
 	}
-	res, err := e.rt.journal.Append(ctx, journal.AppendRequest{
-		Stream:         e.stream,
-		Expected:       e.seq,
-		Events:         events,
-		IdempotencyKey: cmd.GetIdempotencyKey(),
-		Reply:          reply,
-	})
+	req := journal.AppendRequest{Stream: e.stream, Expected: e.seq, Events: events}
+	if key := cmd.GetIdempotencyKey(); key != "" {
+		req.IdempotencyKey, req.Reply = key, reply
+	}
+	res, err := e.rt.journal.Append(ctx, req)
 	if err != nil {
 		// Whatever happened, our view of the stream may be stale now (a
 		// conflict, or an append whose outcome we do not know): rebuild it.

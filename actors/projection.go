@@ -218,11 +218,14 @@ func (p *projection) waitFor(ctx context.Context, query string, want uint64, bou
 		}
 		select {
 		case <-ch:
+			continue
 		case <-timer.C:
-			return &PositionTimeoutError{Query: query, Projection: p.def.Name, Want: want, Reached: pos, Head: p.rt.journal.LastPosition(), Waited: time.Since(start)}
 		case <-ctx.Done():
-			return ctx.Err()
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return ctx.Err()
+			}
 		}
+		return &PositionTimeoutError{Query: query, Projection: p.def.Name, Want: want, Reached: pos, Head: p.rt.journal.LastPosition(), Waited: time.Since(start)}
 	}
 }
 

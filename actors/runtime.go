@@ -276,8 +276,12 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("actors: shutdown: commands still in flight: %w", ctx.Err())
+	default:
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("actors: shutdown: commands still in flight: %w", ctx.Err())
+		}
 	}
 	return errors.Join(err, rt.Close())
 }

@@ -174,30 +174,48 @@ var Balances = actors.Projection{
 	},
 }
 
-// BalanceQuery answers {"id": "acc-1"} with that account's Balance.
+// BalanceQuery answers {"id": "acc-1"} with that account's balance, a
+// number.
 var BalanceQuery = actors.Query{
 	Name:       "balance",
 	Projection: Balances.Name,
 	Handle: func(_ context.Context, v *actors.View, params json.RawMessage) (any, error) {
-		var p struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(params, &p); err != nil {
-			return nil, actors.Reject("balance query: params do not decode: %v", err)
-		}
-		if p.ID == "" {
-			return nil, actors.Reject(`balance query: missing "id"`)
-		}
-		var b Balance
-		ok, err := v.GetJSON(p.ID, &b)
+		b, err := lookup("balance", v, params)
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
-			return nil, actors.NotFound("account %q", p.ID)
-		}
-		return b, nil
+		return b.Balance, nil
 	},
+}
+
+// AccountQuery answers {"id": "acc-1"} with that account's Balance row.
+var AccountQuery = actors.Query{
+	Name:       "account",
+	Projection: Balances.Name,
+	Handle: func(_ context.Context, v *actors.View, params json.RawMessage) (any, error) {
+		return lookup("account", v, params)
+	},
+}
+
+func lookup(query string, v *actors.View, params json.RawMessage) (Balance, error) {
+	var p struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(params, &p); err != nil {
+		return Balance{}, actors.Reject("%s query: params do not decode: %v", query, err)
+	}
+	if p.ID == "" {
+		return Balance{}, actors.Reject(`%s query: missing "id"`, query)
+	}
+	var b Balance
+	ok, err := v.GetJSON(p.ID, &b)
+	if err != nil {
+		return Balance{}, err
+	}
+	if !ok {
+		return Balance{}, actors.NotFound("account %q", p.ID)
+	}
+	return b, nil
 }
 
 // Register adds the bank's kinds, projections and queries to rt.
@@ -208,5 +226,8 @@ func Register(rt *actors.Runtime) error {
 	if err := rt.RegisterProjection(Balances); err != nil {
 		return err
 	}
-	return rt.RegisterQuery(BalanceQuery)
+	if err := rt.RegisterQuery(BalanceQuery); err != nil {
+		return err
+	}
+	return rt.RegisterQuery(AccountQuery)
 }

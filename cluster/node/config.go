@@ -1,0 +1,114 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/troupe-dev/troupe/actors"
+)
+
+// Config configures a node. Every field has a default; the zero value runs a
+// single node with data in ./data and the API on 127.0.0.1:8080.
+type Config struct {
+	// Name identifies the node in logs and, later, in the cluster.
+	// Default: "troupe".
+	Name string
+	// DataDir holds the journal (journal/), the read store (read/), NATS's
+	// JetStream storage (nats/) and the plugin compilation cache (cache/).
+	// Default: "./data".
+	DataDir string
+	// HTTPAddr serves the API (Connect: gRPC, gRPC-Web and JSON over
+	// HTTP), /healthz, /readyz and /metrics. Port 0 picks a free port.
+	// Default: "127.0.0.1:8080".
+	HTTPAddr string
+	// NATSHost and NATSPort are where external NATS clients connect.
+	// Defaults: 127.0.0.1 and 4222; port -1 picks a free port.
+	NATSHost string
+	NATSPort int
+	// NATSNoListen keeps NATS in-process only (no TCP port).
+	NATSNoListen bool
+	// PluginDir is the directory of Wasm plugins ("" = none).
+	PluginDir string
+	// Sync is the journal's sync policy: "always" (default: a command is
+	// acknowledged only once its events are fsynced), "interval" or "none".
+	Sync string
+	// SyncInterval is the fsync period under Sync "interval". Default 10ms.
+	SyncInterval time.Duration
+	// MaxRequestBytes caps an API request body. Default: 1 MiB.
+	MaxRequestBytes int
+	// RequestTimeout bounds one API call. Default: 10s.
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds a graceful shutdown. Default: 10s.
+	ShutdownTimeout time.Duration
+	// Setup registers the node's entity kinds, projections and queries
+	// (for the demo: bank.Register). Nil registers nothing.
+	Setup func(rt *actors.Runtime) error
+	// Logger receives every component's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns cfg with zero fields set to their defaults.
+func (cfg Config) withDefaults() Config {
+	if cfg.Name == "" {
+		cfg.Name = "troupe"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:8080"
+	}
+	if cfg.NATSHost == "" {
+		cfg.NATSHost = "127.0.0.1"
+	}
+	if cfg.NATSPort == 0 {
+		cfg.NATSPort = 4222
+	}
+	if cfg.Sync == "" {
+		cfg.Sync = "always"
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = 10 * time.Millisecond
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = 1 << 20
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+// Validate reports the first invalid field of a defaulted config.
+func (cfg Config) Validate() error {
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("node: http address %q: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.NATSPort < -1 || cfg.NATSPort > 65535 {
+		return fmt.Errorf("node: nats port %d out of range", cfg.NATSPort)
+	}
+	switch cfg.Sync {
+	case "always", "interval", "none":
+	default:
+		return fmt.Errorf("node: sync policy %q: want always, interval or none", cfg.Sync)
+	}
+	if cfg.SyncInterval < 0 {
+		return errors.New("node: negative sync interval")
+	}
+	if cfg.MaxRequestBytes < 0 {
+		return errors.New("node: negative max request size")
+	}
+	if cfg.RequestTimeout < 0 || cfg.ShutdownTimeout < 0 {
+		return errors.New("node: negative timeout")
+	}
+	return nil
+}

@@ -1,0 +1,126 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/troupe-dev/troupe/journal"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+// EventToProto converts a journal event to its wire form.
+func EventToProto(e journal.Event) *troupev1.Event {
+	return &troupev1.Event{
+		StreamId:       e.Stream,
+		Sequence:       e.Sequence,
+		GlobalPosition: e.Position,
+		TimeUnixNano:   e.Time.UnixNano(),
+		Type:           e.Type,
+		Payload:        e.Payload,
+		ContentType:    e.ContentType,
+		Tags:           e.Tags,
+		Metadata:       e.Metadata,
+	}
+}
+
+// EventFromProto converts a wire event back to a journal event.
+func EventFromProto(e *troupev1.Event) journal.Event {
+	return journal.Event{
+		Stream:      e.GetStreamId(),
+		Sequence:    e.GetSequence(),
+		Position:    e.GetGlobalPosition(),
+		Time:        time.Unix(0, e.GetTimeUnixNano()),
+		Type:        e.GetType(),
+		Payload:     e.GetPayload(),
+		ContentType: e.GetContentType(),
+		Tags:        e.GetTags(),
+		Metadata:    e.GetMetadata(),
+	}
+}
+
+// Tail yields the events of the global log selected by f from position
+// from (0: the last `last` positions), in order; with follow it then waits
+// for new events until ctx ends. It is what `troupe events tail` runs, both
+// against a running node and on a stopped node's data directory.
+func Tail(ctx context.Context, j journal.Store, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
+	if from == 0 {
+		head := j.LastPosition()
+		from = 1
+		if uint64(last) < head {
+			from = head - uint64(last) + 1
+		}
+	}
+	for {
+		head := j.LastPosition()
+		if from <= head {
+			for ev, err := range j.ReadAll(ctx, from, f, 0) {
+				if err != nil {
+					return err
+				}
+				if err := yield(ev); err != nil {
+					return err
+				}
+				from = ev.Position + 1
+			}
+			// Every position up to head was committed when we looked, so the
+			// filter has seen all of them.
+			from = max(from, head+1)
+		}
+		if !follow {
+			return nil
+		}
+		if _, err := j.WaitPosition(ctx, from-1); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (a *api) Read(ctx context.Context, req *connect.Request[troupev1.ReadRequest], out *connect.ServerStream[troupev1.ReadResponse]) error {
+	m := req.Msg
+	if _, _, err := journal.ParseStream(m.GetStream()); err != nil {
+		return toConnect(err)
+	}
+	from := max(m.GetFrom(), 1)
+	for ev, err := range a.n.journal.Read(ctx, m.GetStream(), from, int(m.GetLimit())) {
+		if err != nil {
+			return toConnect(err)
+		}
+		if err := out.Send(&troupev1.ReadResponse{Event: EventToProto(ev)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *api) Tail(ctx context.Context, req *connect.Request[troupev1.TailRequest], out *connect.ServerStream[troupev1.TailResponse]) error {
+	m := req.Msg
+	if m.GetKind() != "" && m.GetTag() != "" {
+		return invalid("kind and tag are exclusive")
+	}
+	f := journal.Filter{Kind: m.GetKind(), Tag: m.GetTag()}
+	// A followed tail never ends by itself: end it when the node stops, so
+	// that a graceful shutdown does not wait for it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(a.n.stopping, cancel)()
+	err := Tail(ctx, a.n.journal, f, m.GetFrom(), int(m.GetLast()), m.GetFollow(), func(ev journal.Event) error {
+		return out.Send(&troupev1.TailResponse{Event: EventToProto(ev)})
+	})
+	if err != nil {
+		return toConnect(err)
+	}
+	return nil
+}
+
+func (a *api) Stats(ctx context.Context, _ *connect.Request[troupev1.StatsRequest]) (*connect.Response[troupev1.StatsResponse], error) {
+	s, err := a.n.journal.Stats(ctx)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&troupev1.StatsResponse{Streams: s.Streams, Events: s.Events, LastPosition: s.LastPosition}), nil
+}

@@ -1,0 +1,317 @@
+// Package node is the composition root of a Troupe node: it wires the
+// journal (Badger), the read store, the embedded NATS server, the protoactor
+// actor system, the Wasm plugin host and the API server, starts them in that
+// order and stops them in reverse. Embed it to run your own Go actors:
+//
+//	n, err := node.New(node.Config{
+//		DataDir: "data",
+//		Setup:   func(rt *actors.Runtime) error { return bank.Register(rt) },
+//	})
+//	if err != nil { ... }
+//	if err := n.Start(ctx); err != nil { ... }
+//	<-ctx.Done()
+//	n.Shutdown(context.Background())
+//
+// See docs/architecture.md for the data flow, goroutine ownership and the
+// shutdown order.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/cluster/bus"
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/plugins"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
+)
+
+// ErrClosed is returned by Start after Shutdown or Close.
+var ErrClosed = errors.New("node: closed")
+
+// Node is one Troupe node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *prometheus.Registry
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	ready   atomic.Bool
+	// closers run in reverse order of registration: reverse start order.
+	closers []closer
+
+	journal journal.Store
+	read    *actors.ReadStore
+	bus     *bus.Bus
+	system  *actor.ActorSystem
+	plugins *plugins.Host
+	rt      *actors.Runtime
+	ln      net.Listener
+	http    *http.Server
+	httpErr chan error
+	// stopping is cancelled when shutdown begins; long-lived streams end.
+	stopping   context.Context
+	endStreams context.CancelFunc
+}
+
+type closer struct {
+	name     string
+	shutdown func(ctx context.Context) error
+}
+
+// New validates cfg and returns a node that is not started yet.
+func New(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), metrics: reg}
+	n.stopping, n.endStreams = context.WithCancel(context.Background())
+	return n, nil
+}
+
+// Start starts every component in order and returns once the API accepts
+// requests. On failure it stops what it had started.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	if n.started {
+		return errors.New("node: already started")
+	}
+	n.started = true
+	defer func() {
+		if err != nil {
+			n.stopLocked(context.Background())
+		}
+	}()
+	cfg := n.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("node: data dir: %w", err)
+	}
+	t0 := time.Now()
+
+	// 1. The write store (journal) and the read store.
+	if n.journal, err = OpenJournal(cfg, false, n.log); err != nil {
+		return err
+	}
+	n.onStop("journal", func(context.Context) error { return n.journal.Close() })
+	if n.read, err = actors.OpenReadStore(actors.ReadStoreConfig{Dir: filepath.Join(cfg.DataDir, "read"), Logger: n.log}); err != nil {
+		return err
+	}
+	n.onStop("read store", func(context.Context) error { return n.read.Close() })
+
+	// 2. The embedded NATS server.
+	port := cfg.NATSPort
+	if n.bus, err = bus.New(bus.Config{
+		Name: cfg.Name, Host: cfg.NATSHost, Port: port, NoListen: cfg.NATSNoListen,
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: n.log,
+	}); err != nil {
+		return err
+	}
+	if err := n.bus.Start(ctx); err != nil {
+		return err
+	}
+	n.onStop("nats", n.bus.Shutdown)
+
+	// 3. The actor system.
+	n.system = actors.NewSystem(n.log)
+	n.onStop("actor system", func(context.Context) error { n.system.Shutdown(); return nil })
+
+	// 4. The plugin host.
+	if n.plugins, err = plugins.New(plugins.Config{
+		Dir: cfg.PluginDir, CacheDir: filepath.Join(cfg.DataDir, "cache", "wasm"),
+		Logger: n.log, Metrics: n.metrics,
+	}); err != nil {
+		return err
+	}
+	if err := n.plugins.Start(ctx); err != nil {
+		return err
+	}
+	n.onStop("plugins", func(context.Context) error { return n.plugins.Close() })
+
+	// 5. The actors runtime with the user's domain.
+	if n.rt, err = actors.NewRuntime(actors.Config{
+		Journal: n.journal, ReadStore: n.read, System: n.system,
+		Intercept: n.intercept, Logger: n.log,
+	}); err != nil {
+		return err
+	}
+	if cfg.Setup != nil {
+		if err := cfg.Setup(n.rt); err != nil {
+			return fmt.Errorf("node: setup: %w", err)
+		}
+	}
+	if err := n.rt.Start(ctx); err != nil {
+		return err
+	}
+	n.onStop("actors", func(ctx context.Context) error {
+		if ctx.Err() != nil {
+			return n.rt.Close()
+		}
+		return n.rt.Shutdown(ctx)
+	})
+
+	// 6. The API.
+	if err := n.startHTTP(); err != nil {
+		return err
+	}
+	n.ready.Store(true)
+	n.log.Info("node ready", "http", n.HTTPAddr(), "nats", n.bus.ClientURL(), "data", cfg.DataDir,
+		"sync", cfg.Sync, "plugins", cfg.PluginDir, "took", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func (n *Node) onStop(name string, f func(ctx context.Context) error) {
+	n.closers = append(n.closers, closer{name, f})
+}
+
+// intercept runs the sidecar plugin chain on a command.
+func (n *Node) intercept(ctx context.Context, cmd *troupev1.Command) error {
+	d, err := n.plugins.Command(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if d.Rejected {
+		return &actors.RejectedError{Reason: fmt.Sprintf("plugin %s: %s", d.Plugin, d.Reason)}
+	}
+	return nil
+}
+
+func (n *Node) startHTTP() error {
+	mux := http.NewServeMux()
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(n.cfg.MaxRequestBytes)}
+	a := &api{n: n}
+	mux.Handle(troupev1connect.NewCommandServiceHandler(a, opts...))
+	mux.Handle(troupev1connect.NewQueryServiceHandler(a, opts...))
+	mux.Handle(troupev1connect.NewEventServiceHandler(a, opts...))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
+
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node: http: %w", err)
+	}
+	n.ln = ln
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS on loopback
+	n.http = &http.Server{
+		Handler:           http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096),
+		Protocols:         protocols,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	n.httpErr = make(chan error, 1)
+	go func() { n.httpErr <- n.http.Serve(ln) }()
+	n.onStop("http", func(ctx context.Context) error {
+		n.ready.Store(false)
+		n.endStreams()
+		var err error
+		if ctx.Err() != nil {
+			err = n.http.Close()
+		} else {
+			err = n.http.Shutdown(ctx)
+		}
+		if serr := <-n.httpErr; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		return err
+	})
+	return nil
+}
+
+// HTTPAddr is the address the API listens on ("" before Start).
+func (n *Node) HTTPAddr() string {
+	if n.ln == nil {
+		return ""
+	}
+	return n.ln.Addr().String()
+}
+
+// Runtime is the node's actor runtime (nil before Start).
+func (n *Node) Runtime() *actors.Runtime { return n.rt }
+
+// Journal is the node's event store (nil before Start).
+func (n *Node) Journal() journal.Store { return n.journal }
+
+// Bus is the node's embedded NATS server (nil before Start).
+func (n *Node) Bus() *bus.Bus { return n.bus }
+
+// Plugins is the node's plugin host (nil before Start).
+func (n *Node) Plugins() *plugins.Host { return n.plugins }
+
+// Metrics is the registry served on /metrics.
+func (n *Node) Metrics() *prometheus.Registry { return n.metrics }
+
+// Shutdown stops the node gracefully in reverse start order: the API stops
+// taking requests and finishes those in flight, the actors drain, then
+// plugins, NATS, and the stores close. It is bounded by ctx and by
+// Config.ShutdownTimeout.
+func (n *Node) Shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
+	defer cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stopLocked(ctx)
+}
+
+// Close stops the node at once. It is idempotent.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stopLocked(ctx)
+}
+
+func (n *Node) stopLocked(ctx context.Context) error {
+	n.closed = true
+	n.ready.Store(false)
+	var errs []error
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		c := n.closers[i]
+		if err := c.shutdown(ctx); err != nil {
+			n.log.Error("stop failed", "component", c.name, "err", err)
+			errs = append(errs, fmt.Errorf("stop %s: %w", c.name, err))
+		}
+	}
+	n.endStreams()
+	if len(n.closers) > 0 {
+		n.log.Info("node stopped")
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}

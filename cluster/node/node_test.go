@@ -1,0 +1,165 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/examples/bank"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Process-wide singletons started on first use, not per node.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+func testConfig(t *testing.T) Config {
+	return Config{
+		DataDir:  t.TempDir(),
+		HTTPAddr: "127.0.0.1:0",
+		NATSPort: -1,
+		Setup:    bank.Register,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+func startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestNodeServesAPIAndStopsCleanly(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	url := "http://" + n.HTTPAddr()
+
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		if path == "/metrics" && !strings.Contains(string(body), "go_goroutines") {
+			t.Fatalf("/metrics has no Go metrics:\n%.300s", body)
+		}
+	}
+
+	ctx := context.Background()
+	// gRPC over HTTP/2 without TLS, served by the same handler as JSON.
+	c := troupev1connect.NewCommandServiceClient(&http.Client{Transport: h2cTransport()}, url, connect.WithGRPC())
+	send := func(typ string, payload map[string]any) (*troupev1.SendResponse, error) {
+		st, _ := structpb.NewStruct(payload)
+		resp, err := c.Send(ctx, connect.NewRequest(&troupev1.SendRequest{Kind: "account", Id: "a1", Type: typ, Payload: st}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+	if _, err := send("Open", nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := send("Deposit", map[string]any{"amount": 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.GetPosition() != 2 || r.GetSequence() != 2 || r.GetReply().GetStructValue().GetFields()["balance"].GetNumberValue() != 42 {
+		t.Fatalf("deposit response %v", r)
+	}
+	if _, err := send("Withdraw", map[string]any{"amount": 43}); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("overdraw: %v", err)
+	}
+
+	q := troupev1connect.NewQueryServiceClient(&http.Client{Transport: h2cTransport()}, url, connect.WithGRPC())
+	params, _ := structpb.NewStruct(map[string]any{"id": "a1"})
+	ans, err := q.Query(ctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: params, MinPosition: r.GetPosition()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans.Msg.GetResult().GetNumberValue() != 42 || ans.Msg.GetPosition() < 2 {
+		t.Fatalf("query answer %v", ans.Msg)
+	}
+
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close after Shutdown: %v", err)
+	}
+	if err := n.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Shutdown = %v", err)
+	}
+	if _, err := http.Get(url + "/healthz"); err == nil {
+		t.Fatal("API still answers after Shutdown")
+	}
+}
+
+func TestStartFailureStopsWhatStarted(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Setup = func(rt *actors.Runtime) error { return errors.New("domain refuses") }
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "domain refuses") {
+		t.Fatalf("Start = %v", err)
+	}
+	// The journal was closed: a second node can open the same directory.
+	n2 := startNode(t, Config{DataDir: cfg.DataDir, HTTPAddr: "127.0.0.1:0", NATSPort: -1, Logger: cfg.Logger})
+	if err := n2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"bad http address", Config{HTTPAddr: "nohost"}, "http address"},
+		{"bad sync", Config{Sync: "sometimes"}, `sync policy "sometimes"`},
+		{"bad nats port", Config{NATSPort: 99999}, "nats port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// h2cTransport speaks HTTP/2 without TLS, as gRPC clients do on loopback.
+func h2cTransport() *http.Transport {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: p}
+}

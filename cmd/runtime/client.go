@@ -1,0 +1,144 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
+)
+
+const defaultNode = "http://127.0.0.1:8080"
+
+func addNodeFlag(cmd *cobra.Command, node *string, timeout *time.Duration) {
+	cmd.Flags().StringVar(node, "node", defaultNode, "URL of the node's API")
+	cmd.Flags().DurationVar(timeout, "timeout", 15*time.Second, "how long to wait for the node")
+}
+
+func httpClient(timeout time.Duration) *http.Client { return &http.Client{Timeout: timeout} }
+
+func newSendCmd() *cobra.Command {
+	var (
+		node, key string
+		timeout   time.Duration
+		verbose   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "send KIND/ID [TYPE] JSON",
+		Short: "Send a command to an entity of a running node",
+		Long: `Send a command to the entity KIND/ID of a running node and print its reply.
+
+TYPE names the command. Without it, the JSON object's "type" member names the
+command and its other members are the command's payload.`,
+		Example: `  troupe send account/acc-1 Open '{"owner":"ada"}'
+  troupe send account/acc-1 Deposit '{"amount":100}'
+  troupe send account/acc-1 '{"type":"Withdraw","amount":30}'`,
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, id, ok := strings.Cut(args[0], "/")
+			if !ok || kind == "" || id == "" {
+				return fmt.Errorf("entity %q: want KIND/ID, e.g. account/acc-1", args[0])
+			}
+			typ, body := "", args[len(args)-1]
+			if len(args) == 3 {
+				typ = args[1]
+			}
+			var payload map[string]any
+			if err := json.Unmarshal([]byte(body), &payload); err != nil {
+				return fmt.Errorf("payload %q is not a JSON object: %v", body, err)
+			}
+			if typ == "" {
+				t, ok := payload["type"].(string)
+				if !ok || t == "" {
+					return fmt.Errorf(`no command type: pass TYPE or a "type" member in the JSON`)
+				}
+				typ = t
+				delete(payload, "type")
+			}
+			st, err := structpb.NewStruct(payload)
+			if err != nil {
+				return fmt.Errorf("payload: %v", err)
+			}
+			c := troupev1connect.NewCommandServiceClient(httpClient(timeout), node)
+			resp, err := c.Send(cmd.Context(), connect.NewRequest(&troupev1.SendRequest{
+				Kind: kind, Id: id, Type: typ, Payload: st, IdempotencyKey: key,
+			}))
+			if err != nil {
+				return err
+			}
+			if verbose {
+				return printJSON(cmd, resp.Msg)
+			}
+			if resp.Msg.GetReply() == nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "ok")
+				return nil
+			}
+			return printJSON(cmd, resp.Msg.GetReply())
+		},
+	}
+	addNodeFlag(cmd, &node, &timeout)
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "make the command idempotent under this key")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the whole response (sequence, position, events)")
+	return cmd
+}
+
+func newQueryCmd() *cobra.Command {
+	var (
+		node    string
+		minPos  uint64
+		timeout time.Duration
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "query NAME [JSON]",
+		Short: "Run a named query against a running node",
+		Example: `  troupe query balance '{"id":"acc-1"}'
+  troupe query balance '{"id":"acc-1"}' --min-position 42`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			params := map[string]any{}
+			if len(args) == 2 {
+				if err := json.Unmarshal([]byte(args[1]), &params); err != nil {
+					return fmt.Errorf("params %q are not a JSON object: %v", args[1], err)
+				}
+			}
+			st, err := structpb.NewStruct(params)
+			if err != nil {
+				return fmt.Errorf("params: %v", err)
+			}
+			c := troupev1connect.NewQueryServiceClient(httpClient(timeout), node)
+			resp, err := c.Query(cmd.Context(), connect.NewRequest(&troupev1.QueryRequest{
+				Name: args[0], Params: st, MinPosition: minPos,
+			}))
+			if err != nil {
+				return err
+			}
+			if verbose {
+				return printJSON(cmd, resp.Msg)
+			}
+			return printJSON(cmd, resp.Msg.GetResult())
+		},
+	}
+	addNodeFlag(cmd, &node, &timeout)
+	cmd.Flags().Uint64Var(&minPos, "min-position", 0, "wait until the read model has applied this global position")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the whole response (with the position)")
+	return cmd
+}
+
+func printJSON(cmd *cobra.Command, m proto.Message) error {
+	b, err := protojson.MarshalOptions{EmitUnpopulated: false}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), string(b))
+	return nil
+}
