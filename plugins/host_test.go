@@ -1,0 +1,202 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+func bankCmd(typ, payload string) *troupev1.Command {
+	return &troupev1.Command{
+		CommandId:   "cmd-1",
+		Kind:        "account",
+		EntityId:    "acc-1",
+		Type:        typ,
+		Payload:     []byte(payload),
+		ContentType: "application/json",
+	}
+}
+
+func TestNoDirAllowsEverything(t *testing.T) {
+	h, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.Command(context.Background(), bankCmd("Deposit", `{"amount":1}`))
+	if err != nil || d.Rejected {
+		t.Fatalf("Command = %+v, %v; want allowed", d, err)
+	}
+	if len(h.List()) != 0 {
+		t.Fatalf("List = %+v, want empty", h.List())
+	}
+	h.Close()
+	if _, err := h.Command(context.Background(), bankCmd("Deposit", "")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: err = %v, want ErrClosed", err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestMissingDirIsNotFatal(t *testing.T) {
+	h := startHost(t, filepath.Join(t.TempDir(), "nope"), func(c *Config) { c.Watch = true })
+	if d, err := h.Command(context.Background(), bankCmd("Deposit", "")); err != nil || d.Rejected {
+		t.Fatalf("Command = %+v, %v", d, err)
+	}
+}
+
+func TestAuditLogLogsEachCommand(t *testing.T) {
+	wasm := buildGo(t, "wasm-examples/go/audit-log")
+	dir := t.TempDir()
+	man, err := os.ReadFile(filepath.Join(repoRoot(t), "wasm-examples/go/audit-log/audit-log.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePlugin(t, dir, "audit-log", wasm, string(man))
+	h := startHost(t, dir, nil)
+
+	in := h.info(t, "audit-log")
+	if in.State != StateReady || in.Kind != KindSidecar || in.Version == "" || in.LastError != "" {
+		t.Fatalf("info = %+v", in)
+	}
+	ctx := context.Background()
+	for i, typ := range []string{"Open", "Deposit", "Withdraw"} {
+		cmd := bankCmd(typ, `{"amount":5}`)
+		cmd.CommandId = "c" + string(rune('0'+i))
+		d, err := h.Command(ctx, cmd)
+		if err != nil || d.Rejected {
+			t.Fatalf("Command(%s) = %+v, %v; want allowed", typ, d, err)
+		}
+		if string(cmd.Payload) != `{"amount":5}` {
+			t.Fatalf("payload changed to %q", cmd.Payload)
+		}
+	}
+	logs := h.logs.String()
+	for i, typ := range []string{"Open", "Deposit", "Withdraw"} {
+		want := "audit: command kind=account id=acc-1 type=" + typ + " command_id=c" + string(rune('0'+i))
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if !strings.Contains(logs, "plugin=audit-log") {
+		t.Errorf("guest logs lack the plugin attribute:\n%s", logs)
+	}
+	if got := h.metric(t, "troupe_plugin_calls_total", map[string]string{"plugin": "audit-log", "hook": "command"}); got != 3 {
+		t.Errorf("calls_total = %v, want 3", got)
+	}
+	if got := h.metric(t, "troupe_plugin_guest_total", map[string]string{"plugin": "audit-log", "name": "commands_seen"}); got != 3 {
+		t.Errorf("guest counter commands_seen = %v, want 3", got)
+	}
+	if got := h.metric(t, "troupe_plugin_up", map[string]string{"plugin": "audit-log"}); got != 1 {
+		t.Errorf("up = %v, want 1", got)
+	}
+}
+
+func TestValidateAmountRejects(t *testing.T) {
+	wasm := buildGo(t, "wasm-examples/go/validate-amount")
+	dir := t.TempDir()
+	man, err := os.ReadFile(filepath.Join(repoRoot(t), "wasm-examples/go/validate-amount/validate-amount.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePlugin(t, dir, "validate-amount", wasm, string(man))
+	h := startHost(t, dir, nil)
+	ctx := context.Background()
+
+	tests := []struct {
+		name, typ, payload string
+		reject             bool
+		reason             string
+	}{
+		{"deposit ok", "Deposit", `{"amount":100}`, false, ""},
+		{"withdraw ok", "Withdraw", `{"amount": 5}`, false, ""},
+		{"negative withdraw", "Withdraw", `{"amount":-5}`, true, "amount must be positive, got -5"},
+		{"zero deposit", "Deposit", `{"amount":0}`, true, "amount must be positive, got 0"},
+		{"too large", "Deposit", `{"amount":1000000000}`, true, "amount 1000000000 exceeds the limit of 1000000"},
+		{"missing", "Deposit", `{}`, true, "amount is required"},
+		{"not json", "Deposit", `amount=5`, true, "payload is not a JSON object"},
+		{"fraction", "Withdraw", `{"amount":1.5}`, true, "amount must be a whole number, got 1.5"},
+		{"open not hooked", "Open", `{"amount":-5}`, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := h.Command(ctx, bankCmd(tt.typ, tt.payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Rejected != tt.reject || d.Reason != tt.reason {
+				t.Fatalf("Decision = %+v, want rejected=%v reason=%q", d, tt.reject, tt.reason)
+			}
+			if d.Rejected && (d.Plugin != "validate-amount" || d.Err != nil) {
+				t.Fatalf("Decision = %+v, want a verdict of validate-amount", d)
+			}
+		})
+	}
+	if got := h.metric(t, "troupe_plugin_rejects_total", map[string]string{"plugin": "validate-amount", "hook": "command"}); got != 6 {
+		t.Errorf("rejects_total = %v, want 6", got)
+	}
+}
+
+// TestChainOrder checks that sidecars run in manifest order, see each
+// other's changes, and that a reject stops the chain.
+func TestChainOrder(t *testing.T) {
+	audit := buildGo(t, "wasm-examples/go/audit-log")
+	validate := buildGo(t, "wasm-examples/go/validate-amount")
+	dir := t.TempDir()
+	writePlugin(t, dir, "audit-log", audit, "name = \"audit-log\"\norder = 20\ntrusted = true\n[hooks]\ncommands = [\"*\"]\n")
+	writePlugin(t, dir, "validate-amount", validate, "name = \"validate-amount\"\norder = 10\n[hooks]\nkinds = [\"account\"]\ncommands = [\"Deposit\"]\n")
+	h := startHost(t, dir, nil)
+	list := h.List()
+	if len(list) != 2 || list[0].Name != "validate-amount" || list[1].Name != "audit-log" {
+		t.Fatalf("List order = %+v", list)
+	}
+	d, err := h.Command(context.Background(), bankCmd("Deposit", `{"amount":-1}`))
+	if err != nil || !d.Rejected || d.Plugin != "validate-amount" {
+		t.Fatalf("Decision = %+v, %v", d, err)
+	}
+	if strings.Contains(h.logs.String(), "audit: command") {
+		t.Fatal("audit-log ran after validate-amount rejected")
+	}
+	if _, err := h.Command(context.Background(), bankCmd("Deposit", `{"amount":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h.logs.String(), "audit: command") {
+		t.Fatal("audit-log did not run after validate-amount allowed")
+	}
+	// validate-amount annotates what it checked; audit-log ran after it.
+	cmd := bankCmd("Deposit", `{"amount":7}`)
+	if _, err := h.Command(context.Background(), cmd); err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Metadata["validated-by"] != "validate-amount" {
+		t.Fatalf("metadata = %v, want validated-by annotation", cmd.Metadata)
+	}
+}
+
+func TestCloseWaitsNoLeak(t *testing.T) {
+	wasm := buildWAT(t, "allow")
+	dir := t.TempDir()
+	writePlugin(t, dir, "allow", wasm, "")
+	h := startHost(t, dir, func(c *Config) { c.Watch = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.Command(ctx, bankCmd("Deposit", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Command(ctx, bankCmd("Deposit", "{}")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+}

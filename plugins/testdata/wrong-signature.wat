@@ -1,0 +1,8 @@
+;; Bad plugin: handle returns i32 instead of i64.
+(module
+  (memory (export "memory") 1)
+  (func (export "abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "dealloc") (param i32 i32))
+  (func (export "handle") (param i32 i32) (result i32) (i32.const 0))
+)

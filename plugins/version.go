@@ -1,0 +1,539 @@
+package plugins
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"google.golang.org/protobuf/proto"
+
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+// version is one loaded build of a plugin: its own wazero runtime (the
+// memory limit is per runtime), the compiled module, and a pool of
+// instances. A reload creates a new version and retires the old one, which
+// closes once its last in-flight call returns.
+type version struct {
+	host    *Host
+	name    string
+	hash    string
+	man     *Manifest
+	secrets map[string]string
+	egress  []egressRule
+	log     *slog.Logger
+
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	modCfg   wazero.ModuleConfig
+
+	hooks   [hookCount]hookMetrics
+	latency prometheus.Observer
+
+	// sem bounds live instances: a slot is taken for as long as an
+	// instance is in use.
+	sem chan struct{}
+
+	mu      sync.Mutex // guards free, retired, live
+	free    []*instance
+	live    int // instances created and not yet closed
+	retired bool
+
+	seq      atomic.Uint64
+	byModule sync.Map // api.Module -> *instance, for imports that keep per-instance state
+
+	gmu      sync.Mutex // guards the guest metric maps
+	gCounter map[string]prometheus.Counter
+	gGauge   map[string]prometheus.Gauge
+}
+
+// hookCount sizes per-hook arrays (indexed by troupev1.Hook).
+const hookCount = int(troupev1.Hook_HOOK_PROBE) + 1
+
+// instance is one instantiated guest module with cached function handles
+// and buffers; it is used by one call at a time.
+type instance struct {
+	v       *version
+	mod     api.Module
+	mem     api.Memory
+	handle  api.Function
+	alloc   api.Function
+	dealloc api.Function
+	stack   [2]uint64
+
+	inPtr, inCap uint32 // guest buffer owned by the host, reused across calls
+
+	buf     []byte // host-side encoding buffer
+	req     troupev1.PluginRequest
+	pctx    troupev1.PluginContext
+	wCmd    troupev1.PluginRequest_Command
+	wEvent  troupev1.PluginRequest_Event
+	wTopic  troupev1.PluginRequest_Topic
+	wCall   troupev1.PluginRequest_Call
+	verdict troupev1.Verdict
+
+	pending []byte // encoded HttpResponse waiting for http_result
+}
+
+// errRetired is returned by acquire on a version that a reload replaced.
+var errRetired = errors.New("plugins: version retired")
+
+// compile builds a version from a manifest and wasm bytes, and checks it:
+// exports and their signatures, abi_version, and a probe call.
+func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash string) (v *version, err error) {
+	secrets, err := man.resolveSecrets(readFileLimited, h.cfg.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	v = &version{
+		host:    h,
+		name:    man.Name,
+		hash:    hash,
+		man:     man,
+		secrets: secrets,
+		log:     h.log.With(slog.String("plugin", man.Name), slog.String("version", hash)),
+		sem:     make(chan struct{}, man.Limits.MaxInstances),
+		latency: h.metrics.latency.WithLabelValues(man.Name),
+	}
+	for _, e := range man.Capabilities.Egress {
+		r, _ := parseEgressRule(e) // validated with the manifest
+		v.egress = append(v.egress, r)
+	}
+	for i := range v.hooks {
+		hk := hookName(troupev1.Hook(i))
+		v.hooks[i] = hookMetrics{
+			calls:   h.metrics.calls.WithLabelValues(man.Name, hk),
+			rejects: h.metrics.rejects.WithLabelValues(man.Name, hk),
+		}
+	}
+
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(h.cache).
+		WithMemoryLimitPages(man.Limits.MemoryPages).
+		WithCloseOnContextDone(!man.Trusted)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	v.rt = rt
+	defer func() {
+		if err != nil {
+			_ = rt.Close(context.Background())
+		}
+	}()
+	if err := v.instantiateImports(ctx, v.rt); err != nil {
+		return nil, fmt.Errorf("host imports: %w", err)
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, v.rt); err != nil {
+		return nil, fmt.Errorf("wasi: %w", err)
+	}
+	v.compiled, err = v.rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", firstLineErr(err))
+	}
+	if err := checkExports(v.compiled); err != nil {
+		return nil, err
+	}
+
+	mc := wazero.NewModuleConfig().
+		WithStartFunctions(exportInitialize).
+		WithStderr(&guestStderr{log: v.log}).
+		WithStdout(io.Discard)
+	if man.Capabilities.Clock {
+		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+	}
+	if man.Capabilities.Random {
+		mc = mc.WithRandSource(crand.Reader)
+	}
+	v.modCfg = mc
+
+	// Self-check on a first instance, which then goes to the pool.
+	cctx, cancel := v.loadContext(ctx)
+	defer cancel()
+	inst, err := v.instantiate(cctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.selfCheck(cctx, inst); err != nil {
+		_ = inst.mod.Close(context.Background())
+		return nil, err
+	}
+	v.live = 1
+	v.free = append(v.free, inst)
+	return v, nil
+}
+
+// loadContext bounds instantiation and the self-check of untrusted plugins.
+func (v *version) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if v.man.Trusted {
+		return ctx, func() {}
+	}
+	d := 10 * v.man.Limits.Timeout
+	if d < 2*time.Second {
+		d = 2 * time.Second
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func checkExports(cm wazero.CompiledModule) error {
+	fns := cm.ExportedFunctions()
+	for _, want := range exportSigs {
+		def, ok := fns[want.name]
+		if !ok {
+			return fmt.Errorf("%w: missing export %q", ErrABI, want.name)
+		}
+		if !sameTypes(def.ParamTypes(), want.params) || !sameTypes(def.ResultTypes(), want.results) {
+			return fmt.Errorf("%w: export %q has signature %s, want %s", ErrABI, want.name,
+				sig(def.ParamTypes(), def.ResultTypes()), sig(want.params, want.results))
+		}
+	}
+	if def, ok := fns[exportInitialize]; ok && (len(def.ParamTypes()) != 0 || len(def.ResultTypes()) != 0) {
+		return fmt.Errorf("%w: export %q must take and return nothing", ErrABI, exportInitialize)
+	}
+	if _, ok := cm.ExportedMemories()[exportMemory]; !ok {
+		return fmt.Errorf("%w: missing memory export %q", ErrABI, exportMemory)
+	}
+	return nil
+}
+
+func sameTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sig(params, results []api.ValueType) string {
+	s := "("
+	for i, p := range params {
+		if i > 0 {
+			s += ", "
+		}
+		s += api.ValueTypeName(p)
+	}
+	s += ") -> ("
+	for i, r := range results {
+		if i > 0 {
+			s += ", "
+		}
+		s += api.ValueTypeName(r)
+	}
+	return s + ")"
+}
+
+// instantiate creates a new instance (running _initialize) and caches its
+// function handles.
+func (v *version) instantiate(ctx context.Context) (*instance, error) {
+	name := v.name + "#" + strconv.FormatUint(v.seq.Add(1), 10)
+	mod, err := v.rt.InstantiateModule(ctx, v.compiled, v.modCfg.WithName(name))
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", classify(err))
+	}
+	inst := &instance{
+		v:       v,
+		mod:     mod,
+		mem:     mod.Memory(),
+		handle:  mod.ExportedFunction(exportHandle),
+		alloc:   mod.ExportedFunction(exportAlloc),
+		dealloc: mod.ExportedFunction(exportDealloc),
+	}
+	if inst.mem == nil {
+		_ = mod.Close(context.Background())
+		return nil, fmt.Errorf("%w: module has no memory", ErrABI)
+	}
+	inst.req.AbiVersion = ABIVersion
+	inst.pctx = troupev1.PluginContext{Node: v.host.cfg.Node, Plugin: v.name, PluginVersion: v.hash}
+	inst.req.Context = &inst.pctx
+	v.byModule.Store(mod, inst)
+	return inst, nil
+}
+
+// selfCheck verifies abi_version and answers a probe call.
+func (v *version) selfCheck(ctx context.Context, inst *instance) error {
+	fn := inst.mod.ExportedFunction(exportABIVersion)
+	res, err := fn.Call(ctx)
+	if err != nil {
+		return fmt.Errorf("abi_version: %w", classify(err))
+	}
+	if got := api.DecodeI32(res[0]); got != ABIVersion {
+		return fmt.Errorf("%w: abi_version returned %d, want %d", ErrABI, got, ABIVersion)
+	}
+	inst.req.Hook = troupev1.Hook_HOOK_PROBE
+	inst.req.Message = nil
+	vd, err := inst.call(ctx)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	if vd.GetError() != "" {
+		return fmt.Errorf("probe: %w: %s", ErrGuest, vd.GetError())
+	}
+	if vd.GetReject() {
+		return fmt.Errorf("probe: %w: guest rejected the probe: %s", ErrABI, vd.GetReason())
+	}
+	return nil
+}
+
+// acquire takes an instance from the pool, creating one if none is free,
+// waiting while MaxInstances are in use.
+func (v *version) acquire(ctx context.Context) (*instance, error) {
+	select {
+	case v.sem <- struct{}{}:
+	default:
+		select {
+		case v.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	v.mu.Lock()
+	if v.retired {
+		v.mu.Unlock()
+		<-v.sem
+		return nil, errRetired
+	}
+	if n := len(v.free); n > 0 {
+		inst := v.free[n-1]
+		v.free = v.free[:n-1]
+		v.mu.Unlock()
+		return inst, nil
+	}
+	v.live++
+	v.mu.Unlock()
+
+	ictx, cancel := v.loadContext(ctx)
+	inst, err := v.instantiate(ictx)
+	cancel()
+	if err != nil {
+		v.mu.Lock()
+		v.live--
+		last := v.retired && v.live == 0
+		v.mu.Unlock()
+		<-v.sem
+		if last {
+			v.closeRuntime()
+		}
+		return nil, err
+	}
+	return inst, nil
+}
+
+// release returns an instance to the pool, or closes it when it failed (a
+// trapped or interrupted instance is never reused) or the version retired.
+func (v *version) release(inst *instance, healthy bool) {
+	v.mu.Lock()
+	keep := healthy && !v.retired
+	if keep {
+		v.free = append(v.free, inst)
+	} else {
+		v.live--
+	}
+	last := v.retired && v.live == 0
+	v.mu.Unlock()
+	<-v.sem
+	if !keep {
+		inst.close()
+	}
+	if last {
+		v.closeRuntime()
+	}
+}
+
+// retire stops the version from taking new calls; the runtime closes when
+// the last in-flight call returns.
+func (v *version) retire() {
+	v.mu.Lock()
+	if v.retired {
+		v.mu.Unlock()
+		return
+	}
+	v.retired = true
+	free := v.free
+	v.free = nil
+	v.live -= len(free)
+	last := v.live == 0
+	v.mu.Unlock()
+	for _, inst := range free {
+		inst.close()
+	}
+	if last {
+		v.closeRuntime()
+	}
+}
+
+func (v *version) closeRuntime() {
+	_ = v.rt.Close(context.Background())
+}
+
+func (inst *instance) close() {
+	inst.v.byModule.Delete(inst.mod)
+	_ = inst.mod.Close(context.Background())
+}
+
+// call encodes inst.req into guest memory, calls handle, and decodes the
+// verdict into inst.verdict. Any error means the instance must be discarded.
+func (inst *instance) call(ctx context.Context) (*troupev1.Verdict, error) {
+	var err error
+	inst.buf, err = proto.MarshalOptions{}.MarshalAppend(inst.buf[:0], &inst.req)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	n := uint32(len(inst.buf))
+	if n > inst.inCap {
+		if err := inst.grow(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	if !inst.mem.Write(inst.inPtr, inst.buf) {
+		return nil, fmt.Errorf("%w: alloc returned [%d, +%d), outside guest memory", ErrABI, inst.inPtr, inst.inCap)
+	}
+	inst.stack[0] = uint64(inst.inPtr)
+	inst.stack[1] = uint64(n)
+	if err := inst.handle.CallWithStack(ctx, inst.stack[:]); err != nil {
+		return nil, classify(err)
+	}
+	res := inst.stack[0]
+	ptr, size := uint32(res>>32), uint32(res)
+	if size > inst.v.man.Limits.MaxOutput {
+		return nil, fmt.Errorf("%w: verdict of %d bytes, limit %d", ErrOutputTooLarge, size, inst.v.man.Limits.MaxOutput)
+	}
+	proto.Reset(&inst.verdict)
+	if size == 0 {
+		return &inst.verdict, nil
+	}
+	out, ok := inst.mem.Read(ptr, size)
+	if !ok {
+		return nil, fmt.Errorf("%w: handle returned [%d, +%d), outside guest memory of %d bytes", ErrABI, ptr, size, inst.mem.Size())
+	}
+	if err := proto.Unmarshal(out, &inst.verdict); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadVerdict, err)
+	}
+	return &inst.verdict, nil
+}
+
+// grow replaces the host-owned input buffer with one of at least n bytes.
+func (inst *instance) grow(ctx context.Context, n uint32) error {
+	if inst.inCap > 0 {
+		inst.stack[0], inst.stack[1] = uint64(inst.inPtr), uint64(inst.inCap)
+		if err := inst.dealloc.CallWithStack(ctx, inst.stack[:]); err != nil {
+			return fmt.Errorf("dealloc: %w", classify(err))
+		}
+		inst.inPtr, inst.inCap = 0, 0
+	}
+	c := uint32(256)
+	for c < n {
+		if c >= 1<<30 {
+			c = n
+			break
+		}
+		c *= 2
+	}
+	inst.stack[0] = uint64(c)
+	if err := inst.alloc.CallWithStack(ctx, inst.stack[:]); err != nil {
+		return fmt.Errorf("alloc: %w", classify(err))
+	}
+	ptr := uint32(inst.stack[0])
+	if ptr == 0 {
+		return fmt.Errorf("%w: alloc(%d) returned 0", ErrABI, c)
+	}
+	if uint64(ptr)+uint64(c) > uint64(inst.mem.Size()) {
+		return fmt.Errorf("%w: alloc(%d) returned %d, outside guest memory of %d bytes", ErrABI, c, ptr, inst.mem.Size())
+	}
+	inst.inPtr, inst.inCap = ptr, c
+	return nil
+}
+
+func (v *version) instanceOf(mod api.Module) *instance {
+	if x, ok := v.byModule.Load(mod); ok {
+		return x.(*instance)
+	}
+	return nil
+}
+
+func (v *version) guestCounter(name string) prometheus.Counter {
+	v.gmu.Lock()
+	defer v.gmu.Unlock()
+	if c, ok := v.gCounter[name]; ok {
+		return c
+	}
+	if len(v.gCounter)+len(v.gGauge) >= maxGuestMetrics {
+		return nil
+	}
+	if v.gCounter == nil {
+		v.gCounter = make(map[string]prometheus.Counter)
+	}
+	c := v.host.metrics.guestCtr.WithLabelValues(v.name, name)
+	v.gCounter[name] = c
+	return c
+}
+
+func (v *version) guestGauge(name string) prometheus.Gauge {
+	v.gmu.Lock()
+	defer v.gmu.Unlock()
+	if g, ok := v.gGauge[name]; ok {
+		return g
+	}
+	if len(v.gCounter)+len(v.gGauge) >= maxGuestMetrics {
+		return nil
+	}
+	if v.gGauge == nil {
+		v.gGauge = make(map[string]prometheus.Gauge)
+	}
+	g := v.host.metrics.guestGge.WithLabelValues(v.name, name)
+	v.gGauge[name] = g
+	return g
+}
+
+func hookName(h troupev1.Hook) string {
+	switch h {
+	case troupev1.Hook_HOOK_COMMAND:
+		return "command"
+	case troupev1.Hook_HOOK_EVENT:
+		return "event"
+	case troupev1.Hook_HOOK_TOPIC:
+		return "topic"
+	case troupev1.Hook_HOOK_CALL:
+		return "call"
+	case troupev1.Hook_HOOK_PROBE:
+		return "probe"
+	}
+	return "unspecified"
+}
+
+// guestStderr turns what a guest writes to stderr (a Go guest's panic
+// message, say) into warnings, so that a trap's cause is visible.
+type guestStderr struct{ log *slog.Logger }
+
+func (w *guestStderr) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) > maxLogMessage {
+		p = p[:maxLogMessage]
+	}
+	if s := trimNL(string(p)); s != "" {
+		w.log.Warn("guest stderr", slog.String("output", s))
+	}
+	return n, nil
+}
+
+func trimNL(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func firstLineErr(err error) error {
+	return errors.New(firstLine(err.Error()))
+}
