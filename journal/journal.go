@@ -168,16 +168,21 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("journal: conflict on stream %q: expected sequence %d, actual %d", e.Stream, e.Expected, e.Actual)
 }
 
-// TooLargeError reports an event or append over the store's size limit.
+// TooLargeError reports an event, append or snapshot over the store's size
+// limit.
 type TooLargeError struct {
 	Stream string
-	// Index is the offending event's index in the append.
+	// Index is the offending event's index in the append, or -1 when the
+	// whole append (or a snapshot) is over its limit.
 	Index int
 	Size  int
 	Limit int
 }
 
 func (e *TooLargeError) Error() string {
+	if e.Index < 0 {
+		return fmt.Sprintf("journal: write to stream %q is %d bytes, over the limit of %d", e.Stream, e.Size, e.Limit)
+	}
 	return fmt.Sprintf("journal: event %d of stream %q is %d bytes, over the limit of %d", e.Index, e.Stream, e.Size, e.Limit)
 }
 

@@ -1,0 +1,3 @@
+package badgerstore
+
+func crashChild() bool { return false }

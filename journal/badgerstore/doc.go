@@ -1,0 +1,77 @@
+// Package badgerstore is the journal.Store of a Troupe node, on Badger v4.
+//
+// # Writes: one committer, group commit
+//
+// Append validates and encodes its events in the caller's goroutine and
+// queues them. One committer goroutine takes everything queued, checks each
+// append's expected sequence against the stream heads it owns (appends to the
+// same stream in one group see each other), assigns stream sequences and
+// global positions, and writes the whole group as ONE Badger transaction: the
+// events, one global-log chunk for the group's positions, one chunk per kind
+// and per tag, stream metadata, idempotency records and the store counters.
+// Under SyncAlways it then calls db.Sync once and only then acknowledges every
+// append of the group. Badger is opened with SyncWrites off, so this sync is
+// the only one on the write path and it covers every caller of the group.
+//
+// One group is one Badger transaction (not a WriteBatch, which splits into
+// several transactions): Badger replays its write-ahead log transaction by
+// transaction, so after a crash a group is wholly present or wholly absent,
+// and since groups are written one after another, what survives is a prefix
+// of the global log: no gaps, no partial appends. Writing one request per
+// sync also matters for durability: db.Sync syncs only the active memtable's
+// log, and a single request cannot straddle a memtable rotation.
+//
+// Readers see only acknowledged positions (Store.LastPosition); an event that
+// is committed but not yet synced is invisible, so a projection never
+// consumes an event that a crash could take back.
+//
+// # Goroutines and locks
+//
+// Open starts the committer (not in ReadOnly mode); Close stops intake,
+// lets the committer commit and acknowledge everything queued, waits for it
+// to return and for running read iterators to finish, syncs and closes
+// Badger. An append still queued when Close begins is committed; one that
+// arrives later gets journal.ErrClosed; no caller is left waiting. Do not call
+// Close from inside an iteration over the same store: Close waits for it.
+//
+// Store.mu guards the intake queue; Store.rmu counts running iterators. They
+// are never held together, and never across a Badger call. Everything else
+// the committer uses (stream heads, counters) is its own.
+//
+// After a failed Badger commit or sync the store refuses further writes (the
+// state on disk is unknown); reopen it.
+//
+// # Layout
+//
+// See internal/codec for the keys and the value encodings (versioned,
+// checksummed, fuzzed). A stream's events are stored under
+// stream-then-sequence keys, so replaying a stream is one Badger prefix scan;
+// the global log and the kind and tag indexes hold (position, stream,
+// sequence) references, one Badger entry per commit, so ReadAll costs a
+// lookup per event.
+//
+// # Crash test
+//
+// TestCrash re-executes the test binary as a child that appends from many
+// goroutines with SyncAlways and prints every acknowledged append; the parent
+// SIGKILLs it at random moments, reopens the store and checks that every
+// acknowledged event is there, in order, with a gap-free global log and no
+// partial append. It runs 3 cycles by default; TROUPE_LONG=1 runs 25, and
+// TROUPE_CRASH_CYCLES=N runs N. SIGKILL does not lose the OS page cache, so
+// this proves write ordering, atomicity and acknowledge-after-commit, not the
+// fsync itself (that needs power-loss testing; see docs/benchmarks.md).
+//
+// # Example
+//
+//	s, err := badgerstore.Open(badgerstore.Config{Dir: "data/journal"})
+//	if err != nil {
+//		return err
+//	}
+//	defer s.Close()
+//	res, err := s.Append(ctx, journal.AppendRequest{
+//		Stream:   journal.StreamID("account", "42"),
+//		Expected: 0,
+//		Events:   []journal.Event{{Type: "Opened", Payload: []byte(`{"owner":"ada"}`)}},
+//	})
+//	for ev, err := range s.Read(ctx, "account/42", 1, 0) { ... }
+package badgerstore

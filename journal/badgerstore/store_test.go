@@ -1,0 +1,49 @@
+package badgerstore
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/journaltest"
+)
+
+func TestMain(m *testing.M) {
+	if crashChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// openT opens a store in a fresh directory (or cfg.Dir) and closes it at the
+// end of the test.
+func openT(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	for _, sync := range []SyncPolicy{SyncAlways, SyncNone} {
+		t.Run(sync.String(), func(t *testing.T) {
+			journaltest.Run(t, journaltest.Suite{
+				Open: func(t *testing.T) journal.Store { return openT(t, Config{Sync: sync}) },
+				Reopen: func(t *testing.T, s journal.Store) journal.Store {
+					bs := s.(*Store)
+					if err := bs.Close(); err != nil {
+						t.Fatal(err)
+					}
+					return openT(t, bs.cfg)
+				},
+			})
+		})
+	}
+}
