@@ -16,17 +16,18 @@ import (
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
-// httpClient is shared by all plugins; every request carries its own
-// deadline. Redirects are followed only to allowed hosts (checked per
-// request in CheckRedirect through the request's context).
-var httpTransport = &http.Transport{
-	Proxy:                 nil, // never through an environment proxy: the allow-list names the real peer
-	DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-	MaxIdleConns:          64,
-	MaxIdleConnsPerHost:   8,
-	IdleConnTimeout:       60 * time.Second,
-	TLSHandshakeTimeout:   5 * time.Second,
-	ResponseHeaderTimeout: 30 * time.Second,
+// newTransport returns the HTTP transport of a Host, shared by its
+// plugins; every request carries its own deadline.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // never through an environment proxy: the allow-list names the real peer
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConns:          64,
+		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       60 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+	}
 }
 
 type egressKey struct{}
@@ -78,7 +79,8 @@ func (v *version) performHTTP(ctx context.Context, req *troupev1.HttpRequest) *t
 	for k, val := range req.GetHeaders() {
 		hreq.Header.Set(k, val)
 	}
-	client := &http.Client{Transport: httpTransport, CheckRedirect: checkRedirect}
+	// Redirects are followed only to allowed hosts.
+	client := &http.Client{Transport: v.host.transport, CheckRedirect: checkRedirect}
 	hresp, err := client.Do(hreq)
 	if err != nil {
 		if errors.Is(err, ErrEgressDenied) {

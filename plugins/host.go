@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -85,6 +86,8 @@ type Host struct {
 	metrics *metrics
 	cache   wazero.CompilationCache
 
+	transport *http.Transport // for http_call
+
 	chain atomic.Pointer[chain]
 
 	loadMu sync.Mutex // serializes Reload; taken before mu
@@ -137,6 +140,8 @@ func New(cfg Config) (*Host, error) {
 		metrics: m,
 		entries: make(map[string]*entry),
 		stop:    make(chan struct{}),
+
+		transport: newTransport(),
 	}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
@@ -196,6 +201,7 @@ func (h *Host) Close() error {
 		h.mu.Unlock()
 		h.chain.Store(emptyChain)
 		_ = h.cache.Close(context.Background())
+		h.transport.CloseIdleConnections()
 	})
 	return nil
 }

@@ -200,3 +200,50 @@ func TestCloseWaitsNoLeak(t *testing.T) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 }
+
+func TestRateLimit(t *testing.T) {
+	wasm := buildGo(t, "wasm-examples/go/rate-limit")
+	dir := t.TempDir()
+	writePlugin(t, dir, "rate-limit", wasm, `name = "rate-limit"
+trusted = true
+[hooks]
+commands = ["*"]
+[limits]
+max_instances = 1
+[capabilities]
+clock = true
+[capabilities.config]
+rate = "1"
+burst = "5"
+`)
+	h := startHost(t, dir, nil)
+	ctx := context.Background()
+	allowed := 0
+	var last Decision
+	for i := 0; i < 10; i++ {
+		d, err := h.Command(ctx, bankCmd("Deposit", `{"amount":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.Rejected {
+			allowed++
+		}
+		last = d
+	}
+	if allowed != 5 {
+		t.Fatalf("allowed %d of 10, want the burst of 5", allowed)
+	}
+	if want := "rate limit exceeded for account/acc-1: at most 1 commands/s (burst 5)"; last.Reason != want {
+		t.Fatalf("reason = %q, want %q", last.Reason, want)
+	}
+	other := bankCmd("Deposit", `{"amount":1}`)
+	other.EntityId = "acc-2"
+	if d, _ := h.Command(ctx, other); d.Rejected {
+		t.Fatalf("another entity was limited: %+v", d)
+	}
+	// Refill at 1/s: after 1.1 s one more command passes.
+	time.Sleep(1100 * time.Millisecond)
+	if d, _ := h.Command(ctx, bankCmd("Deposit", `{"amount":1}`)); d.Rejected {
+		t.Fatalf("no refill after 1.1s: %+v", d)
+	}
+}

@@ -1,0 +1,240 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+const testToken = "s3cr3t-token-value"
+
+// partner is a fake partner API: fail makes the next calls answer 503.
+type partner struct {
+	srv      *httptest.Server
+	calls    atomic.Int64
+	fail     atomic.Int64 // answer 503 this many more times
+	status   atomic.Int64 // when non-zero, answer this status
+	bodySize atomic.Int64 // when non-zero, answer a body this large
+	delay    atomic.Int64 // nanoseconds to wait before answering
+	authOK   atomic.Bool
+}
+
+func newPartner(t *testing.T) *partner {
+	p := &partner{}
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.calls.Add(1)
+		p.authOK.Store(r.Header.Get("Authorization") == "Bearer "+testToken)
+		body, _ := io.ReadAll(r.Body) // lets the server notice a client that gives up
+		if d := p.delay.Load(); d > 0 {
+			select {
+			case <-time.After(time.Duration(d)):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/charges" {
+			http.Error(w, `{"error":"not found"}`, http.StatusNotFound)
+			return
+		}
+		if p.fail.Add(-1) >= 0 {
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			return
+		}
+		if s := p.status.Load(); s != 0 {
+			w.WriteHeader(int(s))
+			fmt.Fprint(w, `{"error":"insufficient funds"}`)
+			return
+		}
+		var in struct {
+			Account string `json:"account"`
+			Amount  int64  `json:"amount"`
+		}
+		_ = json.Unmarshal(body, &in)
+		w.Header().Set("X-Request-Id", "req-42")
+		if n := p.bodySize.Load(); n > 0 {
+			fmt.Fprintf(w, `{"id":"ch_big","status":"%s"}`, strings.Repeat("x", int(n)))
+			return
+		}
+		fmt.Fprintf(w, `{"id":"ch_%s_%d","status":"succeeded"}`, in.Account, in.Amount)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func partnerManifest(baseURL, egress, timeout string) string {
+	return fmt.Sprintf(`name = "partner-api"
+kind = "ambassador"
+[limits]
+timeout = %q
+max_response = 4096
+[capabilities]
+egress = [%q]
+clock = true
+[capabilities.config]
+base_url = %q
+max_attempts = "3"
+[capabilities.secrets]
+api_token = "env:PARTNER_API_TOKEN"
+`, timeout, egress, baseURL)
+}
+
+func startPartnerHost(t *testing.T, manifest string) *testHost {
+	t.Helper()
+	wasm := buildGo(t, "wasm-examples/go/partner-api")
+	dir := t.TempDir()
+	writePlugin(t, dir, "partner-api", wasm, manifest)
+	h := startHost(t, dir, func(c *Config) {
+		c.Getenv = func(k string) (string, bool) {
+			if k == "PARTNER_API_TOKEN" {
+				return testToken, true
+			}
+			return "", false
+		}
+	})
+	if in := h.info(t, "partner-api"); in.State != StateReady || in.Kind != KindAmbassador {
+		t.Fatalf("info = %+v", in)
+	}
+	return h
+}
+
+func charge(account string, amount int) *troupev1.AmbassadorCall {
+	return &troupev1.AmbassadorCall{
+		Operation:   "charge",
+		Payload:     []byte(fmt.Sprintf(`{"account":%q,"amount":%d}`, account, amount)),
+		ContentType: "application/json",
+	}
+}
+
+func TestAmbassador(t *testing.T) {
+	p := newPartner(t)
+	addr := strings.TrimPrefix(p.srv.URL, "http://")
+	h := startPartnerHost(t, partnerManifest(p.srv.URL, addr, "3s"))
+	ctx := context.Background()
+
+	t.Run("success", func(t *testing.T) {
+		reply, err := h.Call(ctx, "partner-api", charge("acc-1", 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(reply.GetPayload()); got != `{"charge_id":"ch_acc-1_100","status":"succeeded","attempts":1}` {
+			t.Fatalf("reply = %s", got)
+		}
+		if reply.GetMetadata()["partner-request-id"] != "req-42" || reply.GetContentType() != "application/json" {
+			t.Fatalf("reply = %+v", reply)
+		}
+		if !p.authOK.Load() {
+			t.Fatal("partner did not receive the bearer token")
+		}
+	})
+	t.Run("retries 5xx", func(t *testing.T) {
+		p.fail.Store(2)
+		before := p.calls.Load()
+		reply, err := h.Call(ctx, "partner-api", charge("acc-2", 5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(reply.GetPayload()), `"attempts":3`) || p.calls.Load()-before != 3 {
+			t.Fatalf("reply = %s after %d partner calls", reply.GetPayload(), p.calls.Load()-before)
+		}
+	})
+	t.Run("gives up", func(t *testing.T) {
+		p.fail.Store(10)
+		defer p.fail.Store(0)
+		_, err := h.Call(ctx, "partner-api", charge("acc-3", 5))
+		var ce *CallError
+		if !errors.As(err, &ce) || !errors.Is(err, ErrGuest) || !strings.Contains(err.Error(), "partner unavailable after 3 attempts: partner answered 503") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("4xx rejects", func(t *testing.T) {
+		p.status.Store(402)
+		defer p.status.Store(0)
+		_, err := h.Call(ctx, "partner-api", charge("acc-4", 5))
+		var re *RejectedError
+		if !errors.As(err, &re) || re.Reason != "partner refused the charge: insufficient funds" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("response too large", func(t *testing.T) {
+		p.bodySize.Store(10000)
+		defer p.bodySize.Store(0)
+		_, err := h.Call(ctx, "partner-api", charge("acc-5", 5))
+		if err == nil || !strings.Contains(err.Error(), "response body larger than 4096 bytes") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("bad input rejects", func(t *testing.T) {
+		_, err := h.Call(ctx, "partner-api", &troupev1.AmbassadorCall{Operation: "refund"})
+		var re *RejectedError
+		if !errors.As(err, &re) || !strings.Contains(re.Reason, `unknown operation "refund"`) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("unknown ambassador", func(t *testing.T) {
+		if _, err := h.Call(ctx, "nope", charge("a", 1)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("err = %v, want ErrNotFound", err)
+		}
+	})
+	if strings.Contains(h.logs.String(), testToken) {
+		t.Fatal("the secret appears in the logs")
+	}
+	if got := h.metric(t, "troupe_plugin_guest_total", map[string]string{"plugin": "partner-api", "name": "retries"}); got < 2 {
+		t.Errorf("retries counter = %v", got)
+	}
+}
+
+func TestAmbassadorEgressDenied(t *testing.T) {
+	p := newPartner(t)
+	// Allow a different port only: the partner's own address is denied.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := l.Addr().String()
+	l.Close()
+	h := startPartnerHost(t, partnerManifest(p.srv.URL, other, "3s"))
+	_, err = h.Call(context.Background(), "partner-api", charge("acc-1", 1))
+	if err == nil || !strings.Contains(err.Error(), "egress denied") || !strings.Contains(err.Error(), "not on the allow-list of plugin partner-api") {
+		t.Fatalf("err = %v, want egress denied", err)
+	}
+	if p.calls.Load() != 0 {
+		t.Fatalf("partner received %d calls", p.calls.Load())
+	}
+	if !strings.Contains(h.logs.String(), "egress denied") {
+		t.Fatalf("denial not logged:\n%s", h.logs.String())
+	}
+}
+
+func TestAmbassadorDeadline(t *testing.T) {
+	p := newPartner(t)
+	p.delay.Store(int64(10 * time.Second))
+	addr := strings.TrimPrefix(p.srv.URL, "http://")
+	h := startPartnerHost(t, partnerManifest(p.srv.URL, addr, "300ms"))
+	start := time.Now()
+	_, err := h.Call(context.Background(), "partner-api", charge("acc-1", 1))
+	took := time.Since(start)
+	if err == nil || took > 3*time.Second {
+		t.Fatalf("Call = %v after %v; want a failure within the 300ms deadline", err, took)
+	}
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %T %v, want *CallError", err, err)
+	}
+	t.Logf("failed after %v: %v", took, err)
+	// The plugin still serves.
+	p.delay.Store(0)
+	if _, err := h.Call(context.Background(), "partner-api", charge("acc-1", 1)); err != nil {
+		t.Fatalf("after a deadline: %v", err)
+	}
+}
