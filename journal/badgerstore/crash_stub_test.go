@@ -1,3 +1,0 @@
-package badgerstore
-
-func crashChild() bool { return false }
