@@ -62,7 +62,7 @@ toolchains:
 
 lint:
 	$(GO) vet ./...
-	@if GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.7.0 2>/dev/null; then $(TOOLS)/staticcheck ./...; else echo "staticcheck unavailable; skipped"; fi
+	@if GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2 2>/dev/null; then $(TOOLS)/staticcheck ./...; else echo "staticcheck unavailable; skipped"; fi
 
 ## bench: the benchmarks behind docs/benchmarks.md
 bench:

@@ -142,6 +142,17 @@ func (rt *Runtime) Query(ctx context.Context, name string, params json.RawMessag
 	return ans, err
 }
 
+// QueryNames lists the registered queries.
+func (rt *Runtime) QueryNames() []string {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	out := make([]string, 0, len(rt.queries))
+	for n := range rt.queries {
+		out = append(out, n)
+	}
+	return out
+}
+
 // ProjectionStatus describes a projection's progress.
 type ProjectionStatus struct {
 	Name      string

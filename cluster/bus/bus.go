@@ -215,10 +215,11 @@ func (b *Bus) closeLocked() {
 	}
 }
 
-// logAdapter sends the server's logs to slog.
+// logAdapter sends the server's logs to slog. Notices (the start-up banner,
+// connection chatter) are debug; warnings and errors keep their level.
 type logAdapter struct{ l *slog.Logger }
 
-func (a logAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
+func (a logAdapter) Noticef(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
 func (a logAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
 func (a logAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
 func (a logAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }

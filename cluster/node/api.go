@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -21,6 +22,41 @@ import (
 // api implements the Connect services on top of the actor runtime.
 type api struct {
 	n *Node
+	m apiMetrics
+}
+
+type apiMetrics struct {
+	commands *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	queries  *prometheus.CounterVec
+}
+
+func newAPIMetrics(reg prometheus.Registerer) apiMetrics {
+	m := apiMetrics{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_commands_total",
+			Help: "Commands received by the API, by entity kind and outcome (ok or an error code).",
+		}, []string{"kind", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "troupe_command_duration_seconds",
+			Help:    "Time from receiving a command to its durable reply, by entity kind.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"kind"}),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_queries_total",
+			Help: "Queries received by the API, by query name and outcome.",
+		}, []string{"query", "code"}),
+	}
+	reg.MustRegister(m.commands, m.latency, m.queries)
+	return m
+}
+
+// outcome is the metrics label of a call's result.
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return connect.CodeOf(err).String()
 }
 
 func (a *api) Send(ctx context.Context, req *connect.Request[troupev1.SendRequest]) (*connect.Response[troupev1.SendResponse], error) {
@@ -52,10 +88,17 @@ func (a *api) Send(ctx context.Context, req *connect.Request[troupev1.SendReques
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.n.cfg.RequestTimeout)
 	defer cancel()
+	start := time.Now()
 	out, err := a.n.rt.Send(ctx, cmd)
 	if err != nil {
-		return nil, toConnect(err)
+		err = toConnect(err)
+		if _, known := a.n.kinds[m.GetKind()]; known {
+			a.m.commands.WithLabelValues(m.GetKind(), outcome(err)).Inc()
+		}
+		return nil, err
 	}
+	a.m.latency.WithLabelValues(m.GetKind()).Observe(time.Since(start).Seconds())
+	a.m.commands.WithLabelValues(m.GetKind(), "ok").Inc()
 	resp := &troupev1.SendResponse{
 		Sequence:  out.Sequence,
 		Position:  out.Position,
@@ -91,8 +134,13 @@ func (a *api) Query(ctx context.Context, req *connect.Request[troupev1.QueryRequ
 	}
 	ans, err := a.n.rt.Query(ctx, m.GetName(), params, m.GetMinPosition())
 	if err != nil {
-		return nil, toConnect(err)
+		err = toConnect(err)
+		if _, known := a.n.queries[m.GetName()]; known {
+			a.m.queries.WithLabelValues(m.GetName(), outcome(err)).Inc()
+		}
+		return nil, err
 	}
+	a.m.queries.WithLabelValues(m.GetName(), "ok").Inc()
 	b, err := json.Marshal(ans.Result)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("result does not encode: %w", err))

@@ -65,9 +65,12 @@ type Node struct {
 	system  *actor.ActorSystem
 	plugins *plugins.Host
 	rt      *actors.Runtime
-	ln      net.Listener
-	http    *http.Server
-	httpErr chan error
+	// kinds and queries registered by Setup: metric labels are limited to
+	// them so that bad input cannot grow the label space.
+	kinds, queries map[string]bool
+	ln             net.Listener
+	http           *http.Server
+	httpErr        chan error
 	// stopping is cancelled when shutdown begins; long-lived streams end.
 	stopping   context.Context
 	endStreams context.CancelFunc
@@ -168,6 +171,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.rt.Start(ctx); err != nil {
 		return err
 	}
+	n.kinds, n.queries = map[string]bool{}, map[string]bool{}
+	for _, k := range n.rt.Kinds() {
+		n.kinds[k.Name()] = true
+	}
+	for _, q := range n.rt.QueryNames() {
+		n.queries[q] = true
+	}
 	n.onStop("actors", func(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return n.rt.Close()
@@ -204,7 +214,7 @@ func (n *Node) intercept(ctx context.Context, cmd *troupev1.Command) error {
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(n.cfg.MaxRequestBytes)}
-	a := &api{n: n}
+	a := &api{n: n, m: newAPIMetrics(n.metrics)}
 	mux.Handle(troupev1connect.NewCommandServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewQueryServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewEventServiceHandler(a, opts...))

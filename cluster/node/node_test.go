@@ -97,6 +97,22 @@ func TestNodeServesAPIAndStopsCleanly(t *testing.T) {
 		t.Fatalf("overdraw: %v", err)
 	}
 
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`troupe_commands_total{code="ok",kind="account"} 2`,
+		`troupe_commands_total{code="failed_precondition",kind="account"} 1`,
+		`troupe_command_duration_seconds_count{kind="account"} 2`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("/metrics lacks %s", want)
+		}
+	}
+
 	q := troupev1connect.NewQueryServiceClient(&http.Client{Transport: h2cTransport()}, url, connect.WithGRPC())
 	params, _ := structpb.NewStruct(map[string]any{"id": "a1"})
 	ans, err := q.Query(ctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: params, MinPosition: r.GetPosition()}))
