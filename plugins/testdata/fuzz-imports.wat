@@ -1,0 +1,36 @@
+;; Fuzz fixture: handle calls the host import selected by the i32 at
+;; address 0 with the i32 arguments at 4, 8, 12, 16 and the f64 at 24, so
+;; the fuzzer controls every pointer and length passed to the host.
+(module
+  (import "troupe" "log" (func $log (param i32 i32 i32)))
+  (import "troupe" "metric" (func $metric (param i32 i32 i32 f64)))
+  (import "troupe" "config_get" (func $config_get (param i32 i32 i32 i32) (result i32)))
+  (import "troupe" "secret_get" (func $secret_get (param i32 i32 i32 i32) (result i32)))
+  (import "troupe" "http_call" (func $http_call (param i32 i32) (result i32)))
+  (import "troupe" "http_result" (func $http_result (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 32768))
+  (func (export "abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $n)))
+    (local.get $p))
+  (func (export "dealloc") (param i32 i32))
+  (func (export "handle") (param $p i32) (param $n i32) (result i64)
+    (block $done
+      (block $b5 (block $b4 (block $b3 (block $b2 (block $b1 (block $b0
+        (br_table $b0 $b1 $b2 $b3 $b4 $b5 $done (i32.load (i32.const 0))))
+        (call $log (i32.load (i32.const 4)) (i32.load (i32.const 8)) (i32.load (i32.const 12)))
+        (br $done))
+        (call $metric (i32.load (i32.const 4)) (i32.load (i32.const 8)) (i32.load (i32.const 12)) (f64.load (i32.const 24)))
+        (br $done))
+        (drop (call $config_get (i32.load (i32.const 4)) (i32.load (i32.const 8)) (i32.load (i32.const 12)) (i32.load (i32.const 16))))
+        (br $done))
+        (drop (call $secret_get (i32.load (i32.const 4)) (i32.load (i32.const 8)) (i32.load (i32.const 12)) (i32.load (i32.const 16))))
+        (br $done))
+        (drop (call $http_call (i32.load (i32.const 4)) (i32.load (i32.const 8))))
+        (br $done))
+      (drop (call $http_result (i32.load (i32.const 4)) (i32.load (i32.const 8)))))
+    (i64.const 0))
+)

@@ -1,0 +1,15 @@
+;; Fuzz fixture: handle returns whatever i64 the host stored at address 0,
+;; so the fuzzer controls the result pointer and length.
+(module
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 32768))
+  (func (export "abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $n)))
+    (local.get $p))
+  (func (export "dealloc") (param i32 i32))
+  (func (export "handle") (param $p i32) (param $n i32) (result i64)
+    (i64.load (i32.const 0)))
+)
