@@ -284,6 +284,7 @@ type group struct {
 	cost    int
 	nent    int
 	wrote   bool
+	start   time.Time
 	free    []*codec.ChunkWriter
 }
 
@@ -377,6 +378,7 @@ func (c *committer) commitGroup(ops []*op) []*op {
 		now = c.lastTime + 1
 	}
 	g.now = now
+	g.start = time.Now()
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	defer g.closeRead()
@@ -426,16 +428,22 @@ func (c *committer) commitGroup(ops []*op) []*op {
 		c.abort(g, err)
 		return rest
 	}
+	t0 := time.Now()
 	if err := txn.Commit(); err != nil {
 		err = fmt.Errorf("badgerstore: commit: %w", err)
 		c.fail(err)
 		c.abort(g, err)
 		return rest
 	}
+	t1 := time.Now()
 	s.counters.groups.Add(1)
+	s.counters.stageNanos.Add(uint64(t0.UnixNano() - g.start.UnixNano()))
+	s.counters.commitNanos.Add(uint64(t1.Sub(t0)))
 	switch s.cfg.Sync {
 	case SyncAlways:
-		if err := s.db.Sync(); err != nil {
+		err := s.db.Sync()
+		s.counters.syncNanos.Add(uint64(time.Since(t1)))
+		if err != nil {
 			err = fmt.Errorf("badgerstore: sync: %w", err)
 			c.fail(err)
 			c.abort(g, err)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -56,6 +57,7 @@ type Store struct {
 
 	counters struct {
 		groups, syncs, appends, events, conflicts atomic.Uint64
+		stageNanos, commitNanos, syncNanos        atomic.Uint64
 	}
 
 	c *committer // owned by the committer goroutine
@@ -301,6 +303,9 @@ type CommitStats struct {
 	Appends, Events uint64
 	// Conflicts counts appends rejected by the expected-sequence check.
 	Conflicts uint64
+	// StageTime, CommitTime and SyncTime add up the committer's time in
+	// building groups, in Badger's commit, and in db.Sync.
+	StageTime, CommitTime, SyncTime time.Duration
 }
 
 // CommitStats returns the committer's counters (e.g. Events/Syncs is the
@@ -310,6 +315,9 @@ func (s *Store) CommitStats() CommitStats {
 	return CommitStats{
 		Groups: c.groups.Load(), Syncs: c.syncs.Load(),
 		Appends: c.appends.Load(), Events: c.events.Load(), Conflicts: c.conflicts.Load(),
+		StageTime:  time.Duration(c.stageNanos.Load()),
+		CommitTime: time.Duration(c.commitNanos.Load()),
+		SyncTime:   time.Duration(c.syncNanos.Load()),
 	}
 }
 

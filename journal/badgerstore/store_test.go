@@ -1,6 +1,8 @@
 package badgerstore
 
 import (
+	"fmt"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -13,13 +15,24 @@ func TestMain(m *testing.M) {
 	if crashChild() {
 		return
 	}
-	goleak.VerifyTestMain(m,
-		// badger.Open leaks these two when it fails after starting them
-		// (TestEncryption opens with a wrong key on purpose); a store that
-		// opened and closed normally leaves neither behind.
-		goleak.IgnoreTopFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
-		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
-	)
+	code := m.Run()
+	if replayData.dir != "" {
+		os.RemoveAll(replayData.dir)
+	}
+	if code == 0 {
+		err := goleak.Find(
+			// badger.Open leaks these two when it fails after starting
+			// them (TestEncryption opens with a wrong key on purpose); a
+			// store that opened and closed normally leaves neither behind.
+			goleak.IgnoreTopFunction("github.com/dgraph-io/badger/v4.(*DB).monitorCache"),
+			goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+		)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // openT opens a store in a fresh directory (or cfg.Dir) and closes it at the

@@ -1,0 +1,284 @@
+package badgerstore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/badgerstore/internal/codec"
+)
+
+// The append benchmarks append 200-byte events, one per append, from N
+// writers each owning a stream, with SyncAlways; in the same run they
+// measure the raw ceiling: Badger WriteBatches of N events of the same size
+// and keys, each followed by db.Sync, with the same Badger options, so the
+// ceiling is what a perfect group commit could reach with N appends in
+// flight. They report events/s, the raw events/s, their ratio, and the
+// append latency p50/p99.
+
+const benchEventSize = 200
+
+func BenchmarkAppend(b *testing.B) {
+	for _, writers := range []int{1, 64, 1024} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			b.ReportAllocs()
+			perWriter := max(1, b.N/writers)
+			s, err := Open(Config{Dir: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			payload := make([]byte, benchEventSize)
+			lat := make([][]time.Duration, writers)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for w := range writers {
+				lat[w] = make([]time.Duration, 0, perWriter)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					stream := fmt.Sprintf("bench/w%d", w)
+					evs := []journal.Event{{Type: "Deposited", Payload: payload}}
+					<-start
+					for i := range perWriter {
+						t0 := time.Now()
+						_, err := s.Append(context.Background(), journal.AppendRequest{Stream: stream, Expected: uint64(i), Events: evs})
+						lat[w] = append(lat[w], time.Since(t0))
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			b.ResetTimer()
+			t0 := time.Now()
+			close(start)
+			wg.Wait()
+			elapsed := time.Since(t0)
+			b.StopTimer()
+			cs := s.CommitStats()
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			total := perWriter * writers
+			all := slices.Concat(lat...)
+			slices.Sort(all)
+			rate := float64(total) / elapsed.Seconds()
+			raw := rawWriteBatchSync(b, total, writers)
+			b.ReportMetric(rate, "events/s")
+			b.ReportMetric(raw, "raw-events/s")
+			b.ReportMetric(rate/raw, "ratio")
+			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(cs.Events)/float64(max(cs.Syncs, 1)), "events/sync")
+			if testing.Verbose() {
+				b.Logf("%d groups: stage %v, commit %v, sync %v; wall %v", cs.Groups, cs.StageTime, cs.CommitTime, cs.SyncTime, elapsed)
+			}
+		})
+	}
+}
+
+// BenchmarkRawBadgerWriteBatchSync is the raw ceiling on its own: one
+// WriteBatch of batch events, then db.Sync, repeated.
+func BenchmarkRawBadgerWriteBatchSync(b *testing.B) {
+	for _, batch := range []int{1, 64, 1024} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			b.ReportAllocs()
+			n := max(b.N, batch)
+			b.ResetTimer()
+			rate := rawWriteBatchSync(b, n, batch)
+			b.ReportMetric(rate, "events/s")
+		})
+	}
+}
+
+// rawWriteBatchSync writes n 200-byte values in WriteBatches of batch
+// values, each followed by db.Sync, into a fresh Badger opened with the
+// store's options, and returns values per second.
+func rawWriteBatchSync(b *testing.B, n, batch int) float64 {
+	b.Helper()
+	db, err := badger.Open(badgerOptions(Config{Dir: b.TempDir()}.WithDefaults()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	val := make([]byte, benchEventSize)
+	keys := make([][]byte, n)
+	seqs := make([]uint64, batch)
+	for i := range keys {
+		w := i % batch
+		seqs[w]++
+		keys[i] = codec.EventKey(nil, fmt.Sprintf("bench/w%d", w), seqs[w])
+	}
+	t0 := time.Now()
+	for i := 0; i < n; i += batch {
+		wb := db.NewWriteBatch()
+		for _, k := range keys[i:min(i+batch, n)] {
+			if err := wb.Set(k, val); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(n) / time.Since(t0).Seconds()
+}
+
+const replayEvents = 100_000
+
+var replayData struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// replayDir builds, once per test binary, a store holding a 100,000-event
+// stream of 200-byte events interleaved with 100,000 events of 100 other
+// streams, closed so that the data sits in Badger's tables.
+func replayDir(b *testing.B) string {
+	b.Helper()
+	replayData.once.Do(func() {
+		dir, err := os.MkdirTemp("", "troupe-replay-")
+		if err != nil {
+			replayData.err = err
+			return
+		}
+		replayData.dir = dir
+		s, err := Open(Config{Dir: dir, Sync: SyncNone})
+		if err != nil {
+			replayData.err = err
+			return
+		}
+		ctx := context.Background()
+		payload := make([]byte, benchEventSize)
+		batch := make([]journal.Event, 1000)
+		for i := range batch {
+			batch[i] = journal.Event{Type: "Deposited", Payload: payload}
+		}
+		for i := range replayEvents / len(batch) {
+			if _, err := s.Append(ctx, journal.AppendRequest{Stream: "replay/big", Expected: journal.ExpectAny, Events: batch}); err != nil {
+				replayData.err = err
+				return
+			}
+			if _, err := s.Append(ctx, journal.AppendRequest{Stream: fmt.Sprintf("replay/other%d", i%100), Expected: journal.ExpectAny, Events: batch}); err != nil {
+				replayData.err = err
+				return
+			}
+		}
+		replayData.err = s.Close()
+	})
+	if replayData.err != nil {
+		b.Fatal(replayData.err)
+	}
+	return replayData.dir
+}
+
+// BenchmarkReplay reads the whole 100,000-event stream per op, and in the
+// same run iterates the same keys with a raw Badger prefix iterator that
+// touches every value; it reports both rates and their ratio.
+func BenchmarkReplay(b *testing.B) {
+	dir := replayDir(b)
+	s, err := Open(Config{Dir: dir, ReadOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	t0 := time.Now()
+	for range b.N {
+		n := 0
+		for ev, err := range s.Read(ctx, "replay/big", 0, 0) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(ev.Payload) / benchEventSize
+		}
+		if n != replayEvents {
+			b.Fatalf("replayed %d events", n)
+		}
+	}
+	elapsed := time.Since(t0)
+	b.StopTimer()
+	rate := float64(replayEvents*b.N) / elapsed.Seconds()
+	raw := rawIterate(b, s.db, b.N)
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(raw, "raw-events/s")
+	b.ReportMetric(rate/raw, "ratio")
+}
+
+// BenchmarkRawIterate is the raw replay ceiling on its own.
+func BenchmarkRawIterate(b *testing.B) {
+	db, err := badger.Open(badgerOptions(Config{Dir: replayDir(b), ReadOnly: true}.WithDefaults()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.ReportMetric(rawIterate(b, db, b.N), "events/s")
+}
+
+// rawIterate iterates the replay stream's keys rounds times, reading every
+// value, and returns values per second.
+func rawIterate(b *testing.B, db *badger.DB, rounds int) float64 {
+	b.Helper()
+	prefix := codec.EventPrefix(nil, "replay/big")
+	t0 := time.Now()
+	for range rounds {
+		n, size := 0, 0
+		err := db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(prefix); it.Valid(); it.Next() {
+				if err := it.Item().Value(func(v []byte) error { size += len(v); return nil }); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil || n != replayEvents || size == 0 {
+			b.Fatalf("raw iteration: %d values, %v", n, err)
+		}
+	}
+	return float64(replayEvents*rounds) / time.Since(t0).Seconds()
+}
+
+// BenchmarkReadAll reads the 200,000-event global log of the replay data per
+// op (one Badger lookup per event).
+func BenchmarkReadAll(b *testing.B) {
+	s, err := Open(Config{Dir: replayDir(b), ReadOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	t0 := time.Now()
+	for range b.N {
+		n := 0
+		for _, err := range s.ReadAll(context.Background(), 0, journal.Filter{}, 0) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != 2*replayEvents {
+			b.Fatalf("read %d events", n)
+		}
+	}
+	b.ReportMetric(float64(2*replayEvents*b.N)/time.Since(t0).Seconds(), "events/s")
+}
