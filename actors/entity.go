@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"reflect"
 	"runtime/debug"
+	"sort"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/troupe-dev/troupe/journal"
@@ -18,6 +20,9 @@ import (
 type entityBehavior interface {
 	recover(ctx context.Context) error
 	handle(ctx context.Context, cmd *troupev1.Command) (*Outcome, error)
+	fireDue(ctx context.Context, now time.Time) error
+	snapshotDue() bool
+	snapshot(ctx context.Context) error
 }
 
 // Outcome is the result of a command that was handled.
@@ -36,25 +41,79 @@ type Outcome struct {
 	Duplicate bool
 }
 
+// System event types, recorded in the entity's own stream with the tag
+// timersTag. They are the runtime's, not the domain's: appliers never see
+// them. Go type names cannot start with '$', so they cannot collide.
+const (
+	evTimerScheduled = "$TimerScheduled"
+	evTimerFired     = "$TimerFired"
+	evTimerCancelled = "$TimerCancelled"
+	timersTag        = "$timers"
+)
+
+// timerRecord is a pending timer as recorded in the stream.
+type timerRecord struct {
+	ID      string          `json:"id"`
+	At      int64           `json:"at"` // Unix nanoseconds
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// Reason says why a timer fired without effect (rejected, panicked).
+	Reason string `json:"reason,omitempty"`
+}
+
 type entity[S any] struct {
-	kind   *Kind[S]
-	rt     *Runtime
-	id     string
-	stream string
-	state  S
-	seq    uint64
-	pos    uint64
+	kind    *Kind[S]
+	rt      *Runtime
+	id      string
+	stream  string
+	state   S
+	seq     uint64
+	pos     uint64
+	snapSeq uint64
+	timers  map[string]timerRecord
 }
 
 func (k *Kind[S]) newEntity(rt *Runtime, id string) entityBehavior {
 	return &entity[S]{kind: k, rt: rt, id: id, stream: journal.StreamID(k.name, id)}
 }
 
-// recover rebuilds the state from the journal: the initial state, then
-// every event of the stream in order.
+func (e *entity[S]) snapshotEvery() int {
+	if e.kind.snapshotEvery != 0 {
+		return e.kind.snapshotEvery
+	}
+	return e.rt.cfg.SnapshotEvery
+}
+
+// snapshotEnvelope is what a snapshot's data holds.
+type snapshotEnvelope struct {
+	V        int             `json:"v"`
+	Position uint64          `json:"position"`
+	State    json.RawMessage `json:"state"`
+	Timers   []timerRecord   `json:"timers,omitempty"`
+}
+
+// recover rebuilds the state from the journal: the latest snapshot, if
+// any, then every later event of the stream in order.
 func (e *entity[S]) recover(ctx context.Context) error {
-	e.state, e.seq, e.pos = e.kind.initial(e.id), 0, 0
-	for ev, err := range e.rt.journal.Read(ctx, e.stream, 1, 0) {
+	e.state, e.seq, e.pos, e.snapSeq, e.timers = e.kind.initial(e.id), 0, 0, 0, nil
+	snap, err := e.rt.journal.LoadSnapshot(ctx, e.stream)
+	switch {
+	case err == nil:
+		var env snapshotEnvelope
+		if err := json.Unmarshal(snap.Data, &env); err != nil || env.V != 1 {
+			return fmt.Errorf("recover %s: snapshot at sequence %d does not decode (v%d): %v", e.stream, snap.Sequence, env.V, err)
+		}
+		if err := json.Unmarshal(env.State, &e.state); err != nil {
+			return fmt.Errorf("recover %s: snapshot state at sequence %d does not decode: %w", e.stream, snap.Sequence, err)
+		}
+		e.seq, e.snapSeq, e.pos = snap.Sequence, snap.Sequence, env.Position
+		for _, t := range env.Timers {
+			e.setTimer(t)
+		}
+	case !errors.Is(err, journal.ErrNotFound):
+		return fmt.Errorf("recover %s: %w", e.stream, err)
+	}
+	for ev, err := range e.rt.journal.Read(ctx, e.stream, e.seq+1, 0) {
 		if err != nil {
 			return fmt.Errorf("recover %s: %w", e.stream, err)
 		}
@@ -66,6 +125,10 @@ func (e *entity[S]) recover(ctx context.Context) error {
 }
 
 func (e *entity[S]) applyStored(ev journal.Event) error {
+	e.seq, e.pos = ev.Sequence, ev.Position
+	if len(ev.Type) > 0 && ev.Type[0] == '$' {
+		return e.applySystem(ev.Type, ev.Payload)
+	}
 	f, ok := e.kind.events[ev.Type]
 	if !ok {
 		return fmt.Errorf("recover %s: event %d has type %q with no applier", e.stream, ev.Sequence, ev.Type)
@@ -75,11 +138,33 @@ func (e *entity[S]) applyStored(ev journal.Event) error {
 		return fmt.Errorf("recover %s: event %d (%s) does not decode: %w", e.stream, ev.Sequence, ev.Type, err)
 	}
 	e.state = f.apply(e.state, v)
-	e.seq, e.pos = ev.Sequence, ev.Position
 	return nil
 }
 
-func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (out *Outcome, err error) {
+func (e *entity[S]) applySystem(typ string, payload []byte) error {
+	var t timerRecord
+	if err := json.Unmarshal(payload, &t); err != nil {
+		return fmt.Errorf("%s: %s event does not decode: %w", e.stream, typ, err)
+	}
+	switch typ {
+	case evTimerScheduled:
+		e.setTimer(t)
+	case evTimerFired, evTimerCancelled:
+		delete(e.timers, t.ID)
+	default:
+		return fmt.Errorf("%s: unknown system event %q", e.stream, typ)
+	}
+	return nil
+}
+
+func (e *entity[S]) setTimer(t timerRecord) {
+	if e.timers == nil {
+		e.timers = map[string]timerRecord{}
+	}
+	e.timers[t.ID] = t
+}
+
+func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (*Outcome, error) {
 	c, ok := e.kind.commands[cmd.GetType()]
 	if !ok {
 		return nil, &UnknownCommandError{Kind: e.kind.name, Type: cmd.GetType()}
@@ -92,32 +177,44 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (out *Out
 	if err != nil {
 		return nil, err
 	}
+	return e.commit(ctx, cmd.GetType(), cmd.GetIdempotencyKey(), d, nil)
+}
+
+// commit appends a decision (and extra system events) and applies it.
+func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision, extra []journal.Event) (*Outcome, error) {
 	reply, err := encodeReply(d.Reply)
 	if err != nil {
-		return nil, fmt.Errorf("actors: %s: reply of %s: %w", e.stream, cmd.GetType(), err)
+		return nil, fmt.Errorf("actors: %s: reply of %s: %w", e.stream, cmdType, err)
 	}
-	if len(d.Events) == 0 {
-		return &Outcome{Reply: reply, Sequence: e.seq, Position: e.pos}, nil
-	}
-	events := make([]journal.Event, len(d.Events))
-	names := make([]string, len(d.Events))
-	for i, ev := range d.Events {
+	events := make([]journal.Event, 0, len(d.Events)+len(d.Schedule)+len(d.Cancel)+len(extra))
+	names := make([]string, 0, len(d.Events))
+	for _, ev := range d.Events {
 		name, ok := e.kind.names[reflect.TypeOf(ev)]
 		if !ok {
-			return nil, fmt.Errorf("actors: %s: handler of %s emitted %T, which has no applier", e.stream, cmd.GetType(), ev)
+			return nil, fmt.Errorf("actors: %s: handler of %s emitted %T, which has no applier", e.stream, cmdType, ev)
 		}
 		p, err := json.Marshal(ev)
 		if err != nil {
 			return nil, fmt.Errorf("actors: %s: encode %s: %w", e.stream, name, err)
 		}
-		events[i] = journal.Event{Type: name, Payload: p}
+		je := journal.Event{Type: name, Payload: p}
 		if e.kind.tags != nil {
-			events[i].Tags = e.kind.tags(ev)
+			je.Tags = e.kind.tags(ev)
 		}
-		names[i] = name
+		events = append(events, je)
+		names = append(names, name)
+	}
+	sys, err := e.timerEvents(d)
+	if err != nil {
+		return nil, err
+	}
+	events = append(events, sys...)
+	events = append(events, extra...)
+	if len(events) == 0 {
+		return &Outcome{Reply: reply, Sequence: e.seq, Position: e.pos}, nil
 	}
 	req := journal.AppendRequest{Stream: e.stream, Expected: e.seq, Events: events}
-	if key := cmd.GetIdempotencyKey(); key != "" {
+	if key != "" {
 		req.IdempotencyKey, req.Reply = key, reply
 	}
 	res, err := e.rt.journal.Append(ctx, req)
@@ -135,8 +232,110 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (out *Out
 	for _, ev := range d.Events {
 		e.state = e.kind.events[e.kind.names[reflect.TypeOf(ev)]].apply(e.state, ev)
 	}
+	for _, ev := range events[len(d.Events):] {
+		if err := e.applySystem(ev.Type, ev.Payload); err != nil {
+			return nil, err
+		}
+	}
 	e.seq, e.pos = res.LastSequence, res.LastPosition
 	return &Outcome{Reply: reply, Sequence: e.seq, Position: e.pos, Events: names}, nil
+}
+
+// timerEvents turns a decision's timers into system events.
+func (e *entity[S]) timerEvents(d Decision) ([]journal.Event, error) {
+	var out []journal.Event
+	now := e.rt.now()
+	for _, t := range d.Schedule {
+		if t.ID == "" {
+			return nil, fmt.Errorf("actors: %s: a timer needs an ID", e.stream)
+		}
+		name := typeName(reflect.TypeOf(t.Command))
+		if _, ok := e.kind.commands[name]; !ok {
+			return nil, fmt.Errorf("actors: %s: timer %q: kind %q has no command %q", e.stream, t.ID, e.kind.name, name)
+		}
+		p, err := json.Marshal(t.Command)
+		if err != nil {
+			return nil, fmt.Errorf("actors: %s: timer %q: %w", e.stream, t.ID, err)
+		}
+		at := t.At
+		if at.IsZero() {
+			at = now.Add(t.After)
+		}
+		rec, _ := json.Marshal(timerRecord{ID: t.ID, At: at.UnixNano(), Type: name, Payload: p})
+		out = append(out, journal.Event{Type: evTimerScheduled, Payload: rec, Tags: []string{timersTag}})
+	}
+	for _, id := range d.Cancel {
+		if _, ok := e.timers[id]; !ok {
+			continue
+		}
+		rec, _ := json.Marshal(timerRecord{ID: id})
+		out = append(out, journal.Event{Type: evTimerCancelled, Payload: rec, Tags: []string{timersTag}})
+	}
+	return out, nil
+}
+
+// fireDue delivers every timer whose time has come, oldest first. Each
+// firing appends its command's events together with the $TimerFired event,
+// so a timer takes effect once even if the node crashes while firing it.
+func (e *entity[S]) fireDue(ctx context.Context, now time.Time) error {
+	var due []timerRecord
+	for _, t := range e.timers {
+		if t.At <= now.UnixNano() {
+			due = append(due, t)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].At < due[j].At || due[i].At == due[j].At && due[i].ID < due[j].ID })
+	for _, t := range due {
+		if _, pending := e.timers[t.ID]; !pending {
+			continue // cancelled by an earlier timer's command
+		}
+		var d Decision
+		c, ok := e.kind.commands[t.Type]
+		var reason string
+		if !ok {
+			reason = fmt.Sprintf("kind %q has no command %q", e.kind.name, t.Type)
+		} else if v, err := c.decode(t.Payload); err != nil {
+			reason = fmt.Sprintf("command does not decode: %v", err)
+		} else if d, err = e.decide(c, v); err != nil {
+			reason = err.Error()
+			d = Decision{}
+		}
+		fired, _ := json.Marshal(timerRecord{ID: t.ID, At: t.At, Type: t.Type, Reason: reason})
+		extra := []journal.Event{{Type: evTimerFired, Payload: fired, Tags: []string{timersTag}}}
+		if reason != "" {
+			e.rt.log.Warn("timer fired without effect", "actor", e.stream, "timer", t.ID, "err", reason)
+		}
+		if _, err := e.commit(ctx, t.Type, "", d, extra); err != nil {
+			return fmt.Errorf("fire timer %q of %s: %w", t.ID, e.stream, err)
+		}
+	}
+	return nil
+}
+
+func (e *entity[S]) snapshotDue() bool {
+	n := e.snapshotEvery()
+	return n > 0 && e.seq-e.snapSeq >= uint64(n)
+}
+
+// snapshot saves the state as of the last applied event.
+func (e *entity[S]) snapshot(ctx context.Context) error {
+	state, err := json.Marshal(e.state)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: state does not encode: %w", e.stream, err)
+	}
+	env := snapshotEnvelope{V: 1, Position: e.pos, State: state}
+	for _, t := range e.timers {
+		env.Timers = append(env.Timers, t)
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	if err := e.rt.journal.SaveSnapshot(ctx, journal.Snapshot{Stream: e.stream, Sequence: e.seq, Data: data}); err != nil {
+		return fmt.Errorf("snapshot %s: %w", e.stream, err)
+	}
+	e.snapSeq = e.seq
+	return nil
 }
 
 // decide runs the user's handler; a panic fails this command only.
@@ -175,6 +374,9 @@ type delivery struct {
 	reply chan<- result
 }
 
+// wake asks an entity to fire its due timers.
+type wake struct{}
+
 type result struct {
 	out *Outcome
 	err error
@@ -190,31 +392,72 @@ type entityActor struct {
 
 func (a *entityActor) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
+	case *actor.Started:
+		if d := a.rt.cfg.PassivateAfter; d > 0 {
+			c.SetReceiveTimeout(d)
+		}
+	case *actor.ReceiveTimeout:
+		if a.rt.passivate(a.ref) {
+			c.Stop(c.Self())
+		}
 	case *delivery:
-		a.ref.inflight.Add(-1)
+		defer a.ref.inflight.Add(-1)
 		if m.ctx.Err() != nil {
 			m.reply <- result{err: m.ctx.Err()}
 			return
 		}
-		if !a.recovered {
-			if err := a.b.recover(a.rt.ctx); err != nil {
-				a.rt.log.Error("entity recovery failed", "actor", a.ref.stream, "err", err)
-				m.reply <- result{err: err}
-				return
-			}
-			a.recovered = true
+		if err := a.ensureRecovered(); err != nil {
+			m.reply <- result{err: err}
+			return
 		}
 		// Appends run with the runtime's context, not the caller's: once
 		// a command reaches the journal the entity must learn its outcome
 		// even if the caller has gone away.
 		out, err := a.b.handle(a.rt.ctx, m.cmd)
-		var pe *PanicError
-		if errors.As(err, &pe) {
-			a.rt.log.Error("command handler panicked", "actor", a.ref.stream, "err", pe.Value, "stack", string(pe.Stack))
-			if rerr := a.b.recover(a.rt.ctx); rerr != nil {
-				a.recovered = false
-			}
-		}
+		a.afterPanic(err)
 		m.reply <- result{out: out, err: err}
+		a.maybeSnapshot()
+	case *wake:
+		defer a.ref.inflight.Add(-1)
+		if err := a.ensureRecovered(); err != nil {
+			return
+		}
+		if err := a.b.fireDue(a.rt.ctx, a.rt.now()); err != nil {
+			a.rt.log.Error("timer failed", "actor", a.ref.stream, "err", err)
+		}
+		a.maybeSnapshot()
+	}
+}
+
+func (a *entityActor) ensureRecovered() error {
+	if a.recovered {
+		return nil
+	}
+	if err := a.b.recover(a.rt.ctx); err != nil {
+		a.rt.log.Error("entity recovery failed", "actor", a.ref.stream, "err", err)
+		return err
+	}
+	a.recovered = true
+	return nil
+}
+
+// afterPanic rebuilds the entity from the journal after its handler
+// panicked, so no half-changed state survives.
+func (a *entityActor) afterPanic(err error) {
+	var pe *PanicError
+	if !errors.As(err, &pe) {
+		return
+	}
+	a.rt.log.Error("command handler panicked", "actor", a.ref.stream, "err", pe.Value, "stack", string(pe.Stack))
+	if rerr := a.b.recover(a.rt.ctx); rerr != nil {
+		a.recovered = false
+	}
+}
+
+func (a *entityActor) maybeSnapshot() {
+	if a.recovered && a.b.snapshotDue() {
+		if err := a.b.snapshot(a.rt.ctx); err != nil {
+			a.rt.log.Error("snapshot failed", "actor", a.ref.stream, "err", err)
+		}
 	}
 }

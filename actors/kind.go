@@ -7,14 +7,36 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"time"
 )
 
 // Decision is what a command handler decides: the events to append, in
-// order, and the reply to the sender. Events must be values of types
-// registered on the kind with On.
+// order, the reply to the sender, and timers to set or cancel. Events must be
+// values of types registered on the kind with On. Everything a decision holds
+// is appended atomically: the events, the timers, and the command's
+// idempotency key.
 type Decision struct {
 	Events []any
 	Reply  any
+	// Schedule sets durable timers: each fires its command at the entity
+	// itself once, at its time, also across restarts.
+	Schedule []Timer
+	// Cancel cancels pending timers by ID.
+	Cancel []string
+}
+
+// Timer is a command an entity schedules for itself.
+type Timer struct {
+	// ID names the timer within the entity; setting an ID again replaces
+	// the pending timer. Required.
+	ID string
+	// At is when the timer fires. When zero, After is used.
+	At time.Time
+	// After is the delay from the handling of the command that sets it.
+	After time.Duration
+	// Command is the command to deliver: a value of a command type of the
+	// entity's kind.
+	Command any
 }
 
 // Emit is a Decision with events and no reply.
@@ -48,7 +70,8 @@ type Behavior interface {
 // Handle and appliers with On before passing it to Runtime.Register; a Kind is
 // read-only afterwards and safe for concurrent use.
 type Kind[S any] struct {
-	name     string
+	name          string
+	snapshotEvery int
 	initial  func(id string) S
 	commands map[string]commandFunc[S]
 	events   map[string]eventFunc[S]
@@ -93,6 +116,11 @@ func (k *Kind[S]) CommandTypes() []string {
 	sort.Strings(out)
 	return out
 }
+
+// SnapshotEvery makes the kind snapshot an entity's state every n events
+// (n < 0: never), overriding Config.SnapshotEvery. Snapshots hold the state
+// encoded as JSON, so S must round-trip through encoding/json.
+func (k *Kind[S]) SnapshotEvery(n int) { k.snapshotEvery = n }
 
 // Tags sets a function that tags events for the journal's tag index.
 func (k *Kind[S]) Tags(f func(ev any) []string) { k.tags = f }

@@ -24,6 +24,13 @@ type Projection struct {
 	// error stops the projection (it is retried after a back-off) without
 	// advancing the checkpoint past the failed event.
 	Apply func(tx *Tx, ev journal.Event) error
+
+	// committed, when set, runs after a transaction that applied events
+	// commits (the runtime's own projections use it).
+	committed func()
+	// perEvent commits after every event (reactors: a crash repeats at
+	// most one event's side effects).
+	perEvent bool
 }
 
 // Query is a named read served from a projection's read model.
@@ -287,8 +294,12 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 	txn := db.NewTransaction(true)
 	defer txn.Discard()
 	tx := &Tx{View{txn: txn, projection: p.def.Name}}
+	limit := batchSize
+	if p.def.perEvent {
+		limit = 1
+	}
 	n, last := 0, pos
-	for ev, err := range p.rt.journal.ReadAll(ctx, pos+1, p.def.Filter, batchSize) {
+	for ev, err := range p.rt.journal.ReadAll(ctx, pos+1, p.def.Filter, limit) {
 		if err != nil {
 			return false, err
 		}
@@ -299,11 +310,11 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 			return false, fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
 		}
 		n, last = n+1, ev.Position
-		if n == batchSize {
+		if n == limit {
 			break
 		}
 	}
-	if n < batchSize {
+	if n < limit {
 		last, caughtUp = head, true
 	}
 	var cp [8]byte
@@ -315,5 +326,8 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 		return false, err
 	}
 	p.advance(last, nil)
+	if n > 0 && p.def.committed != nil {
+		p.def.committed()
+	}
 	return caughtUp, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/troupe-dev/troupe/cluster"
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -41,14 +42,13 @@ func (e *MailboxFullError) Error() string {
 // concurrently for different commands, and must be safe for that.
 type Interceptor func(ctx context.Context, cmd *troupev1.Command) error
 
-// Config configures a Runtime. The zero value is not usable: Journal and
-// ReadStore are required.
+// Config configures a Runtime. Journal and ReadStore are required; every
+// other field has a default.
 type Config struct {
 	// Journal is the write store the entities append to.
 	Journal journal.Store
-	// ReadStore holds the read models and projection checkpoints; it is
-	// kept apart from the journal (CQRS). Required when projections are
-	// registered.
+	// ReadStore holds the read models, projection checkpoints and the
+	// index of pending timers; it is kept apart from the journal (CQRS).
 	ReadStore *ReadStore
 	// System is the actor system entities run in. Default: a new one.
 	System *actor.ActorSystem
@@ -58,6 +58,17 @@ type Config struct {
 	MailboxSize int
 	// QueryTimeout bounds a query's wait for a minimum position. Default 5s.
 	QueryTimeout time.Duration
+	// SnapshotEvery snapshots an entity every N events. Default 1000;
+	// negative: never. Kinds may override it (Kind.SnapshotEvery).
+	SnapshotEvery int
+	// PassivateAfter stops an entity that received nothing for this long;
+	// its next command recovers it. Default 2 minutes; negative: never.
+	PassivateAfter time.Duration
+	// Shards maps entities to shards and shards to nodes. Default: a
+	// single-node table that owns every shard.
+	Shards *cluster.ShardTable
+	// Clock returns the time used for timers. Default: time.Now.
+	Clock func() time.Time
 	// Logger receives the runtime's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -65,9 +76,10 @@ type Config struct {
 // Runtime hosts entity kinds, projections and queries on one node.
 //
 // Goroutines: one actor per live entity (owned by the actor system, stopped
-// by Shutdown/Close) and one goroutine per projection (started by Start,
-// stopped and waited for by Shutdown/Close). Lock order: mu before any
-// projection lock.
+// by passivation or by Shutdown/Close), one goroutine per projection and
+// reactor, and the timer scheduler (started by Start, stopped and waited for
+// by Shutdown/Close). Lock order: mu, then an entity shard's lock, then a
+// projection's lock.
 type Runtime struct {
 	cfg     Config
 	journal journal.Store
@@ -80,20 +92,36 @@ type Runtime struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	shards  *cluster.ShardTable
+	entities []entityShard // one per shard
+	timers  *timerService
+
 	mu          sync.Mutex
 	kinds       map[string]Behavior
-	entities    map[string]*entityRef
 	projections map[string]*projection
 	queries     map[string]Query
 	started     bool
 	closing     bool
 
+	closed atomic.Bool // set by Close; checked under an entity shard's lock
+
 	sends sync.WaitGroup
 	wg    sync.WaitGroup
 }
 
+// entityShard holds the live entities of one shard.
+type entityShard struct {
+	mu sync.Mutex
+	m  map[string]*entityRef
+}
+
+// entityRef is a live entity. inflight counts the messages sent to it and
+// not yet handled; it is incremented under the shard's lock, so that
+// passivation (which also holds it) never stops an entity with messages on
+// the way.
 type entityRef struct {
 	stream   string
+	shard    *entityShard
 	pid      *actor.PID
 	inflight atomic.Int32
 }
@@ -109,8 +137,23 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 	if cfg.MailboxSize < 0 {
 		return nil, fmt.Errorf("actors: negative MailboxSize %d", cfg.MailboxSize)
 	}
+	if cfg.ReadStore == nil {
+		return nil, errors.New("actors: Config.ReadStore is required")
+	}
 	if cfg.QueryTimeout == 0 {
 		cfg.QueryTimeout = 5 * time.Second
+	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = 1000
+	}
+	if cfg.PassivateAfter == 0 {
+		cfg.PassivateAfter = 2 * time.Minute
+	}
+	if cfg.Shards == nil {
+		cfg.Shards = cluster.SingleNode("local")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -120,8 +163,9 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 		journal:     cfg.Journal,
 		system:      cfg.System,
 		log:         cfg.Logger,
+		shards:      cfg.Shards,
+		entities:    make([]entityShard, cfg.Shards.NumShards()),
 		kinds:       map[string]Behavior{},
-		entities:    map[string]*entityRef{},
 		projections: map[string]*projection{},
 		queries:     map[string]Query{},
 	}
@@ -130,8 +174,14 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 		rt.ownSys = true
 	}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
+	rt.timers = newTimerService(rt)
+	if err := rt.RegisterProjection(rt.timers.projection()); err != nil {
+		return nil, err
+	}
 	return rt, nil
 }
+
+func (rt *Runtime) now() time.Time { return rt.cfg.Clock() }
 
 // NewSystem returns a protoactor actor system whose logs go to l.
 func NewSystem(l *slog.Logger) *actor.ActorSystem {
@@ -195,6 +245,11 @@ func (rt *Runtime) Start(ctx context.Context) error {
 			p.run(rt.ctx)
 		}()
 	}
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		rt.timers.run(rt.ctx)
+	}()
 	rt.started = true
 	return nil
 }
@@ -227,13 +282,10 @@ func (rt *Runtime) Send(ctx context.Context, cmd *troupev1.Command) (*Outcome, e
 			return nil, err
 		}
 	}
-	ref := rt.entity(k, cmd.GetEntityId(), stream)
-	if n := ref.inflight.Add(1); int(n) > rt.cfg.MailboxSize {
-		ref.inflight.Add(-1)
-		return nil, &MailboxFullError{Stream: stream, Size: rt.cfg.MailboxSize}
-	}
 	reply := make(chan result, 1)
-	rt.system.Root.Send(ref.pid, &delivery{ctx: ctx, cmd: cmd, reply: reply})
+	if err := rt.deliver(k, cmd.GetKind(), cmd.GetEntityId(), &delivery{ctx: ctx, cmd: cmd, reply: reply}); err != nil {
+		return nil, err
+	}
 	select {
 	case r := <-reply:
 		return r.out, r.err
@@ -251,18 +303,62 @@ func hasCommand(k Behavior, typ string) bool {
 	return false
 }
 
-// entity finds or spawns the actor of one entity.
-func (rt *Runtime) entity(k Behavior, id, stream string) *entityRef {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if ref, ok := rt.entities[stream]; ok {
-		return ref
+// deliver sends msg to an entity, spawning it if it is not live. It
+// refuses when the entity already has MailboxSize messages waiting.
+func (rt *Runtime) deliver(k Behavior, kind, id string, msg any) error {
+	shard := rt.shards.ShardOf(kind, id)
+	if !rt.shards.Local(shard) {
+		return fmt.Errorf("actors: %s/%s belongs to shard %d of node %s", kind, id, shard, rt.shards.Owner(shard))
 	}
-	ref := &entityRef{stream: stream}
-	a := &entityActor{b: k.newEntity(rt, id), rt: rt, ref: ref}
-	ref.pid = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
-	rt.entities[stream] = ref
-	return ref
+	es := &rt.entities[shard]
+	stream := journal.StreamID(kind, id)
+	es.mu.Lock()
+	if rt.closed.Load() {
+		es.mu.Unlock()
+		return ErrClosed
+	}
+	ref, ok := es.m[stream]
+	if !ok {
+		if es.m == nil {
+			es.m = map[string]*entityRef{}
+		}
+		ref = &entityRef{stream: stream, shard: es}
+		a := &entityActor{b: k.newEntity(rt, id), rt: rt, ref: ref}
+		ref.pid = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
+		es.m[stream] = ref
+	}
+	if int(ref.inflight.Load()) >= rt.cfg.MailboxSize {
+		es.mu.Unlock()
+		return &MailboxFullError{Stream: stream, Size: rt.cfg.MailboxSize}
+	}
+	ref.inflight.Add(1)
+	es.mu.Unlock()
+	rt.system.Root.Send(ref.pid, msg)
+	return nil
+}
+
+// passivate removes an idle entity from its shard, unless a message is on
+// its way to it. It reports whether the entity may stop.
+func (rt *Runtime) passivate(ref *entityRef) bool {
+	ref.shard.mu.Lock()
+	defer ref.shard.mu.Unlock()
+	if ref.inflight.Load() > 0 || ref.shard.m[ref.stream] != ref {
+		return false
+	}
+	delete(ref.shard.m, ref.stream)
+	return true
+}
+
+// LiveEntities is the number of entities currently in memory.
+func (rt *Runtime) LiveEntities() int {
+	n := 0
+	for i := range rt.entities {
+		es := &rt.entities[i]
+		es.mu.Lock()
+		n += len(es.m)
+		es.mu.Unlock()
+	}
+	return n
 }
 
 // Shutdown stops taking commands, waits (bounded by ctx) for the commands in
@@ -290,13 +386,18 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 func (rt *Runtime) Close() error {
 	rt.mu.Lock()
 	rt.closing = true
-	refs := rt.entities
-	rt.entities = map[string]*entityRef{}
 	rt.mu.Unlock()
+	rt.closed.Store(true)
 	rt.cancel()
-	futures := make([]*actor.Future, 0, len(refs))
-	for _, ref := range refs {
-		futures = append(futures, rt.system.Root.StopFuture(ref.pid))
+	var futures []*actor.Future
+	for i := range rt.entities {
+		es := &rt.entities[i]
+		es.mu.Lock()
+		for _, ref := range es.m {
+			futures = append(futures, rt.system.Root.StopFuture(ref.pid))
+		}
+		es.m = nil
+		es.mu.Unlock()
 	}
 	for _, f := range futures {
 		_ = f.Wait()
