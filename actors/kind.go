@@ -72,11 +72,11 @@ type Behavior interface {
 type Kind[S any] struct {
 	name          string
 	snapshotEvery int
-	initial  func(id string) S
-	commands map[string]commandFunc[S]
-	events   map[string]eventFunc[S]
-	names    map[reflect.Type]string
-	tags     func(ev any) []string
+	initial       func(id string) S
+	commands      map[string]commandFunc[S]
+	events        map[string]eventFunc[S]
+	names         map[reflect.Type]string
+	tags          func(ev any) []string
 }
 
 type commandFunc[S any] struct {

@@ -23,7 +23,9 @@ var (
 // UnknownKindError is a command for a kind nobody registered.
 type UnknownKindError struct{ Kind string }
 
-func (e *UnknownKindError) Error() string { return fmt.Sprintf("actors: unknown entity kind %q", e.Kind) }
+func (e *UnknownKindError) Error() string {
+	return fmt.Sprintf("actors: unknown entity kind %q", e.Kind)
+}
 
 // MailboxFullError is a command refused because the entity already has
 // MailboxSize commands waiting. It is safe to retry later.
@@ -92,9 +94,9 @@ type Runtime struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	shards  *cluster.ShardTable
+	shards   *cluster.ShardTable
 	entities []entityShard // one per shard
-	timers  *timerService
+	timers   *timerService
 
 	mu          sync.Mutex
 	kinds       map[string]Behavior
