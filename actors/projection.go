@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -166,6 +167,9 @@ type ProjectionStatus struct {
 	Position  uint64 // last global position applied
 	Head      uint64 // last global position in the journal
 	LastError string
+	// Reactor marks reactors (their side effects make them unsafe to
+	// rebuild); Internal marks the runtime's own projections.
+	Reactor, Internal bool
 }
 
 // Projections reports the status of every projection.
@@ -176,9 +180,76 @@ func (rt *Runtime) Projections() []ProjectionStatus {
 	out := make([]ProjectionStatus, 0, len(rt.projections))
 	for _, p := range rt.projections {
 		pos, lastErr := p.status()
-		out = append(out, ProjectionStatus{Name: p.def.Name, Position: pos, Head: head, LastError: lastErr})
+		out = append(out, ProjectionStatus{Name: p.def.Name, Position: pos, Head: head, LastError: lastErr,
+			Reactor: p.def.perEvent, Internal: p.def.Name == timersProjection})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// UnknownProjectionError names a projection nobody registered.
+type UnknownProjectionError struct{ Name string }
+
+func (e *UnknownProjectionError) Error() string {
+	return fmt.Sprintf("actors: unknown projection %q", e.Name)
+}
+
+// RebuildProjection throws a projection's read model away and rebuilds it
+// from the start of the global log. It returns once the rebuild has begun;
+// progress shows in Projections (and queries waiting for a position wait for
+// the rebuild to reach it). Reactors cannot be rebuilt: replaying them would
+// repeat their side effects.
+func (rt *Runtime) RebuildProjection(ctx context.Context, name string) error {
+	rt.mu.Lock()
+	p, ok := rt.projections[name]
+	closing := rt.closing || !rt.started
+	rt.mu.Unlock()
+	switch {
+	case closing:
+		return ErrClosed
+	case !ok:
+		return &UnknownProjectionError{Name: name}
+	case p.def.perEvent:
+		return &RejectedError{Reason: fmt.Sprintf("%s is a reactor: rebuilding it would repeat its side effects", name)}
+	}
+	p.stop()
+	if err := rt.cfg.ReadStore.reset(name); err != nil {
+		p.start()
+		return fmt.Errorf("actors: rebuild %s: %w", name, err)
+	}
+	p.mu.Lock()
+	p.pos, p.lastErr = 0, ""
+	p.mu.Unlock()
+	rt.log.Info("projection rebuild started", "projection", name, "head", rt.journal.LastPosition())
+	p.start()
+	return nil
+}
+
+// WaitProjection blocks until the projection has applied position pos, or
+// ctx ends; it reports progress to the callback on each advance.
+func (rt *Runtime) WaitProjection(ctx context.Context, name string, pos uint64, progress func(applied uint64)) error {
+	rt.mu.Lock()
+	p, ok := rt.projections[name]
+	rt.mu.Unlock()
+	if !ok {
+		return &UnknownProjectionError{Name: name}
+	}
+	for {
+		p.mu.Lock()
+		cur, ch := p.pos, p.changed
+		p.mu.Unlock()
+		if progress != nil {
+			progress(cur)
+		}
+		if cur >= pos {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 type projection struct {
@@ -189,6 +260,32 @@ type projection struct {
 	pos     uint64        // checkpoint: last global position applied
 	changed chan struct{} // closed and replaced whenever pos advances
 	lastErr string
+	cancel  context.CancelFunc // stops the running goroutine
+	done    chan struct{}      // closed when it has stopped
+}
+
+// start runs the projection's goroutine; stop cancels it and waits.
+func (p *projection) start() {
+	ctx, cancel := context.WithCancel(p.rt.ctx)
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.cancel, p.done = cancel, done
+	p.mu.Unlock()
+	go func() {
+		defer close(done)
+		p.run(ctx)
+	}()
+}
+
+func (p *projection) stop() {
+	p.mu.Lock()
+	cancel, done := p.cancel, p.done
+	p.cancel, p.done = nil, nil
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
 }
 
 func (p *projection) load() error {

@@ -232,20 +232,13 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	if rt.started {
 		return errors.New("actors: runtime already started")
 	}
-	if len(rt.projections) > 0 && rt.cfg.ReadStore == nil {
-		return errors.New("actors: projections registered without Config.ReadStore")
-	}
 	for _, p := range rt.projections {
 		if err := p.load(); err != nil {
 			return err
 		}
 	}
 	for _, p := range rt.projections {
-		rt.wg.Add(1)
-		go func() {
-			defer rt.wg.Done()
-			p.run(rt.ctx)
-		}()
+		p.start()
 	}
 	rt.wg.Add(1)
 	go func() {
@@ -403,6 +396,15 @@ func (rt *Runtime) Close() error {
 	}
 	for _, f := range futures {
 		_ = f.Wait()
+	}
+	rt.mu.Lock()
+	ps := make([]*projection, 0, len(rt.projections))
+	for _, p := range rt.projections {
+		ps = append(ps, p)
+	}
+	rt.mu.Unlock()
+	for _, p := range ps {
+		p.stop()
 	}
 	rt.wg.Wait()
 	if rt.ownSys {

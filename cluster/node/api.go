@@ -168,6 +168,7 @@ func toConnect(err error) error {
 		notFound    *actors.NotFoundError
 		full        *actors.MailboxFullError
 		posTimeout  *actors.PositionTimeoutError
+		unknownProj *actors.UnknownProjectionError
 		tooLarge    *journal.TooLargeError
 		conflict    *journal.ConflictError
 	)
@@ -178,7 +179,7 @@ func toConnect(err error) error {
 		code = connect.CodeInvalidArgument
 	case errors.As(err, &rejected), errors.Is(err, journal.ErrTombstoned):
 		code = connect.CodeFailedPrecondition
-	case errors.As(err, &notFound):
+	case errors.As(err, &notFound), errors.As(err, &unknownProj):
 		code = connect.CodeNotFound
 	case errors.As(err, &full):
 		code = connect.CodeResourceExhausted

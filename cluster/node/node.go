@@ -178,6 +178,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	for _, q := range n.rt.QueryNames() {
 		n.queries[q] = true
 	}
+	if err := n.metrics.Register(newProjectionCollector(n.rt)); err != nil {
+		return err
+	}
 	n.onStop("actors", func(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return n.rt.Close()
@@ -218,6 +221,7 @@ func (n *Node) startHTTP() error {
 	mux.Handle(troupev1connect.NewCommandServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewQueryServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewEventServiceHandler(a, opts...))
+	mux.Handle(troupev1connect.NewProjectionServiceHandler(a, opts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

@@ -649,6 +649,281 @@ func (x *StatsResponse) GetLastPosition() uint64 {
 	return 0
 }
 
+type ProjectionServiceStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectionServiceStatusRequest) Reset() {
+	*x = ProjectionServiceStatusRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionServiceStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionServiceStatusRequest) ProtoMessage() {}
+
+func (x *ProjectionServiceStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionServiceStatusRequest.ProtoReflect.Descriptor instead.
+func (*ProjectionServiceStatusRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{10}
+}
+
+type ProjectionStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Last global position the projection has applied.
+	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Last global position of the journal.
+	Head uint64 `protobuf:"varint,3,opt,name=head,proto3" json:"head,omitempty"`
+	// The error of its last attempt, if it failed ("" when healthy).
+	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Reactors drive side effects (process managers); they cannot be rebuilt.
+	Reactor bool `protobuf:"varint,5,opt,name=reactor,proto3" json:"reactor,omitempty"`
+	// The runtime's own projections (e.g. the timer index).
+	Internal      bool `protobuf:"varint,6,opt,name=internal,proto3" json:"internal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectionStatus) Reset() {
+	*x = ProjectionStatus{}
+	mi := &file_troupe_v1_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionStatus) ProtoMessage() {}
+
+func (x *ProjectionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionStatus.ProtoReflect.Descriptor instead.
+func (*ProjectionStatus) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProjectionStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProjectionStatus) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *ProjectionStatus) GetHead() uint64 {
+	if x != nil {
+		return x.Head
+	}
+	return 0
+}
+
+func (x *ProjectionStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ProjectionStatus) GetReactor() bool {
+	if x != nil {
+		return x.Reactor
+	}
+	return false
+}
+
+func (x *ProjectionStatus) GetInternal() bool {
+	if x != nil {
+		return x.Internal
+	}
+	return false
+}
+
+type ProjectionServiceStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Projections   []*ProjectionStatus    `protobuf:"bytes,1,rep,name=projections,proto3" json:"projections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectionServiceStatusResponse) Reset() {
+	*x = ProjectionServiceStatusResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionServiceStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionServiceStatusResponse) ProtoMessage() {}
+
+func (x *ProjectionServiceStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionServiceStatusResponse.ProtoReflect.Descriptor instead.
+func (*ProjectionServiceStatusResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProjectionServiceStatusResponse) GetProjections() []*ProjectionStatus {
+	if x != nil {
+		return x.Projections
+	}
+	return nil
+}
+
+type RebuildRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildRequest) Reset() {
+	*x = RebuildRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildRequest) ProtoMessage() {}
+
+func (x *RebuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildRequest.ProtoReflect.Descriptor instead.
+func (*RebuildRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RebuildRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RebuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Positions applied so far, out of target (the head when the rebuild
+	// began); done is set on the last message.
+	Position      uint64 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Target        uint64 `protobuf:"varint,2,opt,name=target,proto3" json:"target,omitempty"`
+	Done          bool   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildResponse) Reset() {
+	*x = RebuildResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildResponse) ProtoMessage() {}
+
+func (x *RebuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildResponse.ProtoReflect.Descriptor instead.
+func (*RebuildResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RebuildResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *RebuildResponse) GetTarget() uint64 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *RebuildResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
 var File_troupe_v1_api_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_api_proto_rawDesc = "" +
@@ -697,7 +972,24 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\rStatsResponse\x12\x18\n" +
 	"\astreams\x18\x01 \x01(\x04R\astreams\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12#\n" +
-	"\rlast_position\x18\x03 \x01(\x04R\flastPosition2I\n" +
+	"\rlast_position\x18\x03 \x01(\x04R\flastPosition\" \n" +
+	"\x1eProjectionServiceStatusRequest\"\xab\x01\n" +
+	"\x10ProjectionStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x12\n" +
+	"\x04head\x18\x03 \x01(\x04R\x04head\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12\x18\n" +
+	"\areactor\x18\x05 \x01(\bR\areactor\x12\x1a\n" +
+	"\binternal\x18\x06 \x01(\bR\binternal\"`\n" +
+	"\x1fProjectionServiceStatusResponse\x12=\n" +
+	"\vprojections\x18\x01 \x03(\v2\x1b.troupe.v1.ProjectionStatusR\vprojections\"$\n" +
+	"\x0eRebuildRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"Y\n" +
+	"\x0fRebuildResponse\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\x04R\x06target\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done2I\n" +
 	"\x0eCommandService\x127\n" +
 	"\x04Send\x12\x16.troupe.v1.SendRequest\x1a\x17.troupe.v1.SendResponse2J\n" +
 	"\fQueryService\x12:\n" +
@@ -705,7 +997,10 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\fEventService\x129\n" +
 	"\x04Read\x12\x16.troupe.v1.ReadRequest\x1a\x17.troupe.v1.ReadResponse0\x01\x129\n" +
 	"\x04Tail\x12\x16.troupe.v1.TailRequest\x1a\x17.troupe.v1.TailResponse0\x01\x12:\n" +
-	"\x05Stats\x12\x17.troupe.v1.StatsRequest\x1a\x18.troupe.v1.StatsResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\x05Stats\x12\x17.troupe.v1.StatsRequest\x1a\x18.troupe.v1.StatsResponse2\xb8\x01\n" +
+	"\x11ProjectionService\x12_\n" +
+	"\x06Status\x12).troupe.v1.ProjectionServiceStatusRequest\x1a*.troupe.v1.ProjectionServiceStatusResponse\x12B\n" +
+	"\aRebuild\x12\x19.troupe.v1.RebuildRequest\x1a\x1a.troupe.v1.RebuildResponse0\x01B7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_api_proto_rawDescOnce sync.Once
@@ -719,46 +1014,56 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_troupe_v1_api_proto_goTypes = []any{
-	(*SendRequest)(nil),     // 0: troupe.v1.SendRequest
-	(*SendResponse)(nil),    // 1: troupe.v1.SendResponse
-	(*QueryRequest)(nil),    // 2: troupe.v1.QueryRequest
-	(*QueryResponse)(nil),   // 3: troupe.v1.QueryResponse
-	(*ReadRequest)(nil),     // 4: troupe.v1.ReadRequest
-	(*TailRequest)(nil),     // 5: troupe.v1.TailRequest
-	(*ReadResponse)(nil),    // 6: troupe.v1.ReadResponse
-	(*TailResponse)(nil),    // 7: troupe.v1.TailResponse
-	(*StatsRequest)(nil),    // 8: troupe.v1.StatsRequest
-	(*StatsResponse)(nil),   // 9: troupe.v1.StatsResponse
-	nil,                     // 10: troupe.v1.SendRequest.MetadataEntry
-	(*structpb.Struct)(nil), // 11: google.protobuf.Struct
-	(*structpb.Value)(nil),  // 12: google.protobuf.Value
-	(*Event)(nil),           // 13: troupe.v1.Event
+	(*SendRequest)(nil),                     // 0: troupe.v1.SendRequest
+	(*SendResponse)(nil),                    // 1: troupe.v1.SendResponse
+	(*QueryRequest)(nil),                    // 2: troupe.v1.QueryRequest
+	(*QueryResponse)(nil),                   // 3: troupe.v1.QueryResponse
+	(*ReadRequest)(nil),                     // 4: troupe.v1.ReadRequest
+	(*TailRequest)(nil),                     // 5: troupe.v1.TailRequest
+	(*ReadResponse)(nil),                    // 6: troupe.v1.ReadResponse
+	(*TailResponse)(nil),                    // 7: troupe.v1.TailResponse
+	(*StatsRequest)(nil),                    // 8: troupe.v1.StatsRequest
+	(*StatsResponse)(nil),                   // 9: troupe.v1.StatsResponse
+	(*ProjectionServiceStatusRequest)(nil),  // 10: troupe.v1.ProjectionServiceStatusRequest
+	(*ProjectionStatus)(nil),                // 11: troupe.v1.ProjectionStatus
+	(*ProjectionServiceStatusResponse)(nil), // 12: troupe.v1.ProjectionServiceStatusResponse
+	(*RebuildRequest)(nil),                  // 13: troupe.v1.RebuildRequest
+	(*RebuildResponse)(nil),                 // 14: troupe.v1.RebuildResponse
+	nil,                                     // 15: troupe.v1.SendRequest.MetadataEntry
+	(*structpb.Struct)(nil),                 // 16: google.protobuf.Struct
+	(*structpb.Value)(nil),                  // 17: google.protobuf.Value
+	(*Event)(nil),                           // 18: troupe.v1.Event
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	11, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	10, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	12, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	11, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	12, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	13, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
-	13, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
-	0,  // 7: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2,  // 8: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	4,  // 9: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
-	5,  // 10: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
-	8,  // 11: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
-	1,  // 12: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3,  // 13: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	6,  // 14: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
-	7,  // 15: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
-	9,  // 16: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	16, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	15, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	17, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	16, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	17, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	18, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	18, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	11, // 7: troupe.v1.ProjectionServiceStatusResponse.projections:type_name -> troupe.v1.ProjectionStatus
+	0,  // 8: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 9: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 10: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 11: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 12: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	10, // 13: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
+	13, // 14: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
+	1,  // 15: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 16: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 17: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 18: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 19: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // 20: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
+	14, // 21: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -773,9 +1078,9 @@ func file_troupe_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_troupe_v1_api_proto_goTypes,
 		DependencyIndexes: file_troupe_v1_api_proto_depIdxs,

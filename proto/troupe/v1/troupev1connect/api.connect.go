@@ -27,6 +27,8 @@ const (
 	QueryServiceName = "troupe.v1.QueryService"
 	// EventServiceName is the fully-qualified name of the EventService service.
 	EventServiceName = "troupe.v1.EventService"
+	// ProjectionServiceName is the fully-qualified name of the ProjectionService service.
+	ProjectionServiceName = "troupe.v1.ProjectionService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -47,6 +49,12 @@ const (
 	EventServiceTailProcedure = "/troupe.v1.EventService/Tail"
 	// EventServiceStatsProcedure is the fully-qualified name of the EventService's Stats RPC.
 	EventServiceStatsProcedure = "/troupe.v1.EventService/Stats"
+	// ProjectionServiceStatusProcedure is the fully-qualified name of the ProjectionService's Status
+	// RPC.
+	ProjectionServiceStatusProcedure = "/troupe.v1.ProjectionService/Status"
+	// ProjectionServiceRebuildProcedure is the fully-qualified name of the ProjectionService's Rebuild
+	// RPC.
+	ProjectionServiceRebuildProcedure = "/troupe.v1.ProjectionService/Rebuild"
 )
 
 // CommandServiceClient is a client for the troupe.v1.CommandService service.
@@ -321,4 +329,108 @@ func (UnimplementedEventServiceHandler) Tail(context.Context, *connect.Request[v
 
 func (UnimplementedEventServiceHandler) Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.EventService.Stats is not implemented"))
+}
+
+// ProjectionServiceClient is a client for the troupe.v1.ProjectionService service.
+type ProjectionServiceClient interface {
+	// Status lists every projection with its position and lag.
+	Status(context.Context, *connect.Request[v1.ProjectionServiceStatusRequest]) (*connect.Response[v1.ProjectionServiceStatusResponse], error)
+	// Rebuild throws a read model away and replays the global log into it
+	// from the start, streaming progress until it has caught up with the
+	// log's head as of the request.
+	Rebuild(context.Context, *connect.Request[v1.RebuildRequest]) (*connect.ServerStreamForClient[v1.RebuildResponse], error)
+}
+
+// NewProjectionServiceClient constructs a client for the troupe.v1.ProjectionService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewProjectionServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ProjectionServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	projectionServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("ProjectionService").Methods()
+	return &projectionServiceClient{
+		status: connect.NewClient[v1.ProjectionServiceStatusRequest, v1.ProjectionServiceStatusResponse](
+			httpClient,
+			baseURL+ProjectionServiceStatusProcedure,
+			connect.WithSchema(projectionServiceMethods.ByName("Status")),
+			connect.WithClientOptions(opts...),
+		),
+		rebuild: connect.NewClient[v1.RebuildRequest, v1.RebuildResponse](
+			httpClient,
+			baseURL+ProjectionServiceRebuildProcedure,
+			connect.WithSchema(projectionServiceMethods.ByName("Rebuild")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// projectionServiceClient implements ProjectionServiceClient.
+type projectionServiceClient struct {
+	status  *connect.Client[v1.ProjectionServiceStatusRequest, v1.ProjectionServiceStatusResponse]
+	rebuild *connect.Client[v1.RebuildRequest, v1.RebuildResponse]
+}
+
+// Status calls troupe.v1.ProjectionService.Status.
+func (c *projectionServiceClient) Status(ctx context.Context, req *connect.Request[v1.ProjectionServiceStatusRequest]) (*connect.Response[v1.ProjectionServiceStatusResponse], error) {
+	return c.status.CallUnary(ctx, req)
+}
+
+// Rebuild calls troupe.v1.ProjectionService.Rebuild.
+func (c *projectionServiceClient) Rebuild(ctx context.Context, req *connect.Request[v1.RebuildRequest]) (*connect.ServerStreamForClient[v1.RebuildResponse], error) {
+	return c.rebuild.CallServerStream(ctx, req)
+}
+
+// ProjectionServiceHandler is an implementation of the troupe.v1.ProjectionService service.
+type ProjectionServiceHandler interface {
+	// Status lists every projection with its position and lag.
+	Status(context.Context, *connect.Request[v1.ProjectionServiceStatusRequest]) (*connect.Response[v1.ProjectionServiceStatusResponse], error)
+	// Rebuild throws a read model away and replays the global log into it
+	// from the start, streaming progress until it has caught up with the
+	// log's head as of the request.
+	Rebuild(context.Context, *connect.Request[v1.RebuildRequest], *connect.ServerStream[v1.RebuildResponse]) error
+}
+
+// NewProjectionServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewProjectionServiceHandler(svc ProjectionServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	projectionServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("ProjectionService").Methods()
+	projectionServiceStatusHandler := connect.NewUnaryHandler(
+		ProjectionServiceStatusProcedure,
+		svc.Status,
+		connect.WithSchema(projectionServiceMethods.ByName("Status")),
+		connect.WithHandlerOptions(opts...),
+	)
+	projectionServiceRebuildHandler := connect.NewServerStreamHandler(
+		ProjectionServiceRebuildProcedure,
+		svc.Rebuild,
+		connect.WithSchema(projectionServiceMethods.ByName("Rebuild")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/troupe.v1.ProjectionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ProjectionServiceStatusProcedure:
+			projectionServiceStatusHandler.ServeHTTP(w, r)
+		case ProjectionServiceRebuildProcedure:
+			projectionServiceRebuildHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedProjectionServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedProjectionServiceHandler struct{}
+
+func (UnimplementedProjectionServiceHandler) Status(context.Context, *connect.Request[v1.ProjectionServiceStatusRequest]) (*connect.Response[v1.ProjectionServiceStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ProjectionService.Status is not implemented"))
+}
+
+func (UnimplementedProjectionServiceHandler) Rebuild(context.Context, *connect.Request[v1.RebuildRequest], *connect.ServerStream[v1.RebuildResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ProjectionService.Rebuild is not implemented"))
 }
