@@ -1,14 +1,45 @@
-// Package bank is Troupe's demo domain: bank accounts as event-sourced
-// entities and their balances as a read model. The stock binary's `dev`
-// command runs it; it is also a worked example of the actors API.
+// Package bank is Troupe's demo domain and a worked example of the actors
+// API: event-sourced bank accounts, read models over them, and a process
+// manager that moves money between accounts. The stock binary's `dev`
+// command runs it.
+//
+// Write side, two entity kinds:
+//
+//   - account (Accounts): Open, Deposit, Withdraw (rejected on insufficient
+//     funds), Close (only when empty). Events Opened, Deposited, Withdrawn,
+//     Closed; every command replies {"balance": N}.
+//   - transfer (Transfers): Start{from, to, amount} records the intent; the
+//     process manager then moves it through debited to completed, or to
+//     failed (the debit was rejected), or through refunding to compensated
+//     (the credit was rejected and the debit was paid back).
+//
+// Read side, projections of the global log and the queries they serve:
+//
+//   - balances: "balance" {"id"} → the balance, a number; "account" {"id"}
+//     → the account's row.
+//   - statement: "statement" {"id", "after", "limit"} → one page of the
+//     account's money events with the balance after each, and the cursor of
+//     the next page.
+//   - top-accounts: "top-accounts" {"limit"} → the open accounts with the
+//     highest balances.
+//   - transfers: "transfer" {"id"} → a transfer's parties, amount, status
+//     and reason.
+//
+// The transfer process is a reactor (TransferProcess) over the transfer
+// events: on Started it withdraws from the source, on Debited it deposits
+// to the destination, on CreditRejected it deposits back to the source, and
+// each outcome is recorded on the transfer as its next event. Every step is
+// safe to repeat after a crash; see TransferProcess for how.
 //
 //	rt, _ := actors.NewRuntime(actors.Config{Journal: j, ReadStore: rs})
 //	if err := bank.Register(rt); err != nil { ... }
 package bank
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/journal"
@@ -24,6 +55,9 @@ type Account struct {
 	Open    bool   `json:"open"`
 	Closed  bool   `json:"closed"`
 	Balance int64  `json:"balance"`
+	// Refs are the references of the deposits and withdrawals applied so
+	// far, so that a repeated one is recognised (see Deposit.Ref).
+	Refs map[string]bool `json:"refs,omitempty"`
 }
 
 // Commands.
@@ -35,10 +69,20 @@ type (
 	// Deposit adds a positive amount.
 	Deposit struct {
 		Amount int64 `json:"amount"`
+		// Ref, when set, names the operation (the transfer process uses
+		// "<transfer id>/credit"): an account applies a ref once, and a
+		// repeat changes nothing and succeeds, even if the account could
+		// no longer take the deposit. The command's idempotency key alone
+		// cannot promise that: the runtime runs the handler before it
+		// looks at the key, so a repeat would be judged on today's state.
+		Ref string `json:"ref,omitempty"`
 	}
 	// Withdraw takes a positive amount, never more than the balance.
 	Withdraw struct {
 		Amount int64 `json:"amount"`
+		// Ref is as in Deposit: a repeat of an applied withdrawal succeeds
+		// without effect, even once the balance no longer covers it.
+		Ref string `json:"ref,omitempty"`
 	}
 	// Close closes an account whose balance is zero.
 	Close struct{}
@@ -50,10 +94,12 @@ type (
 		Owner string `json:"owner"`
 	}
 	Deposited struct {
-		Amount int64 `json:"amount"`
+		Amount int64  `json:"amount"`
+		Ref    string `json:"ref,omitempty"`
 	}
 	Withdrawn struct {
-		Amount int64 `json:"amount"`
+		Amount int64  `json:"amount"`
+		Ref    string `json:"ref,omitempty"`
 	}
 	Closed struct{}
 )
@@ -78,15 +124,24 @@ func newAccounts() *actors.Kind[Account] {
 		return actors.Decision{Events: []any{Opened{Owner: c.Owner}}, Reply: Reply{Balance: 0}}, nil
 	})
 	actors.Handle(k, func(s Account, c Deposit) (actors.Decision, error) {
+		if c.Ref != "" && s.Refs[c.Ref] {
+			return actors.Decision{Reply: Reply{Balance: s.Balance}}, nil
+		}
 		if err := usable(s); err != nil {
 			return actors.Decision{}, err
 		}
 		if c.Amount <= 0 {
 			return actors.Decision{}, actors.Reject("deposit amount must be positive, got %d", c.Amount)
 		}
-		return actors.Decision{Events: []any{Deposited{Amount: c.Amount}}, Reply: Reply{Balance: s.Balance + c.Amount}}, nil
+		if c.Amount > math.MaxInt64-s.Balance {
+			return actors.Decision{}, actors.Reject("deposit of %d would overflow the balance %d", c.Amount, s.Balance)
+		}
+		return actors.Decision{Events: []any{Deposited{Amount: c.Amount, Ref: c.Ref}}, Reply: Reply{Balance: s.Balance + c.Amount}}, nil
 	})
 	actors.Handle(k, func(s Account, c Withdraw) (actors.Decision, error) {
+		if c.Ref != "" && s.Refs[c.Ref] {
+			return actors.Decision{Reply: Reply{Balance: s.Balance}}, nil
+		}
 		if err := usable(s); err != nil {
 			return actors.Decision{}, err
 		}
@@ -96,7 +151,7 @@ func newAccounts() *actors.Kind[Account] {
 		if c.Amount > s.Balance {
 			return actors.Decision{}, actors.Reject("insufficient funds: balance %d, withdrawal %d", s.Balance, c.Amount)
 		}
-		return actors.Decision{Events: []any{Withdrawn{Amount: c.Amount}}, Reply: Reply{Balance: s.Balance - c.Amount}}, nil
+		return actors.Decision{Events: []any{Withdrawn{Amount: c.Amount, Ref: c.Ref}}, Reply: Reply{Balance: s.Balance - c.Amount}}, nil
 	})
 	actors.Handle(k, func(s Account, c Close) (actors.Decision, error) {
 		if err := usable(s); err != nil {
@@ -108,10 +163,24 @@ func newAccounts() *actors.Kind[Account] {
 		return actors.Decision{Events: []any{Closed{}}, Reply: Reply{Balance: 0}}, nil
 	})
 	actors.On(k, func(s Account, e Opened) Account { s.Open, s.Owner = true, e.Owner; return s })
-	actors.On(k, func(s Account, e Deposited) Account { s.Balance += e.Amount; return s })
-	actors.On(k, func(s Account, e Withdrawn) Account { s.Balance -= e.Amount; return s })
+	actors.On(k, func(s Account, e Deposited) Account { s.Balance += e.Amount; return s.withRef(e.Ref) })
+	actors.On(k, func(s Account, e Withdrawn) Account { s.Balance -= e.Amount; return s.withRef(e.Ref) })
 	actors.On(k, func(s Account, e Closed) Account { s.Open, s.Closed = false, true; return s })
 	return k
+}
+
+// withRef records ref as applied. The set is updated in place: the entity
+// keeps only its newest state, and copying a growing set on every event
+// would make an account's history quadratic.
+func (s Account) withRef(ref string) Account {
+	if ref == "" {
+		return s
+	}
+	if s.Refs == nil {
+		s.Refs = map[string]bool{}
+	}
+	s.Refs[ref] = true
+	return s
 }
 
 func usable(s Account) error {
@@ -122,6 +191,30 @@ func usable(s Account) error {
 		return actors.Reject("account %s is not open", s.ID)
 	}
 	return nil
+}
+
+// accountEvent decodes an account event of the global log; ok is false for
+// the types that are not the account's own (the runtime's timer events).
+func accountEvent(ev journal.Event) (e any, ok bool, err error) {
+	switch ev.Type {
+	case "Opened":
+		e, err = decodeEvent[Opened](ev.Payload)
+	case "Deposited":
+		e, err = decodeEvent[Deposited](ev.Payload)
+	case "Withdrawn":
+		e, err = decodeEvent[Withdrawn](ev.Payload)
+	case "Closed":
+		e = Closed{}
+	default:
+		return nil, false, nil
+	}
+	return e, err == nil, err
+}
+
+func decodeEvent[E any](p []byte) (E, error) {
+	var e E
+	err := json.Unmarshal(p, &e)
+	return e, err
 }
 
 // Balance is the read model row of one account in the balances projection.
@@ -141,34 +234,24 @@ var Balances = actors.Projection{
 		if err != nil {
 			return err
 		}
+		e, ok, err := accountEvent(ev)
+		if !ok {
+			return err
+		}
 		var b Balance
 		if _, err := tx.GetJSON(id, &b); err != nil {
 			return err
 		}
 		b.ID = id
-		switch ev.Type {
-		case "Opened":
-			var e Opened
-			if err := json.Unmarshal(ev.Payload, &e); err != nil {
-				return err
-			}
+		switch e := e.(type) {
+		case Opened:
 			b.Owner, b.Open = e.Owner, true
-		case "Deposited":
-			var e Deposited
-			if err := json.Unmarshal(ev.Payload, &e); err != nil {
-				return err
-			}
+		case Deposited:
 			b.Balance += e.Amount
-		case "Withdrawn":
-			var e Withdrawn
-			if err := json.Unmarshal(ev.Payload, &e); err != nil {
-				return err
-			}
+		case Withdrawn:
 			b.Balance -= e.Amount
-		case "Closed":
+		case Closed:
 			b.Open = false
-		default:
-			return nil
 		}
 		return tx.SetJSON(id, b)
 	},
@@ -218,16 +301,52 @@ func lookup(query string, v *actors.View, params json.RawMessage) (Balance, erro
 	return b, nil
 }
 
-// Register adds the bank's kinds, projections and queries to rt.
-func Register(rt *actors.Runtime) error {
-	if err := rt.Register(Accounts); err != nil {
-		return err
+// decodeParams decodes a query's params strictly: an unknown field (a typo
+// such as "limt") is a rejection that names it, not a silent default.
+func decodeParams(query string, params json.RawMessage, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return actors.Reject("%s query: params do not decode: %v", query, err)
 	}
-	if err := rt.RegisterProjection(Balances); err != nil {
-		return err
+	if dec.More() {
+		return actors.Reject("%s query: params do not decode: trailing data after the JSON value", query)
 	}
-	if err := rt.RegisterQuery(BalanceQuery); err != nil {
-		return err
+	return nil
+}
+
+// pageLimit applies a query's default and maximum page size.
+func pageLimit(query string, limit, def, max int) (int, error) {
+	switch {
+	case limit == 0:
+		return def, nil
+	case limit < 0 || limit > max:
+		return 0, actors.Reject(`%s query: "limit" must be between 1 and %d, got %d`, query, max, limit)
 	}
-	return rt.RegisterQuery(AccountQuery)
+	return limit, nil
+}
+
+// Register adds the bank's kinds, projections, queries and the transfer
+// process to rt.
+func Register(rt *actors.Runtime) error { return register(rt, nil) }
+
+// register is Register with a fault hook for the transfer process (tests).
+func register(rt *actors.Runtime, fault faultFunc) error {
+	for _, k := range []actors.Behavior{Accounts, Transfers} {
+		if err := rt.Register(k); err != nil {
+			return err
+		}
+	}
+	for _, p := range []actors.Projection{Balances, Statements, TopAccounts, TransferStates} {
+		if err := rt.RegisterProjection(p); err != nil {
+			return err
+		}
+	}
+	for _, q := range []actors.Query{BalanceQuery, AccountQuery, StatementQuery, TopAccountsQuery, TransferQuery} {
+		if err := rt.RegisterQuery(q); err != nil {
+			return err
+		}
+	}
+	pm := &process{rt: rt, fault: fault}
+	return rt.RegisterReactor(pm.reactor())
 }
