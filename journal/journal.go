@@ -111,7 +111,9 @@ type Stats struct {
 // sync policy. Iterators must be consumed (or stopped) before the store is
 // closed; they read a consistent snapshot taken when iteration starts.
 type Store interface {
-	// Append atomically appends events to one stream.
+	// Append atomically appends events to one stream. If ctx ends before
+	// the store has taken the append, nothing is written and ctx.Err() is
+	// returned; once taken, Append reports the actual outcome.
 	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
 	// Read yields the events of a stream with Sequence >= from, in order,
 	// at most limit of them (limit <= 0: no limit).
@@ -129,7 +131,9 @@ type Store interface {
 	// Streams yields the ids of the streams of one kind ("" for all), in
 	// lexical order.
 	Streams(ctx context.Context, kind string) iter.Seq2[string, error]
-	// SaveSnapshot stores s as the stream's latest snapshot.
+	// SaveSnapshot stores s as the stream's latest snapshot. s.Sequence
+	// must be between 1 and the stream's last sequence (else ErrInvalid);
+	// a snapshot older than the stored one is ignored; the store sets Time.
 	SaveSnapshot(ctx context.Context, s Snapshot) error
 	// LoadSnapshot returns the stream's latest snapshot, or ErrNotFound.
 	LoadSnapshot(ctx context.Context, stream string) (Snapshot, error)

@@ -51,7 +51,7 @@ func openT(t testing.TB, cfg Config) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	for _, sync := range []SyncPolicy{SyncAlways, SyncNone} {
+	for _, sync := range []SyncPolicy{SyncAlways, SyncInterval, SyncNone} {
 		t.Run(sync.String(), func(t *testing.T) {
 			journaltest.Run(t, journaltest.Suite{
 				Open: func(t *testing.T) journal.Store { return openT(t, Config{Sync: sync}) },
