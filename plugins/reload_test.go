@@ -31,7 +31,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	allow := buildWAT(t, "allow")
 	validate := buildGo(t, "wasm-examples/go/validate-amount")
 	dir := t.TempDir()
-	writePlugin(t, dir, "p", allow, "name = \"p\"\n[hooks]\ncommands = [\"*\"]\n")
+	writePlugin(t, dir, "p", allow, "name = \"p\"\n[hooks]\ncommands = [\"*\"]\n[limits]\ntimeout = \"5s\" # untrusted, but this test is not about deadlines on a busy machine\n")
 	h := startHost(t, dir, func(c *Config) { c.Watch = true; c.ReloadDebounce = 20 * time.Millisecond })
 	v1 := h.info(t, "p").Version
 

@@ -1,8 +1,8 @@
 package sdk
 
 import (
-	"errors"
 	"fmt"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -12,266 +12,308 @@ import (
 // every Go plugin. Field numbers follow proto/troupe/v1/{plugin,envelope}.proto;
 // a host-side test checks both against the generated code.
 
-var errTruncated = errors.New("sdk: truncated message")
+// decoder walks the fields of one message. Strings and byte slices alias
+// the buffer it reads: allocation dominates the cost of a call in a Go
+// guest, so the call path allocates nothing.
+type decoder struct {
+	b   []byte
+	err error
+}
 
-// fieldFunc handles one field; it returns the bytes consumed or a negative
-// protowire error code.
-type fieldFunc func(num protowire.Number, typ protowire.Type, b []byte) int
+// next reads the next field's tag; false at the end or on error.
+func (d *decoder) next() (protowire.Number, protowire.Type, bool) {
+	if d.err != nil || len(d.b) == 0 {
+		return 0, 0, false
+	}
+	num, typ, n := protowire.ConsumeTag(d.b)
+	if n < 0 {
+		d.err = protowire.ParseError(n)
+		return 0, 0, false
+	}
+	d.b = d.b[n:]
+	return num, typ, true
+}
 
-// walk iterates over the fields of a message.
-func walk(b []byte, f fieldFunc) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+func (d *decoder) skip(num protowire.Number, typ protowire.Type) {
+	n := protowire.ConsumeFieldValue(num, typ, d.b)
+	if n < 0 {
+		d.err = protowire.ParseError(n)
+		d.b = nil
+		return
+	}
+	d.b = d.b[n:]
+}
+
+// raw reads a length-delimited value; a field of another wire type is
+// skipped and yields nil.
+func (d *decoder) raw(num protowire.Number, typ protowire.Type) []byte {
+	if typ != protowire.BytesType {
+		d.skip(num, typ)
+		return nil
+	}
+	v, n := protowire.ConsumeBytes(d.b)
+	if n < 0 {
+		d.err = protowire.ParseError(n)
+		d.b = nil
+		return nil
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str(num protowire.Number, typ protowire.Type) string {
+	v := d.raw(num, typ)
+	if len(v) == 0 {
+		return ""
+	}
+	return unsafe.String(&v[0], len(v))
+}
+
+func (d *decoder) varint(num protowire.Number, typ protowire.Type) uint64 {
+	if typ != protowire.VarintType {
+		d.skip(num, typ)
+		return 0
+	}
+	v, n := protowire.ConsumeVarint(d.b)
+	if n < 0 {
+		d.err = protowire.ParseError(n)
+		d.b = nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// sub returns a decoder for an embedded message.
+func (d *decoder) sub(num protowire.Number, typ protowire.Type) decoder {
+	return decoder{b: d.raw(num, typ)}
+}
+
+// mapEntry reads one map<string, string> entry into *m.
+func (d *decoder) mapEntry(num protowire.Number, typ protowire.Type, m *map[string]string) {
+	e := d.sub(num, typ)
+	var k, v string
+	for n, t, ok := e.next(); ok; n, t, ok = e.next() {
+		switch n {
+		case 1:
+			k = e.str(n, t)
+		case 2:
+			v = e.str(n, t)
+		default:
+			e.skip(n, t)
 		}
-		b = b[n:]
-		m := f(num, typ, b)
-		if m == skip {
-			m = protowire.ConsumeFieldValue(num, typ, b)
+	}
+	if e.err != nil {
+		d.err = e.err
+		return
+	}
+	if *m == nil {
+		*m = make(map[string]string)
+	}
+	(*m)[k] = v
+}
+
+func (d *decoder) fail(e *decoder) {
+	if e.err != nil && d.err == nil {
+		d.err = e.err
+	}
+}
+
+// request is a Request with room for its message, allocated at once.
+type request struct {
+	Request
+	cmd   Command
+	event Event
+	topic TopicMessage
+	call  Call
+}
+
+// DecodeRequest decodes a troupe.v1.PluginRequest. The result does not
+// alias b (its strings share one private copy of b).
+func DecodeRequest(b []byte) (*Request, error) {
+	r := &request{}
+	if err := decodeRequest(r, append([]byte(nil), b...)); err != nil {
+		return nil, err
+	}
+	return &r.Request, nil
+}
+
+// decodeRequest decodes b into r, which must be zero; strings and payloads
+// alias b.
+func decodeRequest(r *request, b []byte) error {
+	d := decoder{b: b}
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
+		switch num {
+		case 1:
+			r.ABIVersion = uint32(d.varint(num, typ))
+		case 2:
+			r.Hook = Hook(int32(d.varint(num, typ)))
+		case 3:
+			e := d.sub(num, typ)
+			decodeContext(&e, &r.Context)
+			d.fail(&e)
+		case 10:
+			e := d.sub(num, typ)
+			r.Command, r.Event, r.Topic, r.Call = &r.cmd, nil, nil, nil
+			decodeCommand(&e, &r.cmd)
+			d.fail(&e)
+		case 11:
+			e := d.sub(num, typ)
+			r.Command, r.Event, r.Topic, r.Call = nil, &r.event, nil, nil
+			decodeEvent(&e, &r.event)
+			d.fail(&e)
+		case 12:
+			e := d.sub(num, typ)
+			r.Command, r.Event, r.Topic, r.Call = nil, nil, &r.topic, nil
+			decodeTopic(&e, &r.topic)
+			d.fail(&e)
+		case 13:
+			e := d.sub(num, typ)
+			r.Command, r.Event, r.Topic, r.Call = nil, nil, nil, &r.call
+			decodeCall(&e, &r.call)
+			d.fail(&e)
+		default:
+			d.skip(num, typ)
 		}
-		if m < 0 {
-			return protowire.ParseError(m)
-		}
-		b = b[m:]
+	}
+	if d.err != nil {
+		return fmt.Errorf("sdk: decode request: %w", d.err)
 	}
 	return nil
 }
 
-// skip tells walk to skip the field (unknown, or of an unexpected type).
-const skip = -1000
-
-func str(typ protowire.Type, b []byte, dst *string) int {
-	if typ != protowire.BytesType {
-		return skip
-	}
-	v, n := protowire.ConsumeBytes(b)
-	if n >= 0 {
-		*dst = string(v)
-	}
-	return n
-}
-
-func byts(typ protowire.Type, b []byte, dst *[]byte) int {
-	if typ != protowire.BytesType {
-		return skip
-	}
-	v, n := protowire.ConsumeBytes(b)
-	if n >= 0 {
-		*dst = append([]byte(nil), v...) // the input buffer is reused by the host
-	}
-	return n
-}
-
-func varint(typ protowire.Type, b []byte, dst *uint64) int {
-	if typ != protowire.VarintType {
-		return skip
-	}
-	v, n := protowire.ConsumeVarint(b)
-	if n >= 0 {
-		*dst = v
-	}
-	return n
-}
-
-func sub(typ protowire.Type, b []byte, decode func([]byte) error) int {
-	if typ != protowire.BytesType {
-		return skip
-	}
-	v, n := protowire.ConsumeBytes(b)
-	if n < 0 {
-		return n
-	}
-	if err := decode(v); err != nil {
-		return -1 // reported as a generic parse error
-	}
-	return n
-}
-
-func mapEntry(typ protowire.Type, b []byte, dst *map[string]string) int {
-	return sub(typ, b, func(e []byte) error {
-		var k, v string
-		err := walk(e, func(num protowire.Number, typ protowire.Type, b []byte) int {
-			switch num {
-			case 1:
-				return str(typ, b, &k)
-			case 2:
-				return str(typ, b, &v)
-			}
-			return skip
-		})
-		if err != nil {
-			return err
-		}
-		if *dst == nil {
-			*dst = make(map[string]string)
-		}
-		(*dst)[k] = v
-		return nil
-	})
-}
-
-// DecodeRequest decodes a troupe.v1.PluginRequest.
-func DecodeRequest(b []byte) (*Request, error) {
-	r := &Request{}
-	err := walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-		var u uint64
+func decodeContext(d *decoder, c *Context) {
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			n := varint(typ, b, &u)
-			r.ABIVersion = uint32(u)
-			return n
+			c.Node = d.str(num, typ)
 		case 2:
-			n := varint(typ, b, &u)
-			r.Hook = Hook(int32(u))
-			return n
+			c.Plugin = d.str(num, typ)
 		case 3:
-			return sub(typ, b, func(b []byte) error { return decodeContext(b, &r.Context) })
-		case 10:
-			r.Command = &Command{}
-			return sub(typ, b, func(b []byte) error { return decodeCommand(b, r.Command) })
-		case 11:
-			r.Event = &Event{}
-			return sub(typ, b, func(b []byte) error { return decodeEvent(b, r.Event) })
-		case 12:
-			r.Topic = &TopicMessage{}
-			return sub(typ, b, func(b []byte) error { return decodeTopic(b, r.Topic) })
-		case 13:
-			r.Call = &Call{}
-			return sub(typ, b, func(b []byte) error { return decodeCall(b, r.Call) })
-		}
-		return skip
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sdk: decode request: %w", err)
-	}
-	return r, nil
-}
-
-func decodeContext(b []byte, c *Context) error {
-	return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-		switch num {
-		case 1:
-			return str(typ, b, &c.Node)
-		case 2:
-			return str(typ, b, &c.Plugin)
-		case 3:
-			return str(typ, b, &c.PluginVersion)
+			c.PluginVersion = d.str(num, typ)
 		case 4:
-			return str(typ, b, &c.Projection)
+			c.Projection = d.str(num, typ)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
+	}
 }
 
-func decodeTrace(b []byte, t *TraceContext) error {
-	return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
+func decodeTrace(d *decoder, t *TraceContext) {
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			return str(typ, b, &t.Traceparent)
+			t.Traceparent = d.str(num, typ)
 		case 2:
-			return str(typ, b, &t.Tracestate)
+			t.Tracestate = d.str(num, typ)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
+	}
 }
 
-func decodeCommand(b []byte, c *Command) error {
-	return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
+func decodeCommand(d *decoder, c *Command) {
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			return str(typ, b, &c.ID)
+			c.ID = d.str(num, typ)
 		case 2:
-			return str(typ, b, &c.Kind)
+			c.Kind = d.str(num, typ)
 		case 3:
-			return str(typ, b, &c.EntityID)
+			c.EntityID = d.str(num, typ)
 		case 4:
-			return str(typ, b, &c.Type)
+			c.Type = d.str(num, typ)
 		case 5:
-			return str(typ, b, &c.IdempotencyKey)
+			c.IdempotencyKey = d.str(num, typ)
 		case 6:
-			return byts(typ, b, &c.Payload)
+			c.Payload = d.raw(num, typ)
 		case 7:
-			return str(typ, b, &c.ContentType)
+			c.ContentType = d.str(num, typ)
 		case 8:
-			return sub(typ, b, func(b []byte) error { return decodeTrace(b, &c.Trace) })
+			e := d.sub(num, typ)
+			decodeTrace(&e, &c.Trace)
+			d.fail(&e)
 		case 9:
-			return mapEntry(typ, b, &c.Metadata)
+			d.mapEntry(num, typ, &c.Metadata)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
+	}
 }
 
-func decodeEvent(b []byte, e *Event) error {
-	return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-		var u uint64
+func decodeEvent(d *decoder, e *Event) {
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			return str(typ, b, &e.StreamID)
+			e.StreamID = d.str(num, typ)
 		case 2:
-			return varint(typ, b, &e.Sequence)
+			e.Sequence = d.varint(num, typ)
 		case 3:
-			return varint(typ, b, &e.GlobalPosition)
+			e.GlobalPosition = d.varint(num, typ)
 		case 4:
-			n := varint(typ, b, &u)
-			e.TimeUnixNano = int64(u)
-			return n
+			e.TimeUnixNano = int64(d.varint(num, typ))
 		case 5:
-			return str(typ, b, &e.Type)
+			e.Type = d.str(num, typ)
 		case 6:
-			return byts(typ, b, &e.Payload)
+			e.Payload = d.raw(num, typ)
 		case 7:
-			return str(typ, b, &e.ContentType)
+			e.ContentType = d.str(num, typ)
 		case 8:
-			var s string
-			n := str(typ, b, &s)
-			if n >= 0 {
-				e.Tags = append(e.Tags, s)
+			if typ == protowire.BytesType {
+				e.Tags = append(e.Tags, d.str(num, typ))
+			} else {
+				d.skip(num, typ)
 			}
-			return n
 		case 9:
-			return mapEntry(typ, b, &e.Metadata)
+			d.mapEntry(num, typ, &e.Metadata)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
+	}
 }
 
-func decodeTopic(b []byte, m *TopicMessage) error {
-	return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
+func decodeTopic(d *decoder, m *TopicMessage) {
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			return str(typ, b, &m.Topic)
+			m.Topic = d.str(num, typ)
 		case 2:
-			return byts(typ, b, &m.Payload)
+			m.Payload = d.raw(num, typ)
 		case 3:
-			return str(typ, b, &m.ContentType)
+			m.ContentType = d.str(num, typ)
 		case 4:
-			return mapEntry(typ, b, &m.Metadata)
+			d.mapEntry(num, typ, &m.Metadata)
 		case 5:
-			return str(typ, b, &m.MessageID)
+			m.MessageID = d.str(num, typ)
 		case 6:
-			return sub(typ, b, func(b []byte) error { return decodeTrace(b, &m.Trace) })
+			e := d.sub(num, typ)
+			decodeTrace(&e, &m.Trace)
+			d.fail(&e)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
+	}
 }
 
-func decodeCall(b []byte, c *Call) error {
-	return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
+func decodeCall(d *decoder, c *Call) {
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			return str(typ, b, &c.Operation)
+			c.Operation = d.str(num, typ)
 		case 2:
-			return byts(typ, b, &c.Payload)
+			c.Payload = d.raw(num, typ)
 		case 3:
-			return str(typ, b, &c.ContentType)
+			c.ContentType = d.str(num, typ)
 		case 4:
-			return mapEntry(typ, b, &c.Metadata)
+			d.mapEntry(num, typ, &c.Metadata)
 		case 5:
-			return sub(typ, b, func(b []byte) error { return decodeTrace(b, &c.Trace) })
+			e := d.sub(num, typ)
+			decodeTrace(&e, &c.Trace)
+			d.fail(&e)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
+	}
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {
@@ -334,52 +376,53 @@ func AppendVerdict(b []byte, v Verdict) []byte {
 // DecodeVerdict decodes a troupe.v1.Verdict (for tests of plugins).
 func DecodeVerdict(b []byte) (Verdict, error) {
 	var v Verdict
-	err := walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-		var u uint64
+	d := decoder{b: append([]byte(nil), b...)}
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			n := varint(typ, b, &u)
-			v.reject = u != 0
-			return n
+			v.reject = d.varint(num, typ) != 0
 		case 2:
-			return str(typ, b, &v.reason)
+			v.reason = d.str(num, typ)
 		case 3:
 			v.replace = true
-			return sub(typ, b, func(b []byte) error {
-				return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-					switch num {
-					case 1:
-						return byts(typ, b, &v.payload)
-					case 2:
-						return str(typ, b, &v.ctype)
-					}
-					return skip
-				})
-			})
+			e := d.sub(num, typ)
+			for n, t, ok := e.next(); ok; n, t, ok = e.next() {
+				switch n {
+				case 1:
+					v.payload = e.raw(n, t)
+				case 2:
+					v.ctype = e.str(n, t)
+				default:
+					e.skip(n, t)
+				}
+			}
+			d.fail(&e)
 		case 4:
-			return mapEntry(typ, b, &v.metadata)
+			d.mapEntry(num, typ, &v.metadata)
 		case 5:
 			v.reply = &Reply{}
-			return sub(typ, b, func(b []byte) error {
-				return walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-					switch num {
-					case 1:
-						return byts(typ, b, &v.reply.Payload)
-					case 2:
-						return str(typ, b, &v.reply.ContentType)
-					case 3:
-						return mapEntry(typ, b, &v.reply.Metadata)
-					}
-					return skip
-				})
-			})
+			e := d.sub(num, typ)
+			for n, t, ok := e.next(); ok; n, t, ok = e.next() {
+				switch n {
+				case 1:
+					v.reply.Payload = e.raw(n, t)
+				case 2:
+					v.reply.ContentType = e.str(n, t)
+				case 3:
+					e.mapEntry(n, t, &v.reply.Metadata)
+				default:
+					e.skip(n, t)
+				}
+			}
+			d.fail(&e)
 		case 6:
-			return str(typ, b, &v.err)
+			v.err = d.str(num, typ)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
-	if err != nil {
-		return Verdict{}, fmt.Errorf("sdk: decode verdict: %w", err)
+	}
+	if d.err != nil {
+		return Verdict{}, fmt.Errorf("sdk: decode verdict: %w", d.err)
 	}
 	return v, nil
 }
@@ -404,24 +447,23 @@ func AppendHTTPRequest(b []byte, r *HTTPRequest) []byte {
 func DecodeHTTPResponse(b []byte) (*HTTPResponse, error) {
 	r := &HTTPResponse{}
 	var herr string
-	err := walk(b, func(num protowire.Number, typ protowire.Type, b []byte) int {
-		var u uint64
+	d := decoder{b: append([]byte(nil), b...)}
+	for num, typ, ok := d.next(); ok; num, typ, ok = d.next() {
 		switch num {
 		case 1:
-			n := varint(typ, b, &u)
-			r.Status = int32(u)
-			return n
+			r.Status = int32(d.varint(num, typ))
 		case 2:
-			return mapEntry(typ, b, &r.Headers)
+			d.mapEntry(num, typ, &r.Headers)
 		case 3:
-			return byts(typ, b, &r.Body)
+			r.Body = d.raw(num, typ)
 		case 4:
-			return str(typ, b, &herr)
+			herr = d.str(num, typ)
+		default:
+			d.skip(num, typ)
 		}
-		return skip
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sdk: decode http response: %w", err)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("sdk: decode http response: %w", d.err)
 	}
 	if herr != "" {
 		return nil, &HTTPError{Msg: herr}

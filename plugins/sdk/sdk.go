@@ -20,6 +20,12 @@
 // without a handler allows. A handler that panics fails the call (the host
 // applies the plugin's failure policy) without killing the instance.
 //
+// The request passed to a handler (the *Command and everything it holds:
+// strings, Payload, Metadata) is valid only until the handler returns: the
+// SDK decodes without copying and reuses its memory for the next call, which
+// keeps a call free of allocations. Copy what you keep beyond the call with
+// strings.Clone, bytes.Clone or the Clone methods.
+//
 // Outside wasm (go test on the host) the host imports are stubs: Log writes
 // to standard error, Config and Secret find nothing, HTTP fails; Dispatch
 // lets tests drive a plugin's handlers with encoded requests.
@@ -56,6 +62,10 @@ func OnCall(f func(*Context, *Call) Verdict) { onCall = f }
 // call into this instance.
 var out []byte
 
+// current is the request being handled, reused by every call so that the
+// call path allocates nothing.
+var current request
+
 // Dispatch decodes one encoded PluginRequest, runs the registered handler
 // and returns the encoded Verdict. The result is valid until the next call.
 func Dispatch(req []byte) []byte {
@@ -72,8 +82,9 @@ func dispatch(b []byte) (v Verdict) {
 			}
 		}
 	}()
-	req, err := DecodeRequest(b)
-	if err != nil {
+	req := &current
+	current = request{}
+	if err := decodeRequest(req, b); err != nil {
 		return Fail(err)
 	}
 	if req.ABIVersion != 0 && req.ABIVersion != ABIVersion {

@@ -1,5 +1,10 @@
 package sdk
 
+import (
+	"bytes"
+	"strings"
+)
+
 // Hook says why the host called the plugin (troupe.v1.Hook).
 type Hook int32
 
@@ -179,4 +184,40 @@ type HTTPResponse struct {
 	Status  int32
 	Headers map[string]string
 	Body    []byte
+}
+
+// Clone returns a deep copy of c that stays valid after the handler returns.
+func (c *Command) Clone() *Command {
+	n := &Command{
+		ID: strings.Clone(c.ID), Kind: strings.Clone(c.Kind), EntityID: strings.Clone(c.EntityID),
+		Type: strings.Clone(c.Type), IdempotencyKey: strings.Clone(c.IdempotencyKey),
+		Payload: bytes.Clone(c.Payload), ContentType: strings.Clone(c.ContentType),
+		Trace:    TraceContext{strings.Clone(c.Trace.Traceparent), strings.Clone(c.Trace.Tracestate)},
+		Metadata: cloneMap(c.Metadata),
+	}
+	return n
+}
+
+// Clone returns a deep copy of e that stays valid after the handler returns.
+func (e *Event) Clone() *Event {
+	n := *e
+	n.StreamID, n.Type, n.ContentType = strings.Clone(e.StreamID), strings.Clone(e.Type), strings.Clone(e.ContentType)
+	n.Payload = bytes.Clone(e.Payload)
+	n.Tags = nil
+	for _, t := range e.Tags {
+		n.Tags = append(n.Tags, strings.Clone(t))
+	}
+	n.Metadata = cloneMap(e.Metadata)
+	return &n
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	n := make(map[string]string, len(m))
+	for k, v := range m {
+		n[strings.Clone(k)] = strings.Clone(v)
+	}
+	return n
 }
