@@ -125,3 +125,35 @@ func TestBadPluginCall(t *testing.T) {
 		}
 	}
 }
+
+// TestGoGuestFailures: a Go guest that exhausts its memory limit dies (the
+// instance is discarded, the runtime's message is logged); a handler panic is
+// recovered by the SDK and reported as a guest failure.
+func TestGoGuestFailures(t *testing.T) {
+	wasm := buildGo(t, "plugins/testdata/gobomb")
+	dir := t.TempDir()
+	writePlugin(t, dir, "gobomb", wasm, "name = \"gobomb\"\n[hooks]\ncommands = [\"*\"]\n[limits]\nmemory_pages = 128\ntimeout = \"5s\"\n")
+	h := startHost(t, dir, nil)
+	ctx := context.Background()
+
+	d, err := h.Command(ctx, bankCmd("Boom", ""))
+	if err != nil || !d.Rejected || !errors.Is(d.Err, ErrTrap) || !strings.Contains(d.Reason, "guest trapped") {
+		t.Fatalf("Boom: %+v, %v", d, err)
+	}
+	if !strings.Contains(h.logs.String(), "out of memory") {
+		t.Fatalf("the guest's out-of-memory message was not logged:\n%s", h.logs.String())
+	}
+	d, err = h.Command(ctx, bankCmd("Panic", ""))
+	if err != nil || !d.Rejected || !errors.Is(d.Err, ErrGuest) || !strings.Contains(d.Reason, "assignment to entry in nil map") {
+		t.Fatalf("Panic: %+v, %v", d, err)
+	}
+	if d, err := h.Command(ctx, bankCmd("Deposit", "")); err != nil || d.Rejected {
+		t.Fatalf("after failures: %+v, %v", d, err)
+	}
+	if got := h.metric(t, "troupe_plugin_failures_total", map[string]string{"plugin": "gobomb", "reason": "trap"}); got != 1 {
+		t.Errorf("failures{trap} = %v", got)
+	}
+	if got := h.metric(t, "troupe_plugin_failures_total", map[string]string{"plugin": "gobomb", "reason": "guest"}); got != 1 {
+		t.Errorf("failures{guest} = %v", got)
+	}
+}

@@ -247,3 +247,41 @@ burst = "5"
 		t.Fatalf("no refill after 1.1s: %+v", d)
 	}
 }
+
+func TestEventHook(t *testing.T) {
+	wasm := buildGo(t, "wasm-examples/go/audit-log")
+	dir := t.TempDir()
+	writePlugin(t, dir, "audit-log", wasm, "name = \"audit-log\"\ntrusted = true\n[hooks]\nkinds = [\"account\"]\nevents = [\"Dep*\"]\nprojections = [\"balances\"]\n")
+	h := startHost(t, dir, nil)
+	ctx := context.Background()
+	ev := &troupev1.Event{StreamId: "account/acc-1", Sequence: 1, Type: "Deposited", Payload: []byte(`{"amount":1}`)}
+	for _, tc := range []struct {
+		projection string
+		ev         *troupev1.Event
+		seen       bool
+	}{
+		{"balances", ev, true},
+		{"other", ev, false},
+		{"balances", &troupev1.Event{StreamId: "order/o-1", Type: "Deposited"}, false},
+		{"balances", &troupev1.Event{StreamId: "account/acc-2", Type: "Withdrawn"}, false},
+	} {
+		before := h.metric(t, "troupe_plugin_calls_total", map[string]string{"plugin": "audit-log", "hook": "event"})
+		if d, err := h.Event(ctx, tc.projection, tc.ev); err != nil || d.Rejected {
+			t.Fatalf("Event = %+v, %v", d, err)
+		}
+		after := h.metric(t, "troupe_plugin_calls_total", map[string]string{"plugin": "audit-log", "hook": "event"})
+		if (after > before) != tc.seen {
+			t.Fatalf("%s %s/%s: seen = %v, want %v", tc.projection, tc.ev.StreamId, tc.ev.Type, after > before, tc.seen)
+		}
+	}
+	if !strings.Contains(h.logs.String(), "audit: event stream=account/acc-1 type=Deposited projection=balances") {
+		t.Fatalf("log:\n%s", h.logs.String())
+	}
+	// Commands are not hooked by this manifest.
+	if _, err := h.Command(ctx, bankCmd("Deposit", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(h.logs.String(), "audit: command") {
+		t.Fatal("command hook ran without commands in the manifest")
+	}
+}

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +86,7 @@ type instance struct {
 	verdict troupev1.Verdict
 
 	pending []byte // encoded HttpResponse waiting for http_result
+	stderr  *guestStderr
 }
 
 // errRetired is returned by acquire on a version that a reload replaced.
@@ -145,7 +148,6 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 
 	mc := wazero.NewModuleConfig().
 		WithStartFunctions(exportInitialize).
-		WithStderr(&guestStderr{log: v.log}).
 		WithStdout(io.Discard)
 	if man.Capabilities.Clock {
 		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
@@ -238,13 +240,16 @@ func sig(params, results []api.ValueType) string {
 // function handles.
 func (v *version) instantiate(ctx context.Context) (*instance, error) {
 	name := v.name + "#" + strconv.FormatUint(v.seq.Add(1), 10)
-	mod, err := v.rt.InstantiateModule(ctx, v.compiled, v.modCfg.WithName(name))
+	stderr := &guestStderr{log: v.log.With(slog.String("instance", name))}
+	mod, err := v.rt.InstantiateModule(ctx, v.compiled, v.modCfg.WithName(name).WithStderr(stderr))
 	if err != nil {
+		stderr.flush()
 		return nil, fmt.Errorf("instantiate: %w", classify(err))
 	}
 	inst := &instance{
 		v:       v,
 		mod:     mod,
+		stderr:  stderr,
 		mem:     mod.Memory(),
 		handle:  mod.ExportedFunction(exportHandle),
 		alloc:   mod.ExportedFunction(exportAlloc),
@@ -378,6 +383,7 @@ func (v *version) closeRuntime() {
 }
 
 func (inst *instance) close() {
+	inst.stderr.flush()
 	inst.v.byModule.Delete(inst.mod)
 	_ = inst.mod.Close(context.Background())
 }
@@ -512,26 +518,51 @@ func hookName(h troupev1.Hook) string {
 	return "unspecified"
 }
 
-// guestStderr turns what a guest writes to stderr (a Go guest's panic
-// message, say) into warnings, so that a trap's cause is visible.
-type guestStderr struct{ log *slog.Logger }
+// guestStderr turns what an instance writes to stderr (a Go guest's panic
+// message, say) into warnings, one per line, so that a trap's cause is
+// visible. The Go runtime writes a few bytes at a time, hence the buffer.
+// Each instance has its own; an instance is used by one call at a time.
+type guestStderr struct {
+	log   *slog.Logger
+	buf   []byte
+	lines int
+}
+
+const maxStderrLines = 200 // per instance; a crash trace fits, a flood does not
 
 func (w *guestStderr) Write(p []byte) (int, error) {
 	n := len(p)
-	if len(p) > maxLogMessage {
-		p = p[:maxLogMessage]
-	}
-	if s := trimNL(string(p)); s != "" {
-		w.log.Warn("guest stderr", slog.String("output", s))
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			room := maxLogMessage - len(w.buf)
+			if len(p) > room {
+				p = p[:room]
+			}
+			w.buf = append(w.buf, p...)
+			if len(w.buf) >= maxLogMessage {
+				w.flush()
+			}
+			break
+		}
+		w.buf = append(w.buf, p[:i]...)
+		p = p[i+1:]
+		w.flush()
 	}
 	return n, nil
 }
 
-func trimNL(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
+func (w *guestStderr) flush() {
+	line := strings.TrimRight(string(w.buf), "\r")
+	w.buf = w.buf[:0]
+	if line == "" || w.lines >= maxStderrLines {
+		return
 	}
-	return s
+	w.lines++
+	if w.lines == maxStderrLines {
+		line += " (further stderr output of this instance dropped)"
+	}
+	w.log.Warn("guest stderr", slog.String("output", line))
 }
 
 func firstLineErr(err error) error {
