@@ -20,7 +20,7 @@ func buildExample(t *testing.T, lang, name string, need ...string) ([]byte, stri
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
 			if _, lerr := exec.LookPath(p); lerr != nil {
-				t.Skipf("%s toolchain missing (%s); run `make wasm-toolchains` (wasm-examples/install-toolchains.sh)", lang, p)
+				t.Skipf("%s toolchain missing (%s); run `make toolchains` (wasm-examples/install-toolchains.sh)", lang, p)
 			}
 		}
 	}

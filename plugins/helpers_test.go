@@ -75,7 +75,7 @@ func buildWAT(t testing.TB, name string) []byte {
 	return buildOnce(t, "wat:"+name, func(out string) error {
 		tool, err := exec.LookPath("wat2wasm")
 		if err != nil {
-			return errSkip("wat2wasm (wabt) not installed; run `make wasm-toolchains` (wasm-examples/install-toolchains.sh)")
+			return errSkip("wat2wasm (wabt) not installed; run `make toolchains` (wasm-examples/install-toolchains.sh)")
 		}
 		src := filepath.Join(repoRoot(t), "plugins", "testdata", name+".wat")
 		if b, err := exec.Command(tool, src, "-o", out).CombinedOutput(); err != nil {
