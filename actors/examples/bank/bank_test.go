@@ -40,8 +40,9 @@ func runScenarios[S any](t *testing.T, k *actors.Kind[S], id string, tests []sce
 				return
 			}
 			then.ThenRejected(t, tt.reject)
-			if _, err := then.Decision(); err.(*actors.RejectedError).Reason != tt.reject {
-				t.Fatalf("rejected with %q, want exactly %q", err.(*actors.RejectedError).Reason, tt.reject)
+			var rej *actors.RejectedError
+			if _, err := then.Decision(); !errors.As(err, &rej) || rej.Reason != tt.reject {
+				t.Fatalf("rejected with %v, want exactly %q", err, tt.reject)
 			}
 		})
 	}

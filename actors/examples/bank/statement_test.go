@@ -2,6 +2,7 @@ package bank
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/troupe-dev/troupe/actors"
@@ -17,7 +18,7 @@ func TestStatementKeysSortBySequence(t *testing.T) {
 	}
 	// One account's prefix covers none of another's keys.
 	for _, other := range []string{"acc-10", "acc-1/x", "acc-"} {
-		if k := entryKey(other, 1); len(k) >= len(entryPrefix("acc-1")) && k[:len(entryPrefix("acc-1"))] == entryPrefix("acc-1") {
+		if k := entryKey(other, 1); strings.HasPrefix(k, entryPrefix("acc-1")) {
 			t.Fatalf("entry %q of %q has the prefix of acc-1", k, other)
 		}
 	}
