@@ -101,3 +101,75 @@ func TestExampleRustMaxPayload(t *testing.T) {
 		}
 	}
 }
+
+func TestExampleAssemblyScriptTagTopic(t *testing.T) {
+	wasm, man := buildExample(t, "assemblyscript", "tag-topic", filepath.Join(repoRoot(t), "wasm-examples/assemblyscript/node_modules/.bin/asc"))
+	dir := t.TempDir()
+	writePlugin(t, dir, "tag-topic", wasm, man)
+	h := startHost(t, dir, nil)
+	if in := h.info(t, "tag-topic"); in.State != StateReady {
+		t.Fatalf("%+v", in)
+	}
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		msg := &troupev1.TopicMessage{Topic: "accounts.opened", Payload: []byte(`{"id":"acc-1"}`), Metadata: map[string]string{"k": "v"}}
+		if d, err := h.Topic(ctx, msg); err != nil || d.Rejected {
+			t.Fatalf("Topic = %+v, %v", d, err)
+		}
+		want := map[string]string{"k": "v", "tagged-by": "tag-topic", "tag-seq": fmt.Sprint(i)}
+		if fmt.Sprint(msg.Metadata) != fmt.Sprint(want) {
+			t.Fatalf("metadata = %v, want %v", msg.Metadata, want)
+		}
+	}
+	d, err := h.Topic(ctx, &troupev1.TopicMessage{Topic: "accounts.closed"})
+	if err != nil || !d.Rejected || d.Reason != "empty message on topic accounts.closed" {
+		t.Fatalf("empty: %+v, %v", d, err)
+	}
+	if !strings.Contains(h.logs.String(), "tag-topic: rejected empty message on topic accounts.closed") {
+		t.Fatalf("log:\n%s", h.logs.String())
+	}
+	// Commands are not hooked.
+	if d, err := h.Command(ctx, bankCmd("Deposit", "")); err != nil || d.Rejected {
+		t.Fatalf("Command = %+v, %v", d, err)
+	}
+}
+
+// TestBuildScriptLoadsAll runs wasm-examples/build.sh (as `make wasm` does)
+// and loads its output: every Go example serves; the bank demo's checks hold.
+func TestBuildScriptLoadsAll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds every example; skipped with -short")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(filepath.Join(repoRoot(t), "wasm-examples", "build.sh"), dir, "all")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build.sh: %v\n%s", err, b)
+	} else {
+		t.Logf("%s", b)
+	}
+	h := startHost(t, dir, func(c *Config) {
+		c.Getenv = func(k string) (string, bool) { return "demo-token", k == "PARTNER_API_TOKEN" }
+	})
+	var names []string
+	for _, in := range h.List() {
+		names = append(names, in.Name)
+		if in.State != StateReady {
+			t.Errorf("%s: %s %s", in.Name, in.State, in.LastError)
+		}
+	}
+	t.Logf("loaded: %v", names)
+	for _, n := range []string{"audit-log", "validate-amount", "rate-limit", "partner-api"} {
+		h.info(t, n)
+	}
+	ctx := context.Background()
+	d, err := h.Command(ctx, bankCmd("Withdraw", `{"amount":-5}`))
+	if err != nil || !d.Rejected || d.Plugin != "validate-amount" || d.Reason != "amount must be positive, got -5" {
+		t.Fatalf("withdraw -5: %+v, %v", d, err)
+	}
+	if !strings.Contains(h.logs.String(), "audit: command kind=account id=acc-1 type=Withdraw") {
+		t.Fatal("audit-log did not log the rejected command")
+	}
+	if d, err := h.Command(ctx, bankCmd("Deposit", `{"amount":100}`)); err != nil || d.Rejected {
+		t.Fatalf("deposit 100: %+v, %v", d, err)
+	}
+}
