@@ -24,8 +24,15 @@ func transferDone(t *testing.T, url, id string) (map[string]any, string) {
 	var row map[string]any
 	var pos string
 	waitFor(t, 10*time.Second, func() bool {
-		res, p := queryOK(t, url, fmt.Sprintf(`{"name":"transfer","params":{"id":%q}}`, id))
-		row, pos = res.(map[string]any), p
+		code, out := post(t, url, "QueryService/Query", fmt.Sprintf(`{"name":"transfer","params":{"id":%q}}`, id))
+		if code == 404 {
+			return false // the transfers read model has not seen the start yet
+		}
+		if code != 200 {
+			t.Fatalf("transfer query: %d %v", code, out)
+		}
+		row, _ = out["result"].(map[string]any)
+		pos, _ = out["position"].(string)
 		s := row["status"]
 		return s == "completed" || s == "failed" || s == "compensated"
 	})
