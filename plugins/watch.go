@@ -3,8 +3,6 @@ package plugins
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -53,9 +51,11 @@ func (h *Host) watch(w *fsnotify.Watcher) {
 			if !ok {
 				return
 			}
-			if relevant(ev.Name) {
-				timer.Reset(h.cfg.ReloadDebounce)
-			}
+			// Any change rescans (unchanged files are only hashed): a
+			// Kubernetes ConfigMap, say, swaps a "..data" symlink and never
+			// touches NAME.wasm itself.
+			_ = ev
+			timer.Reset(h.cfg.ReloadDebounce)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
@@ -68,12 +68,4 @@ func (h *Host) watch(w *fsnotify.Watcher) {
 			}
 		}
 	}
-}
-
-func relevant(path string) bool {
-	base := filepath.Base(path)
-	if strings.HasPrefix(base, ".") {
-		return false
-	}
-	return strings.HasSuffix(base, ".wasm") || strings.HasSuffix(base, ".toml")
 }
