@@ -25,6 +25,11 @@ type Projection struct {
 	// error stops the projection (it is retried after a back-off) without
 	// advancing the checkpoint past the failed event.
 	Apply func(tx *Tx, ev journal.Event) error
+	// Flush, when set, runs after a batch's Apply calls and before the
+	// transaction that advances the checkpoint commits. A projection whose
+	// Apply writes somewhere else than the read store (a NATS publisher)
+	// makes those writes durable here; an error retries the batch.
+	Flush func(ctx context.Context) error
 
 	// committed, when set, runs after a transaction that applied events
 	// commits (the runtime's own projections use it).
@@ -413,6 +418,11 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 	}
 	if n < limit {
 		last, caughtUp = head, true
+	}
+	if n > 0 && p.def.Flush != nil {
+		if err := p.def.Flush(ctx); err != nil {
+			return false, fmt.Errorf("flush: %w", err)
+		}
 	}
 	var cp [8]byte
 	binary.BigEndian.PutUint64(cp[:], last)
