@@ -288,4 +288,3 @@ func headerMap(h nats.Header) map[string]string {
 	}
 	return m
 }
-
