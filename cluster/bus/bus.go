@@ -45,6 +45,16 @@ type Config struct {
 	StoreDir string
 	// MaxPayload caps one message's size in bytes. Default: 1 MiB (NATS's).
 	MaxPayload int32
+	// Token, when set, is required from every client, external and
+	// in-process ("nats://TOKEN@host:port" or the client's token option).
+	Token string
+	// MonitorPort serves NATS's HTTP monitoring endpoints (/varz, /connz,
+	// /jsz, ...) on Host; 0 disables it, -1 picks a free port.
+	MonitorPort int
+	// WriteDeadline bounds how long the server waits on a slow client's
+	// socket before it cuts the client off (NATS's slow-consumer
+	// handling). Default: 10s.
+	WriteDeadline time.Duration
 	// ReadyTimeout bounds how long Start waits for the server. Default: 10s.
 	ReadyTimeout time.Duration
 	// Logger receives the server's logs with component=nats.
@@ -82,6 +92,12 @@ func New(cfg Config) (*Bus, error) {
 	if cfg.MaxPayload < 0 {
 		return nil, fmt.Errorf("bus: negative max payload %d", cfg.MaxPayload)
 	}
+	if cfg.MonitorPort < RandomPort || cfg.MonitorPort > 65535 {
+		return nil, fmt.Errorf("bus: monitor port %d out of range", cfg.MonitorPort)
+	}
+	if cfg.WriteDeadline == 0 {
+		cfg.WriteDeadline = 10 * time.Second
+	}
 	return &Bus{cfg: cfg, log: cfg.Logger.With("component", "nats")}, nil
 }
 
@@ -101,8 +117,12 @@ func (b *Bus) Start(ctx context.Context) error {
 		Host:       b.cfg.Host,
 		Port:       b.cfg.Port,
 		DontListen: b.cfg.NoListen,
-		MaxPayload: b.cfg.MaxPayload,
-		NoSigs:     true, // the node owns signal handling
+		MaxPayload:    b.cfg.MaxPayload,
+		Authorization: b.cfg.Token,
+		HTTPHost:      b.cfg.Host,
+		HTTPPort:      b.cfg.MonitorPort,
+		WriteDeadline: b.cfg.WriteDeadline,
+		NoSigs:        true, // the node owns signal handling
 	}
 	if b.cfg.StoreDir != "" {
 		opts.JetStream = true
@@ -120,7 +140,11 @@ func (b *Bus) Start(ctx context.Context) error {
 		srv.WaitForShutdown()
 		return fmt.Errorf("bus: server not ready after %s", b.cfg.ReadyTimeout)
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("troupe-node"))
+	copts := []nats.Option{nats.InProcessServer(srv), nats.Name("troupe-node")}
+	if b.cfg.Token != "" {
+		copts = append(copts, nats.Token(b.cfg.Token))
+	}
+	nc, err := nats.Connect("", copts...)
 	if err != nil {
 		srv.Shutdown()
 		srv.WaitForShutdown()
@@ -159,6 +183,19 @@ func (b *Bus) Conn() *nats.Conn {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.nc
+}
+
+// MonitorURL is the base URL of the monitoring endpoints ("" when off).
+func (b *Bus) MonitorURL() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv == nil || b.cfg.MonitorPort == 0 {
+		return ""
+	}
+	if a := b.srv.MonitorAddr(); a != nil {
+		return "http://" + a.String()
+	}
+	return ""
 }
 
 // ClientURL is the URL external NATS clients use ("" when not listening).

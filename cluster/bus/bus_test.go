@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -79,6 +80,34 @@ func TestPublishSubscribeInProcessAndTCP(t *testing.T) {
 				t.Fatalf("Start after Close = %v, want ErrClosed", err)
 			}
 		})
+	}
+}
+
+func TestTokenAndMonitoring(t *testing.T) {
+	b, err := New(Config{Port: RandomPort, Token: "s3cret", MonitorPort: RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := nats.Connect(b.ClientURL(), nats.Timeout(2*time.Second)); err == nil {
+		t.Fatal("connected without the token")
+	}
+	nc, err := nats.Connect(b.ClientURL(), nats.Token("s3cret"))
+	if err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	nc.Close()
+	resp, err := http.Get(b.MonitorURL() + "/varz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/varz: %d", resp.StatusCode)
 	}
 }
 
