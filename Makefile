@@ -9,6 +9,8 @@ PLUGINS_OUT := wasm-examples/build
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
+# The standard NATS CLI, for the interop tests.
+NATSCLI_VERSION := v0.5.0
 
 .PHONY: all build run test test-short test-race test-long proto proto-check tools wasm toolchains lint bench clean
 
@@ -22,7 +24,7 @@ run: build wasm
 	./$(BIN) dev --data-dir ./data --plugins $(PLUGINS_OUT)
 
 ## test: vet, then the whole default suite (unit, integration, end-to-end)
-test: wasm
+test: wasm $(TOOLS)/nats
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
@@ -38,10 +40,12 @@ $(TOOLS)/buf:
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 $(TOOLS)/protoc-gen-go:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(TOOLS)/nats:
+	GOBIN=$(TOOLS) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
 $(TOOLS)/protoc-gen-connect-go:
 	GOBIN=$(TOOLS) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
 
-tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-connect-go
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-connect-go $(TOOLS)/nats
 
 ## proto: regenerate the Go code in proto/ (never edit *.pb.go by hand)
 proto: tools

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/topics"
 )
 
 // Config configures a node. Every field has a default; the zero value runs a
@@ -30,6 +31,20 @@ type Config struct {
 	NATSPort int
 	// NATSNoListen keeps NATS in-process only (no TCP port).
 	NATSNoListen bool
+	// NATSToken, when set, is required from every NATS client.
+	NATSToken string
+	// NATSMonitorPort serves NATS's monitoring endpoints (0: off).
+	NATSMonitorPort int
+	// NATSMaxPayload caps one NATS message. Default: 1 MiB.
+	NATSMaxPayload int
+	// EventSubject is where committed events are published, with {kind},
+	// {id} and {type} filled in. Default: "troupe.events.{kind}.{id}".
+	// "-" turns publishing off.
+	EventSubject string
+	// CommandSubjectPrefix is where commands can be sent as NATS
+	// requests: "<prefix>.<kind>.<id>". Default: "troupe.cmd". "-" turns
+	// it off.
+	CommandSubjectPrefix string
 	// PluginDir is the directory of Wasm plugins ("" = none).
 	PluginDir string
 	// Sync is the journal's sync policy: "always" (default: a command is
@@ -67,6 +82,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.NATSPort == 0 {
 		cfg.NATSPort = 4222
 	}
+	if cfg.EventSubject == "" {
+		cfg.EventSubject = "troupe.events.{kind}.{id}"
+	}
+	if cfg.CommandSubjectPrefix == "" {
+		cfg.CommandSubjectPrefix = "troupe.cmd"
+	}
 	if cfg.Sync == "" {
 		cfg.Sync = "always"
 	}
@@ -95,6 +116,22 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.NATSPort < -1 || cfg.NATSPort > 65535 {
 		return fmt.Errorf("node: nats port %d out of range", cfg.NATSPort)
+	}
+	if cfg.NATSMonitorPort < -1 || cfg.NATSMonitorPort > 65535 {
+		return fmt.Errorf("node: nats monitor port %d out of range", cfg.NATSMonitorPort)
+	}
+	if cfg.NATSMaxPayload < 0 || cfg.NATSMaxPayload > 64<<20 {
+		return fmt.Errorf("node: nats max payload %d: want 0 (default) to 64 MiB", cfg.NATSMaxPayload)
+	}
+	if cfg.EventSubject != "-" {
+		if err := topics.ValidateTopic(eventSubject(cfg.EventSubject, "k", "i", "t")); err != nil {
+			return fmt.Errorf("node: event subject %q: %w", cfg.EventSubject, err)
+		}
+	}
+	if cfg.CommandSubjectPrefix != "-" {
+		if err := topics.ValidateTopic(cfg.CommandSubjectPrefix); err != nil {
+			return fmt.Errorf("node: command subject prefix %q: %w", cfg.CommandSubjectPrefix, err)
+		}
 	}
 	switch cfg.Sync {
 	case "always", "interval", "none":

@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/topics"
 	"github.com/troupe-dev/troupe/cluster/bus"
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/plugins"
@@ -65,6 +66,8 @@ type Node struct {
 	system  *actor.ActorSystem
 	plugins *plugins.Host
 	rt      *actors.Runtime
+	topics  *topics.Topics
+	api     *api
 	// kinds and queries registered by Setup: metric labels are limited to
 	// them so that bad input cannot grow the label space.
 	kinds, queries map[string]bool
@@ -131,7 +134,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	port := cfg.NATSPort
 	if n.bus, err = bus.New(bus.Config{
 		Name: cfg.Name, Host: cfg.NATSHost, Port: port, NoListen: cfg.NATSNoListen,
-		StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: n.log,
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Token: cfg.NATSToken,
+		MonitorPort: cfg.NATSMonitorPort, MaxPayload: int32(cfg.NATSMaxPayload), Logger: n.log,
 	}); err != nil {
 		return err
 	}
@@ -156,7 +160,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.onStop("plugins", func(context.Context) error { return n.plugins.Close() })
 
-	// 5. The actors runtime with the user's domain.
+	// 5. Topics (pub/sub for actors), through the sidecar chain.
+	if n.topics, err = topics.New(topics.Config{
+		Conn: n.bus.Conn(), System: n.system, Intercept: n.interceptTopic,
+		Logger: n.log, Metrics: n.metrics,
+	}); err != nil {
+		return err
+	}
+	n.onStop("topics", func(context.Context) error { return n.topics.Close() })
+
+	// 6. The actors runtime with the user's domain.
 	if n.rt, err = actors.NewRuntime(actors.Config{
 		Journal: n.journal, ReadStore: n.read, System: n.system,
 		Intercept: n.intercept, Logger: n.log,
@@ -166,6 +179,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if cfg.Setup != nil {
 		if err := cfg.Setup(n.rt); err != nil {
 			return fmt.Errorf("node: setup: %w", err)
+		}
+	}
+	if cfg.EventSubject != "-" {
+		if err := n.rt.RegisterProjection(n.eventsPublisherProjection()); err != nil {
+			return err
 		}
 	}
 	if err := n.rt.Start(ctx); err != nil {
@@ -188,7 +206,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return n.rt.Shutdown(ctx)
 	})
 
-	// 6. The API.
+	// 7. The API: commands as NATS requests, then HTTP.
+	n.api = &api{n: n, m: newAPIMetrics(n.metrics)}
+	if cfg.CommandSubjectPrefix != "-" {
+		if err := n.startCommandRequests(); err != nil {
+			return err
+		}
+	}
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
@@ -201,6 +225,21 @@ func (n *Node) Start(ctx context.Context) (err error) {
 func (n *Node) onStop(name string, f func(ctx context.Context) error) {
 	n.closers = append(n.closers, closer{name, f})
 }
+
+// interceptTopic runs the sidecar plugin chain on a topic message.
+func (n *Node) interceptTopic(ctx context.Context, msg *troupev1.TopicMessage) error {
+	d, err := n.plugins.Topic(ctx, msg)
+	if err != nil {
+		return err
+	}
+	if d.Rejected {
+		return &actors.RejectedError{Reason: fmt.Sprintf("plugin %s: %s", d.Plugin, d.Reason)}
+	}
+	return nil
+}
+
+// Topics is the node's pub/sub for actors (nil before Start).
+func (n *Node) Topics() *topics.Topics { return n.topics }
 
 // intercept runs the sidecar plugin chain on a command.
 func (n *Node) intercept(ctx context.Context, cmd *troupev1.Command) error {
@@ -217,7 +256,7 @@ func (n *Node) intercept(ctx context.Context, cmd *troupev1.Command) error {
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(n.cfg.MaxRequestBytes)}
-	a := &api{n: n, m: newAPIMetrics(n.metrics)}
+	a := n.api
 	mux.Handle(troupev1connect.NewCommandServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewQueryServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewEventServiceHandler(a, opts...))

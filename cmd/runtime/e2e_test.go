@@ -42,6 +42,7 @@ type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	url    string
+	nats   string // the node's NATS client URL
 	logs   *syncBuffer
 	exited chan error
 }
@@ -63,7 +64,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var readyRE = regexp.MustCompile(`msg="node ready" .*http=([0-9.:]+)`)
+var readyRE = regexp.MustCompile(`msg="node ready" .*http=([0-9.:]+) nats=(\S*)`)
 
 // startNode starts the binary on free ports with its data in dataDir and
 // waits until it logs that it is ready.
@@ -79,7 +80,7 @@ func startNode(t *testing.T, dataDir string, extra ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{t: t, cmd: cmd, logs: &syncBuffer{mu: make(chan struct{}, 1)}, exited: make(chan error, 1)}
-	found := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -87,7 +88,7 @@ func startNode(t *testing.T, dataDir string, extra ...string) *proc {
 			p.logs.Write([]byte(line + "\n"))
 			if m := readyRE.FindStringSubmatch(line); m != nil {
 				select {
-				case found <- m[1]:
+				case found <- m[1:]:
 				default:
 				}
 			}
@@ -101,8 +102,8 @@ func startNode(t *testing.T, dataDir string, extra ...string) *proc {
 		}
 	})
 	select {
-	case addr := <-found:
-		p.url = "http://" + addr
+	case addrs := <-found:
+		p.url, p.nats = "http://"+addrs[0], addrs[1]
 	case err := <-p.exited:
 		t.Fatalf("node exited before ready: %v\n%s", err, p.logs)
 	case <-time.After(30 * time.Second):

@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/journal"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+// eventsPublisher is the projection that publishes every committed event
+// to its topic, in commit order, at least once: the checkpoint advances
+// only after the batch's messages are flushed to the server. Each message
+// carries Nats-Msg-Id = its global position, so a JetStream stream over
+// these subjects drops the repeats a crash can cause.
+const eventsPublisher = "$events-publisher"
+
+func (n *Node) eventsPublisherProjection() actors.Projection {
+	nc := n.bus.Conn()
+	return actors.Projection{
+		Name: eventsPublisher,
+		Apply: func(_ *actors.Tx, ev journal.Event) error {
+			kind, id, err := journal.ParseStream(ev.Stream)
+			if err != nil {
+				return err
+			}
+			m := nats.NewMsg(eventSubject(n.cfg.EventSubject, kind, id, ev.Type))
+			m.Data = ev.Payload
+			m.Header.Set("Nats-Msg-Id", strconv.FormatUint(ev.Position, 10))
+			m.Header.Set("Troupe-Stream", ev.Stream)
+			m.Header.Set("Troupe-Sequence", strconv.FormatUint(ev.Sequence, 10))
+			m.Header.Set("Troupe-Position", strconv.FormatUint(ev.Position, 10))
+			m.Header.Set("Troupe-Type", ev.Type)
+			m.Header.Set("Troupe-Time", ev.Time.UTC().Format(time.RFC3339Nano))
+			if len(ev.Tags) > 0 {
+				m.Header.Set("Troupe-Tags", strings.Join(ev.Tags, ","))
+			}
+			return nc.PublishMsg(m)
+		},
+		Flush: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second) // nats needs a deadline
+			defer cancel()
+			return nc.FlushWithContext(ctx)
+		},
+	}
+}
+
+// eventSubject fills the template's {kind}, {id} and {type}. Each value
+// becomes one subject token: '.', '*', '>' and whitespace in it become '_'.
+func eventSubject(template, kind, id, typ string) string {
+	return strings.NewReplacer("{kind}", subjectToken(kind), "{id}", subjectToken(id), "{type}", subjectToken(typ)).Replace(template)
+}
+
+func subjectToken(s string) string {
+	if s == "" {
+		return "_"
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', '*', '>', ' ', '\t', '\r', '\n', 0:
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// commandRequests serves commands sent as NATS requests to
+// "<prefix>.<kind>.<id>", so that any NATS client can command entities. The
+// body is the API's SendRequest, as JSON (the same JSON the HTTP API takes;
+// kind and id come from the subject) or as protobuf with the header
+// "Content-Type: application/protobuf". The reply is the API's
+// SendResponse in the same encoding, or, on error, the JSON object
+// {"code","message"} (as the HTTP API answers) with the header
+// "Troupe-Error" set to the code.
+type commandRequests struct {
+	n    *Node
+	sub  *nats.Subscription
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	stop chan struct{}
+}
+
+const maxConcurrentRequests = 1024
+
+func (n *Node) startCommandRequests() error {
+	cr := &commandRequests{n: n, sem: make(chan struct{}, maxConcurrentRequests), stop: make(chan struct{})}
+	subject := n.cfg.CommandSubjectPrefix + ".>"
+	sub, err := n.bus.Conn().QueueSubscribe(subject, "troupe-commands", cr.handle)
+	if err != nil {
+		return fmt.Errorf("node: subscribe %s: %w", subject, err)
+	}
+	cr.sub = sub
+	n.onStop("nats commands", func(ctx context.Context) error {
+		err := sub.Drain()
+		close(cr.stop)
+		cr.wg.Wait()
+		return err
+	})
+	return nil
+}
+
+// handle runs on the subscription's goroutine; each command runs on its
+// own goroutine, at most maxConcurrentRequests at once (then the
+// subscription waits, and NATS buffers).
+func (cr *commandRequests) handle(m *nats.Msg) {
+	select {
+	case cr.sem <- struct{}{}:
+	case <-cr.stop:
+		return
+	}
+	cr.wg.Add(1)
+	go func() {
+		defer func() { <-cr.sem; cr.wg.Done() }()
+		cr.serve(m)
+	}()
+}
+
+func (cr *commandRequests) serve(m *nats.Msg) {
+	pb := m.Header.Get("Content-Type") == "application/protobuf"
+	reply := func(resp proto.Message, err error) {
+		out := nats.NewMsg(m.Reply)
+		if err != nil {
+			code := connect.CodeOf(err)
+			out.Header.Set("Troupe-Error", code.String())
+			msg := err.Error()
+			var ce *connect.Error
+			if errors.As(err, &ce) {
+				msg = ce.Message()
+			}
+			out.Data, _ = json.Marshal(struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			}{code.String(), msg})
+		} else if pb {
+			out.Data, _ = proto.Marshal(resp)
+			out.Header.Set("Content-Type", "application/protobuf")
+		} else {
+			out.Data, _ = protojson.Marshal(resp)
+		}
+		if m.Reply != "" {
+			_ = m.RespondMsg(out)
+		}
+	}
+	rest := strings.TrimPrefix(m.Subject, cr.n.cfg.CommandSubjectPrefix+".")
+	kind, id, ok := strings.Cut(rest, ".")
+	if !ok || kind == "" || id == "" || strings.Contains(id, ".") {
+		reply(nil, invalid("subject %q: want %s.<kind>.<id>", m.Subject, cr.n.cfg.CommandSubjectPrefix))
+		return
+	}
+	req := &troupev1.SendRequest{}
+	var err error
+	switch {
+	case len(m.Data) == 0:
+		err = errors.New("empty body")
+	case pb:
+		err = proto.Unmarshal(m.Data, req)
+	default:
+		err = protojson.Unmarshal(m.Data, req)
+	}
+	if err != nil {
+		reply(nil, invalid("body: %v", err))
+		return
+	}
+	if (req.GetKind() != "" && req.GetKind() != kind) || (req.GetId() != "" && req.GetId() != id) {
+		reply(nil, invalid("body names %s/%s but the subject names %s/%s", req.GetKind(), req.GetId(), kind, id))
+		return
+	}
+	req.Kind, req.Id = kind, id
+	ctx, cancel := context.WithTimeout(context.Background(), cr.n.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := cr.n.api.Send(ctx, connect.NewRequest(req))
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	reply(resp.Msg, nil)
+}
