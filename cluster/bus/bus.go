@@ -113,10 +113,10 @@ func (b *Bus) Start(ctx context.Context) error {
 		return errors.New("bus: already started")
 	}
 	opts := &server.Options{
-		ServerName: b.cfg.Name,
-		Host:       b.cfg.Host,
-		Port:       b.cfg.Port,
-		DontListen: b.cfg.NoListen,
+		ServerName:    b.cfg.Name,
+		Host:          b.cfg.Host,
+		Port:          b.cfg.Port,
+		DontListen:    b.cfg.NoListen,
 		MaxPayload:    b.cfg.MaxPayload,
 		Authorization: b.cfg.Token,
 		HTTPHost:      b.cfg.Host,
