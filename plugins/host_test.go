@@ -285,3 +285,25 @@ func TestEventHook(t *testing.T) {
 		t.Fatal("command hook ran without commands in the manifest")
 	}
 }
+
+func TestListTable(t *testing.T) {
+	dir := t.TempDir()
+	writePlugin(t, dir, "allow", buildWAT(t, "allow"), "")
+	writePlugin(t, dir, "broken", []byte("nope"), "")
+	h := startHost(t, dir, nil)
+	var infos []*troupev1.PluginInfo
+	for _, in := range h.List() {
+		infos = append(infos, in.Proto())
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, infos); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"NAME", "allow", "sidecar", "commands=*", "ready", "broken", "failed", "invalid magic number"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("\n%s", out)
+}

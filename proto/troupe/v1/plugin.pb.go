@@ -848,6 +848,135 @@ func (x *HttpResponse) GetError() string {
 	return ""
 }
 
+// PluginInfo describes one plugin of a node, for `troupe plugins list` and
+// the dashboard (plugins.Info on the Go side).
+type PluginInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name from the manifest (and file name).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Hash of the serving version's files; empty when none serves.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// "sidecar" or "ambassador".
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Hooks, e.g. "commands=account/Deposit,Withdraw".
+	Hooks string `protobuf:"bytes,4,opt,name=hooks,proto3" json:"hooks,omitempty"`
+	// Position in the sidecar chain.
+	Order int32 `protobuf:"varint,5,opt,name=order,proto3" json:"order,omitempty"`
+	// Whether calls run without a deadline.
+	Trusted bool `protobuf:"varint,6,opt,name=trusted,proto3" json:"trusted,omitempty"`
+	// "ready", "stale" (an older version serves; the newest failed to load)
+	// or "failed" (nothing serves).
+	State string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	// The newest load error or call failure; empty when none.
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When last_error happened, Unix nanoseconds; 0 when none.
+	LastErrorUnixNano int64 `protobuf:"varint,9,opt,name=last_error_unix_nano,json=lastErrorUnixNano,proto3" json:"last_error_unix_nano,omitempty"`
+	// When the serving version was loaded, Unix nanoseconds.
+	LoadedUnixNano int64 `protobuf:"varint,10,opt,name=loaded_unix_nano,json=loadedUnixNano,proto3" json:"loaded_unix_nano,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PluginInfo) Reset() {
+	*x = PluginInfo{}
+	mi := &file_troupe_v1_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginInfo) ProtoMessage() {}
+
+func (x *PluginInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_plugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginInfo.ProtoReflect.Descriptor instead.
+func (*PluginInfo) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PluginInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PluginInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PluginInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PluginInfo) GetHooks() string {
+	if x != nil {
+		return x.Hooks
+	}
+	return ""
+}
+
+func (x *PluginInfo) GetOrder() int32 {
+	if x != nil {
+		return x.Order
+	}
+	return 0
+}
+
+func (x *PluginInfo) GetTrusted() bool {
+	if x != nil {
+		return x.Trusted
+	}
+	return false
+}
+
+func (x *PluginInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PluginInfo) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *PluginInfo) GetLastErrorUnixNano() int64 {
+	if x != nil {
+		return x.LastErrorUnixNano
+	}
+	return 0
+}
+
+func (x *PluginInfo) GetLoadedUnixNano() int64 {
+	if x != nil {
+		return x.LoadedUnixNano
+	}
+	return 0
+}
+
 var File_troupe_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_plugin_proto_rawDesc = "" +
@@ -928,7 +1057,21 @@ const file_troupe_v1_plugin_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*m\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
+	"\n" +
+	"PluginInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05hooks\x18\x04 \x01(\tR\x05hooks\x12\x14\n" +
+	"\x05order\x18\x05 \x01(\x05R\x05order\x12\x18\n" +
+	"\atrusted\x18\x06 \x01(\bR\atrusted\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12/\n" +
+	"\x14last_error_unix_nano\x18\t \x01(\x03R\x11lastErrorUnixNano\x12(\n" +
+	"\x10loaded_unix_nano\x18\n" +
+	" \x01(\x03R\x0eloadedUnixNano*m\n" +
 	"\x04Hook\x12\x14\n" +
 	"\x10HOOK_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fHOOK_COMMAND\x10\x01\x12\x0e\n" +
@@ -953,7 +1096,7 @@ func file_troupe_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_troupe_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_troupe_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_troupe_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_troupe_v1_plugin_proto_goTypes = []any{
 	(Hook)(0),               // 0: troupe.v1.Hook
 	(*PluginRequest)(nil),   // 1: troupe.v1.PluginRequest
@@ -965,33 +1108,34 @@ var file_troupe_v1_plugin_proto_goTypes = []any{
 	(*Replacement)(nil),     // 7: troupe.v1.Replacement
 	(*HttpRequest)(nil),     // 8: troupe.v1.HttpRequest
 	(*HttpResponse)(nil),    // 9: troupe.v1.HttpResponse
-	nil,                     // 10: troupe.v1.TopicMessage.MetadataEntry
-	nil,                     // 11: troupe.v1.AmbassadorCall.MetadataEntry
-	nil,                     // 12: troupe.v1.AmbassadorReply.MetadataEntry
-	nil,                     // 13: troupe.v1.Verdict.MetadataEntry
-	nil,                     // 14: troupe.v1.HttpRequest.HeadersEntry
-	nil,                     // 15: troupe.v1.HttpResponse.HeadersEntry
-	(*Command)(nil),         // 16: troupe.v1.Command
-	(*Event)(nil),           // 17: troupe.v1.Event
-	(*TraceContext)(nil),    // 18: troupe.v1.TraceContext
+	(*PluginInfo)(nil),      // 10: troupe.v1.PluginInfo
+	nil,                     // 11: troupe.v1.TopicMessage.MetadataEntry
+	nil,                     // 12: troupe.v1.AmbassadorCall.MetadataEntry
+	nil,                     // 13: troupe.v1.AmbassadorReply.MetadataEntry
+	nil,                     // 14: troupe.v1.Verdict.MetadataEntry
+	nil,                     // 15: troupe.v1.HttpRequest.HeadersEntry
+	nil,                     // 16: troupe.v1.HttpResponse.HeadersEntry
+	(*Command)(nil),         // 17: troupe.v1.Command
+	(*Event)(nil),           // 18: troupe.v1.Event
+	(*TraceContext)(nil),    // 19: troupe.v1.TraceContext
 }
 var file_troupe_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: troupe.v1.PluginRequest.hook:type_name -> troupe.v1.Hook
 	2,  // 1: troupe.v1.PluginRequest.context:type_name -> troupe.v1.PluginContext
-	16, // 2: troupe.v1.PluginRequest.command:type_name -> troupe.v1.Command
-	17, // 3: troupe.v1.PluginRequest.event:type_name -> troupe.v1.Event
+	17, // 2: troupe.v1.PluginRequest.command:type_name -> troupe.v1.Command
+	18, // 3: troupe.v1.PluginRequest.event:type_name -> troupe.v1.Event
 	3,  // 4: troupe.v1.PluginRequest.topic:type_name -> troupe.v1.TopicMessage
 	4,  // 5: troupe.v1.PluginRequest.call:type_name -> troupe.v1.AmbassadorCall
-	10, // 6: troupe.v1.TopicMessage.metadata:type_name -> troupe.v1.TopicMessage.MetadataEntry
-	18, // 7: troupe.v1.TopicMessage.trace:type_name -> troupe.v1.TraceContext
-	11, // 8: troupe.v1.AmbassadorCall.metadata:type_name -> troupe.v1.AmbassadorCall.MetadataEntry
-	18, // 9: troupe.v1.AmbassadorCall.trace:type_name -> troupe.v1.TraceContext
-	12, // 10: troupe.v1.AmbassadorReply.metadata:type_name -> troupe.v1.AmbassadorReply.MetadataEntry
+	11, // 6: troupe.v1.TopicMessage.metadata:type_name -> troupe.v1.TopicMessage.MetadataEntry
+	19, // 7: troupe.v1.TopicMessage.trace:type_name -> troupe.v1.TraceContext
+	12, // 8: troupe.v1.AmbassadorCall.metadata:type_name -> troupe.v1.AmbassadorCall.MetadataEntry
+	19, // 9: troupe.v1.AmbassadorCall.trace:type_name -> troupe.v1.TraceContext
+	13, // 10: troupe.v1.AmbassadorReply.metadata:type_name -> troupe.v1.AmbassadorReply.MetadataEntry
 	7,  // 11: troupe.v1.Verdict.replace:type_name -> troupe.v1.Replacement
-	13, // 12: troupe.v1.Verdict.metadata:type_name -> troupe.v1.Verdict.MetadataEntry
+	14, // 12: troupe.v1.Verdict.metadata:type_name -> troupe.v1.Verdict.MetadataEntry
 	5,  // 13: troupe.v1.Verdict.reply:type_name -> troupe.v1.AmbassadorReply
-	14, // 14: troupe.v1.HttpRequest.headers:type_name -> troupe.v1.HttpRequest.HeadersEntry
-	15, // 15: troupe.v1.HttpResponse.headers:type_name -> troupe.v1.HttpResponse.HeadersEntry
+	15, // 14: troupe.v1.HttpRequest.headers:type_name -> troupe.v1.HttpRequest.HeadersEntry
+	16, // 15: troupe.v1.HttpResponse.headers:type_name -> troupe.v1.HttpResponse.HeadersEntry
 	16, // [16:16] is the sub-list for method output_type
 	16, // [16:16] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
@@ -1017,7 +1161,7 @@ func file_troupe_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_plugin_proto_rawDesc), len(file_troupe_v1_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
