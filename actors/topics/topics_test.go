@@ -31,7 +31,7 @@ type env struct {
 	t   *topics.Topics
 }
 
-func newEnv(t *testing.T, cfg topics.Config) *env {
+func newEnv(t testing.TB, cfg topics.Config) *env {
 	t.Helper()
 	b, err := bus.New(bus.Config{NoListen: true, StoreDir: t.TempDir(), MaxPayload: 64 << 10})
 	if err != nil {
