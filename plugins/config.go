@@ -34,10 +34,9 @@ type Config struct {
 	// latency, loads). Nil means no metrics.
 	Metrics prometheus.Registerer
 
-	// Watch enables hot reload: the host watches Dir and reloads plugins
-	// whose files change. Off by default so that embedding programs and
-	// tests decide; the node turns it on.
-	Watch bool
+	// NoWatch turns hot reload off. By default the host watches Dir and
+	// reloads plugins whose files change (Reload still works either way).
+	NoWatch bool
 
 	// ReloadDebounce is how long the watcher waits after the last change
 	// in Dir before reloading, so that a file being copied is read whole.

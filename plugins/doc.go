@@ -13,7 +13,7 @@
 //
 // Usage:
 //
-//	h, err := plugins.New(plugins.Config{Dir: "plugins", CacheDir: "data/wazero", Logger: log, Watch: true})
+//	h, err := plugins.New(plugins.Config{Dir: "plugins", CacheDir: "data/wazero", Logger: log})
 //	if err != nil { ... }
 //	defer h.Close()
 //	if err := h.Start(ctx); err != nil { ... }

@@ -173,6 +173,7 @@ func startHost(t testing.TB, dir string, mod func(*Config)) *testHost {
 		Node:     "test-node",
 		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics:  reg,
+		NoWatch:  true, // tests that watch turn it back on
 	}
 	if mod != nil {
 		mod(&cfg)

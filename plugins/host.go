@@ -156,8 +156,8 @@ func New(cfg Config) (*Host, error) {
 	return h, nil
 }
 
-// Start loads every plugin in Dir and, with Config.Watch, starts watching
-// it. It returns once the initial load is done. A plugin that fails to load
+// Start loads every plugin in Dir and, unless Config.NoWatch, starts
+// watching it. It returns once the initial load is done. A plugin that fails to load
 // is reported by List and logged; it never fails Start.
 func (h *Host) Start(ctx context.Context) error {
 	if h.closed.Load() {
@@ -174,7 +174,7 @@ func (h *Host) Start(ctx context.Context) error {
 		return nil
 	}
 	_ = h.Reload(ctx) // failures are per plugin, in List
-	if h.cfg.Watch {
+	if !h.cfg.NoWatch {
 		if err := h.startWatcher(); err != nil {
 			h.log.Warn("plugin directory not watched; use Reload", slog.String("dir", h.cfg.Dir), slog.Any("err", err))
 		}

@@ -49,7 +49,7 @@ func TestNoDirAllowsEverything(t *testing.T) {
 }
 
 func TestMissingDirIsNotFatal(t *testing.T) {
-	h := startHost(t, filepath.Join(t.TempDir(), "nope"), func(c *Config) { c.Watch = true })
+	h := startHost(t, filepath.Join(t.TempDir(), "nope"), func(c *Config) { c.NoWatch = false })
 	if d, err := h.Command(context.Background(), bankCmd("Deposit", "")); err != nil || d.Rejected {
 		t.Fatalf("Command = %+v, %v", d, err)
 	}
@@ -187,7 +187,7 @@ func TestCloseWaitsNoLeak(t *testing.T) {
 	wasm := buildWAT(t, "allow")
 	dir := t.TempDir()
 	writePlugin(t, dir, "allow", wasm, "")
-	h := startHost(t, dir, func(c *Config) { c.Watch = true })
+	h := startHost(t, dir, func(c *Config) { c.NoWatch = false })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := h.Command(ctx, bankCmd("Deposit", "{}")); err != nil {

@@ -32,7 +32,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	validate := buildGo(t, "wasm-examples/go/validate-amount")
 	dir := t.TempDir()
 	writePlugin(t, dir, "p", allow, "name = \"p\"\n[hooks]\ncommands = [\"*\"]\n[limits]\ntimeout = \"5s\" # untrusted, but this test is not about deadlines on a busy machine\n")
-	h := startHost(t, dir, func(c *Config) { c.Watch = true; c.ReloadDebounce = 20 * time.Millisecond })
+	h := startHost(t, dir, func(c *Config) { c.NoWatch = false; c.ReloadDebounce = 20 * time.Millisecond })
 	v1 := h.info(t, "p").Version
 
 	ctx, cancel := context.WithCancel(context.Background())
