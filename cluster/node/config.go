@@ -41,6 +41,9 @@ type Config struct {
 	// {id} and {type} filled in. Default: "troupe.events.{kind}.{id}".
 	// "-" turns publishing off.
 	EventSubject string
+	// DurableTopics are declared at start (JetStream streams in the data
+	// dir): their topics get at-least-once delivery. See package topics.
+	DurableTopics []topics.Durable
 	// CommandSubjectPrefix is where commands can be sent as NATS
 	// requests: "<prefix>.<kind>.<id>". Default: "troupe.cmd". "-" turns
 	// it off.

@@ -168,6 +168,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.onStop("topics", func(context.Context) error { return n.topics.Close() })
+	for _, d := range cfg.DurableTopics {
+		if err := n.topics.Declare(ctx, d); err != nil {
+			return err
+		}
+	}
 
 	// 6. The actors runtime with the user's domain.
 	if n.rt, err = actors.NewRuntime(actors.Config{
