@@ -135,7 +135,7 @@ func (h *Host) runSidecar(ctx context.Context, v *version, hook troupev1.Hook, p
 		return Decision{}, nil
 	}
 	v.hooks[hook].rejects.Inc()
-	return Decision{Rejected: true, Reason: ce.Error(), Plugin: v.name, Err: ce}, nil
+	return Decision{Rejected: true, Reason: "failed: " + ce.Err.Error(), Plugin: v.name, Err: ce}, nil
 }
 
 // run performs one call of plugin v, retrying on the replacing version
