@@ -63,6 +63,7 @@ type Behavior interface {
 	Name() string
 	// CommandTypes lists the command type names the kind handles.
 	CommandTypes() []string
+	command(typ string) (ok, internal bool)
 	newEntity(rt *Runtime, id string) entityBehavior
 }
 
@@ -80,8 +81,9 @@ type Kind[S any] struct {
 }
 
 type commandFunc[S any] struct {
-	decode func(payload []byte) (any, error)
-	handle func(s S, cmd any) (Decision, error)
+	decode   func(payload []byte) (any, error)
+	handle   func(s S, cmd any) (Decision, error)
+	internal bool
 }
 
 type eventFunc[S any] struct {
@@ -122,6 +124,11 @@ func (k *Kind[S]) CommandTypes() []string {
 // encoded as JSON, so S must round-trip through encoding/json.
 func (k *Kind[S]) SnapshotEvery(n int) { k.snapshotEvery = n }
 
+func (k *Kind[S]) command(typ string) (ok, internal bool) {
+	c, ok := k.commands[typ]
+	return ok, c.internal
+}
+
 // Tags sets a function that tags events for the journal's tag index.
 func (k *Kind[S]) Tags(f func(ev any) []string) { k.tags = f }
 
@@ -141,6 +148,18 @@ func typeName(t reflect.Type) string {
 // command and returns a decision, with no side effects; it runs on the
 // entity's goroutine. A returned error fails the command and appends nothing.
 func Handle[S, C any](k *Kind[S], h func(state S, cmd C) (Decision, error)) {
+	handle(k, h, false)
+}
+
+// HandleInternal registers the handler of a command that only the node
+// itself may send: reactors, timers and in-process Go code (Runtime.Send).
+// Clients of the API (Runtime.SendExternal) get an *InternalCommandError.
+// Process managers use it for the steps they record on their own entities.
+func HandleInternal[S, C any](k *Kind[S], h func(state S, cmd C) (Decision, error)) {
+	handle(k, h, true)
+}
+
+func handle[S, C any](k *Kind[S], h func(state S, cmd C) (Decision, error), internal bool) {
 	name := typeName(reflect.TypeFor[C]())
 	k.commands[name] = commandFunc[S]{
 		decode: func(p []byte) (any, error) {
@@ -153,8 +172,17 @@ func Handle[S, C any](k *Kind[S], h func(state S, cmd C) (Decision, error)) {
 			}
 			return c, nil
 		},
-		handle: func(s S, cmd any) (Decision, error) { return h(s, cmd.(C)) },
+		handle:   func(s S, cmd any) (Decision, error) { return h(s, cmd.(C)) },
+		internal: internal,
 	}
+}
+
+// InternalCommandError is a client's attempt to send a command registered
+// with HandleInternal.
+type InternalCommandError struct{ Kind, Type string }
+
+func (e *InternalCommandError) Error() string {
+	return fmt.Sprintf("actors: command %q of kind %q is internal: only the node itself sends it", e.Type, e.Kind)
 }
 
 // On registers the applier of event type E (named after the Go type, e.g.

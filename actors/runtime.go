@@ -251,8 +251,19 @@ func (rt *Runtime) Start(ctx context.Context) error {
 
 // Send delivers one command to its entity and waits for the outcome. The
 // outcome is returned only after the events the command decided are durable
-// in the journal.
+// in the journal. Send is for trusted, in-process callers (reactors, Go
+// code); the API uses SendExternal.
 func (rt *Runtime) Send(ctx context.Context, cmd *troupev1.Command) (*Outcome, error) {
+	return rt.send(ctx, cmd, false)
+}
+
+// SendExternal is Send for commands from clients: commands registered with
+// HandleInternal are refused.
+func (rt *Runtime) SendExternal(ctx context.Context, cmd *troupev1.Command) (*Outcome, error) {
+	return rt.send(ctx, cmd, true)
+}
+
+func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external bool) (*Outcome, error) {
 	rt.mu.Lock()
 	if rt.closing || !rt.started {
 		rt.mu.Unlock()
@@ -269,8 +280,11 @@ func (rt *Runtime) Send(ctx context.Context, cmd *troupev1.Command) (*Outcome, e
 	if _, _, err := journal.ParseStream(stream); err != nil {
 		return nil, err
 	}
-	if !hasCommand(k, cmd.GetType()) {
+	switch ok, internal := k.command(cmd.GetType()); {
+	case !ok:
 		return nil, &UnknownCommandError{Kind: k.Name(), Type: cmd.GetType()}
+	case internal && external:
+		return nil, &InternalCommandError{Kind: k.Name(), Type: cmd.GetType()}
 	}
 	if rt.cfg.Intercept != nil {
 		if err := rt.cfg.Intercept(ctx, cmd); err != nil {
@@ -287,15 +301,6 @@ func (rt *Runtime) Send(ctx context.Context, cmd *troupev1.Command) (*Outcome, e
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-func hasCommand(k Behavior, typ string) bool {
-	for _, t := range k.CommandTypes() {
-		if t == typ {
-			return true
-		}
-	}
-	return false
 }
 
 // deliver sends msg to an entity, spawning it if it is not live. It

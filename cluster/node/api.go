@@ -89,7 +89,7 @@ func (a *api) Send(ctx context.Context, req *connect.Request[troupev1.SendReques
 	ctx, cancel := context.WithTimeout(ctx, a.n.cfg.RequestTimeout)
 	defer cancel()
 	start := time.Now()
-	out, err := a.n.rt.Send(ctx, cmd)
+	out, err := a.n.rt.SendExternal(ctx, cmd)
 	if err != nil {
 		err = toConnect(err)
 		if _, known := a.n.kinds[m.GetKind()]; known {
@@ -169,6 +169,7 @@ func toConnect(err error) error {
 		full        *actors.MailboxFullError
 		posTimeout  *actors.PositionTimeoutError
 		unknownProj *actors.UnknownProjectionError
+		internalCmd *actors.InternalCommandError
 		tooLarge    *journal.TooLargeError
 		conflict    *journal.ConflictError
 	)
@@ -179,6 +180,8 @@ func toConnect(err error) error {
 		code = connect.CodeInvalidArgument
 	case errors.As(err, &rejected), errors.Is(err, journal.ErrTombstoned):
 		code = connect.CodeFailedPrecondition
+	case errors.As(err, &internalCmd):
+		code = connect.CodePermissionDenied
 	case errors.As(err, &notFound), errors.As(err, &unknownProj):
 		code = connect.CodeNotFound
 	case errors.As(err, &full):

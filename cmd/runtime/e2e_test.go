@@ -245,6 +245,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"payload does not decode", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amount":"lots"}}`, 400, "invalid_argument", "payload does not decode"},
 		{"unknown payload field", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amuont":5}}`, 400, "invalid_argument", `unknown field "amuont"`},
 		{"overdraw", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Withdraw","payload":{"amount":500}}`, 400, "failed_precondition", "insufficient funds: balance 100, withdrawal 500"},
+		{"internal command", "CommandService/Send", `{"kind":"transfer","id":"t1","type":"MarkDebited","payload":{}}`, 403, "permission_denied", `command "MarkDebited" of kind "transfer" is internal`},
 		{"closed account", "CommandService/Send", `{"kind":"account","id":"acc-gone","type":"Deposit","payload":{"amount":5}}`, 400, "failed_precondition", "account acc-gone is closed"},
 		{"oversized body", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"pad":"` + strings.Repeat("x", 8192) + `"}}`, 429, "resource_exhausted", "larger than configured max"},
 		{"unknown query", "QueryService/Query", `{"name":"nope"}`, 400, "invalid_argument", `unknown query "nope"`},

@@ -143,19 +143,19 @@ func newTransfers() *actors.Kind[Transfer] {
 		}
 		return decide(k, s, Started(c))
 	})
-	actors.Handle(k, func(s Transfer, c MarkDebited) (actors.Decision, error) {
+	actors.HandleInternal(k, func(s Transfer, c MarkDebited) (actors.Decision, error) {
 		if err := s.expect(StatusStarted); err != nil {
 			return actors.Decision{}, err
 		}
 		return decide(k, s, Debited{})
 	})
-	actors.Handle(k, func(s Transfer, c Complete) (actors.Decision, error) {
+	actors.HandleInternal(k, func(s Transfer, c Complete) (actors.Decision, error) {
 		if err := s.expect(StatusDebited); err != nil {
 			return actors.Decision{}, err
 		}
 		return decide(k, s, Completed{})
 	})
-	actors.Handle(k, func(s Transfer, c Fail) (actors.Decision, error) {
+	actors.HandleInternal(k, func(s Transfer, c Fail) (actors.Decision, error) {
 		if err := s.expect(StatusStarted, StatusRefunding); err != nil {
 			return actors.Decision{}, err
 		}
@@ -164,7 +164,7 @@ func newTransfers() *actors.Kind[Transfer] {
 		}
 		return decide(k, s, Failed(c))
 	})
-	actors.Handle(k, func(s Transfer, c RejectCredit) (actors.Decision, error) {
+	actors.HandleInternal(k, func(s Transfer, c RejectCredit) (actors.Decision, error) {
 		if err := s.expect(StatusDebited); err != nil {
 			return actors.Decision{}, err
 		}
@@ -173,7 +173,7 @@ func newTransfers() *actors.Kind[Transfer] {
 		}
 		return decide(k, s, CreditRejected(c))
 	})
-	actors.Handle(k, func(s Transfer, c Compensate) (actors.Decision, error) {
+	actors.HandleInternal(k, func(s Transfer, c Compensate) (actors.Decision, error) {
 		if err := s.expect(StatusRefunding); err != nil {
 			return actors.Decision{}, err
 		}
