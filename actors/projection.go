@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -349,6 +350,22 @@ func (p *projection) waitFor(ctx context.Context, query string, want uint64, bou
 	}
 }
 
+// intercept runs the event sidecar chain for user projections; skip
+// reports a rejection.
+func (p *projection) intercept(ctx context.Context, ev *journal.Event) (skip bool, err error) {
+	f := p.rt.cfg.InterceptEvent
+	if f == nil || p.def.perEvent || strings.HasPrefix(p.def.Name, "$") {
+		return false, nil
+	}
+	err = f(ctx, p.def.Name, ev)
+	var rej *RejectedError
+	if errors.As(err, &rej) {
+		p.rt.log.Info("event rejected for projection", "projection", p.def.Name, "stream", ev.Stream, "sequence", ev.Sequence, "err", rej.Reason)
+		return true, nil
+	}
+	return false, err
+}
+
 // batchSize bounds the events applied in one read-store transaction.
 const batchSize = 256
 
@@ -407,6 +424,17 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 		}
 		if ev.Position > head {
 			break
+		}
+		skip, err := p.intercept(ctx, &ev)
+		if err != nil {
+			return false, fmt.Errorf("sidecar on %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
+		}
+		if skip {
+			n, last = n+1, ev.Position
+			if n == limit {
+				break
+			}
+			continue
 		}
 		if err := p.def.Apply(tx, ev); err != nil {
 			return false, fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)

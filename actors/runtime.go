@@ -56,6 +56,12 @@ type Config struct {
 	System *actor.ActorSystem
 	// Intercept, when set, runs before every command delivery.
 	Intercept Interceptor
+	// InterceptEvent, when set, runs before each event reaches a user
+	// projection (not reactors, not the runtime's own "$" projections). It
+	// may change ev's payload and metadata; a *RejectedError skips the
+	// event for that projection; another error retries the batch. Called on
+	// the projection's goroutine.
+	InterceptEvent func(ctx context.Context, projection string, ev *journal.Event) error
 	// MailboxSize bounds the commands waiting for one entity. Default 1024.
 	MailboxSize int
 	// QueryTimeout bounds a query's wait for a minimum position. Default 5s.

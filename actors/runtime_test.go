@@ -359,3 +359,61 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("bad input appended %d events", info.LastSequence)
 	}
 }
+
+func TestEventSidecarSkipsAndRewritesEventsForProjections(t *testing.T) {
+	ctx := context.Background()
+	sum := func(rt *actors.Runtime) error {
+		if err := rt.RegisterProjection(actors.Projection{
+			Name:   "sum",
+			Filter: journal.Filter{Kind: "counter"},
+			Apply: func(tx *actors.Tx, ev journal.Event) error {
+				var a Added
+				if err := json.Unmarshal(ev.Payload, &a); err != nil {
+					return err
+				}
+				var total int
+				if _, err := tx.GetJSON("total", &total); err != nil {
+					return err
+				}
+				return tx.SetJSON("total", total+a.N)
+			},
+		}); err != nil {
+			return err
+		}
+		return rt.RegisterQuery(actors.Query{Name: "total", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
+			var total int
+			_, err := v.GetJSON("total", &total)
+			return total, err
+		}})
+	}
+	n := start(t, "", func(c *actors.Config) {
+		c.InterceptEvent = func(_ context.Context, projection string, ev *journal.Event) error {
+			switch string(ev.Payload) {
+			case `{"N":2}`:
+				return &actors.RejectedError{Reason: "no twos"}
+			case `{"N":3}`:
+				ev.Payload = []byte(`{"N":30}`)
+			}
+			return nil
+		}
+	}, sum)
+	var last uint64
+	for i := 1; i <= 3; i++ {
+		out, err := n.Send(ctx, "counter", "s", Add{i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = out.Position
+	}
+	var total int
+	if _, err := n.Query(ctx, "total", nil, last, &total); err != nil {
+		t.Fatal(err)
+	}
+	if total != 31 {
+		t.Fatalf("total %d, want 31 (1, 2 skipped, 3 rewritten to 30)", total)
+	}
+	// The journal itself is untouched: the entity still counts 1+2+3.
+	if got := get(t, n, "s"); got.Value != 6 {
+		t.Fatalf("entity %+v", got)
+	}
+}

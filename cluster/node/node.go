@@ -177,7 +177,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// 6. The actors runtime with the user's domain.
 	if n.rt, err = actors.NewRuntime(actors.Config{
 		Journal: n.journal, ReadStore: n.read, System: n.system,
-		Intercept: n.intercept, Logger: n.log,
+		Intercept: n.intercept, InterceptEvent: n.interceptEvent, Logger: n.log,
 	}); err != nil {
 		return err
 	}
@@ -240,6 +240,21 @@ func (n *Node) interceptTopic(ctx context.Context, msg *troupev1.TopicMessage) e
 	if d.Rejected {
 		return &actors.RejectedError{Reason: fmt.Sprintf("plugin %s: %s", d.Plugin, d.Reason)}
 	}
+	return nil
+}
+
+// interceptEvent runs the sidecar plugin chain on an event on its way to
+// a projection.
+func (n *Node) interceptEvent(ctx context.Context, projection string, ev *journal.Event) error {
+	pe := EventToProto(*ev)
+	d, err := n.plugins.Event(ctx, projection, pe)
+	if err != nil {
+		return err
+	}
+	if d.Rejected {
+		return &actors.RejectedError{Reason: fmt.Sprintf("plugin %s: %s", d.Plugin, d.Reason)}
+	}
+	ev.Payload, ev.Metadata = pe.GetPayload(), pe.GetMetadata()
 	return nil
 }
 
