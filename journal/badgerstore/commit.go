@@ -393,7 +393,7 @@ func (c *committer) commitGroup(ops []*op) []*op {
 	}
 	var rest []*op
 	for i, o := range ops {
-		if o.cost+g.cost > groupBytes || o.entries+g.nent > groupEntries {
+		if o.cost+g.cost > groupBytes() || o.entries+g.nent > groupEntries {
 			if len(g.ops) > 0 || g.nent > 0 {
 				rest = ops[i:]
 				break

@@ -46,12 +46,16 @@ func ParseSyncPolicy(s string) (SyncPolicy, error) {
 	return 0, fmt.Errorf("badgerstore: unknown sync policy %q (want always, interval or none)", s)
 }
 
-// Limits that come from Badger: one commit must fit in one Badger
-// transaction, whose size Badger caps at 15% of the memtable (64 MiB here).
+// memTableSize is Badger's memtable size. A variable only so that the crash
+// test can make Badger rotate memtables and flush tables often.
+var memTableSize int64 = 64 << 20
+
+// groupBytes caps the estimated size of one commit: one commit must fit in
+// one Badger transaction, whose size Badger caps at 15% of the memtable.
+func groupBytes() int { return int(memTableSize * 12 / 100) }
+
+// Limits that come from Badger.
 const (
-	memTableSize = 64 << 20
-	// groupBytes caps the estimated size of one commit.
-	groupBytes = 8 << 20
 	// groupEntries caps the entries of one commit (Badger allows ~100k).
 	groupEntries = 50_000
 	// maxAppendBytesLimit is the largest MaxAppendBytes we accept: an append

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +28,13 @@ const (
 	envCrashCycle = "TROUPE_JOURNAL_CRASH_CYCLE"
 	crashWriters  = 48
 	crashShared   = 4
+	// crashMemTable makes Badger rotate memtables and flush tables within
+	// a few cycles, so recovery runs over tables and several memtables.
+	crashMemTable = 8 << 20
 )
+
+// crashPad fattens the events for the same reason.
+var crashPad = strings.Repeat("p", 600)
 
 // crashChild runs the child side of TestCrash when the environment asks for
 // it, and reports whether it did (TestMain then exits).
@@ -51,7 +58,8 @@ func crashChild() bool {
 //
 // Every event of a batch has the payload "<batch>:<i>:<n>".
 func runCrashChild(dir, cycle string) error {
-	s, err := Open(Config{Dir: dir, Sync: SyncAlways})
+	memTableSize = crashMemTable
+	s, err := Open(Config{Dir: dir, Sync: SyncAlways, MaxAppendBytes: 256 << 10, MaxEventSize: 64 << 10})
 	if err != nil {
 		return err
 	}
@@ -82,7 +90,7 @@ func runCrashChild(dir, cycle string) error {
 				batch := fmt.Sprintf("c%s-w%d-b%d", cycle, w, b)
 				evs := make([]journal.Event, n)
 				for i := range evs {
-					evs[i] = journal.Event{Type: "Crashed", Payload: fmt.Appendf(nil, "%s:%d:%d", batch, i, n), Tags: []string{"crash"}}
+					evs[i] = journal.Event{Type: "Crashed", Payload: fmt.Appendf(nil, "%s:%d:%d:%s", batch, i, n, crashPad), Tags: []string{"crash"}}
 				}
 				stream, expected := own, last
 				if rng.IntN(4) == 0 {
@@ -156,13 +164,17 @@ func TestCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	defer func(size int64) { memTableSize = size }(memTableSize)
+	memTableSize = crashMemTable
 	cycles := crashCycles()
 	var acked []crashAck
 	for cycle := range cycles {
 		killAfter := 50 + rand.IntN(1500) // acks before the kill
 		acks, stderr := runAndKill(t, exe, dir, cycle, killAfter)
 		acked = append(acked, acks...)
-		t.Logf("cycle %d: killed after %d acks (%d in all)", cycle, len(acks), len(acked))
+		tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+		mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+		t.Logf("cycle %d: killed after %d acks (%d in all); %d tables, %d memtables on disk", cycle, len(acks), len(acked), len(tables), len(mems))
 		if len(acks) == 0 {
 			t.Fatalf("cycle %d: the child acknowledged nothing; stderr:\n%s", cycle, stderr)
 		}
@@ -247,7 +259,7 @@ func verifyCrash(t *testing.T, dir string, acked []crashAck) {
 		var batch string
 		var i, n int
 		parts := strings.Split(string(e.Payload), ":")
-		if len(parts) != 3 {
+		if len(parts) != 4 || parts[3] != crashPad {
 			t.Fatalf("position %d: payload %q", e.Position, e.Payload)
 		}
 		batch = parts[0]
