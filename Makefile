@@ -21,7 +21,7 @@ build:
 
 ## run: start the demo node (bank domain, example plugins) with data in ./data
 run: build wasm
-	./$(BIN) dev --data-dir ./data --plugins $(PLUGINS_OUT)
+	PARTNER_API_TOKEN=$${PARTNER_API_TOKEN:-demo-token} ./$(BIN) dev --data-dir ./data --plugins $(PLUGINS_OUT)
 
 ## test: vet, then the whole default suite (unit, integration, end-to-end)
 test: wasm $(TOOLS)/nats

@@ -281,6 +281,7 @@ func (n *Node) startHTTP() error {
 	mux.Handle(troupev1connect.NewQueryServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewEventServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewProjectionServiceHandler(a, opts...))
+	mux.Handle(troupev1connect.NewPluginServiceHandler(a, opts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

@@ -924,11 +924,182 @@ func (x *RebuildResponse) GetDone() bool {
 	return false
 }
 
+type ListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{15}
+}
+
+type ListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plugins       []*PluginInfo          `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListResponse) GetPlugins() []*PluginInfo {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+type ReloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadRequest) Reset() {
+	*x = ReloadRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadRequest) ProtoMessage() {}
+
+func (x *ReloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadRequest.ProtoReflect.Descriptor instead.
+func (*ReloadRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{17}
+}
+
+type ReloadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plugins after the reload.
+	Plugins []*PluginInfo `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	// Load failures of this reload ("" when none); the failing plugins keep
+	// their previous version serving.
+	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadResponse) Reset() {
+	*x = ReloadResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadResponse) ProtoMessage() {}
+
+func (x *ReloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadResponse.ProtoReflect.Descriptor instead.
+func (*ReloadResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReloadResponse) GetPlugins() []*PluginInfo {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+func (x *ReloadResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_troupe_v1_api_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13troupe/v1/api.proto\x12\ttroupe.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18troupe/v1/envelope.proto\"\xa0\x02\n" +
+	"\x13troupe/v1/api.proto\x12\ttroupe.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18troupe/v1/envelope.proto\x1a\x16troupe/v1/plugin.proto\"\xa0\x02\n" +
 	"\vSendRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -989,7 +1160,14 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\x0fRebuildResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\x04R\x06target\x12\x12\n" +
-	"\x04done\x18\x03 \x01(\bR\x04done2I\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\"\r\n" +
+	"\vListRequest\"?\n" +
+	"\fListResponse\x12/\n" +
+	"\aplugins\x18\x01 \x03(\v2\x15.troupe.v1.PluginInfoR\aplugins\"\x0f\n" +
+	"\rReloadRequest\"W\n" +
+	"\x0eReloadResponse\x12/\n" +
+	"\aplugins\x18\x01 \x03(\v2\x15.troupe.v1.PluginInfoR\aplugins\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error2I\n" +
 	"\x0eCommandService\x127\n" +
 	"\x04Send\x12\x16.troupe.v1.SendRequest\x1a\x17.troupe.v1.SendResponse2J\n" +
 	"\fQueryService\x12:\n" +
@@ -1000,7 +1178,10 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\x05Stats\x12\x17.troupe.v1.StatsRequest\x1a\x18.troupe.v1.StatsResponse2\xb8\x01\n" +
 	"\x11ProjectionService\x12_\n" +
 	"\x06Status\x12).troupe.v1.ProjectionServiceStatusRequest\x1a*.troupe.v1.ProjectionServiceStatusResponse\x12B\n" +
-	"\aRebuild\x12\x19.troupe.v1.RebuildRequest\x1a\x1a.troupe.v1.RebuildResponse0\x01B7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\aRebuild\x12\x19.troupe.v1.RebuildRequest\x1a\x1a.troupe.v1.RebuildResponse0\x012\x87\x01\n" +
+	"\rPluginService\x127\n" +
+	"\x04List\x12\x16.troupe.v1.ListRequest\x1a\x17.troupe.v1.ListResponse\x12=\n" +
+	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_api_proto_rawDescOnce sync.Once
@@ -1014,7 +1195,7 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_troupe_v1_api_proto_goTypes = []any{
 	(*SendRequest)(nil),                     // 0: troupe.v1.SendRequest
 	(*SendResponse)(nil),                    // 1: troupe.v1.SendResponse
@@ -1031,39 +1212,50 @@ var file_troupe_v1_api_proto_goTypes = []any{
 	(*ProjectionServiceStatusResponse)(nil), // 12: troupe.v1.ProjectionServiceStatusResponse
 	(*RebuildRequest)(nil),                  // 13: troupe.v1.RebuildRequest
 	(*RebuildResponse)(nil),                 // 14: troupe.v1.RebuildResponse
-	nil,                                     // 15: troupe.v1.SendRequest.MetadataEntry
-	(*structpb.Struct)(nil),                 // 16: google.protobuf.Struct
-	(*structpb.Value)(nil),                  // 17: google.protobuf.Value
-	(*Event)(nil),                           // 18: troupe.v1.Event
+	(*ListRequest)(nil),                     // 15: troupe.v1.ListRequest
+	(*ListResponse)(nil),                    // 16: troupe.v1.ListResponse
+	(*ReloadRequest)(nil),                   // 17: troupe.v1.ReloadRequest
+	(*ReloadResponse)(nil),                  // 18: troupe.v1.ReloadResponse
+	nil,                                     // 19: troupe.v1.SendRequest.MetadataEntry
+	(*structpb.Struct)(nil),                 // 20: google.protobuf.Struct
+	(*structpb.Value)(nil),                  // 21: google.protobuf.Value
+	(*Event)(nil),                           // 22: troupe.v1.Event
+	(*PluginInfo)(nil),                      // 23: troupe.v1.PluginInfo
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	16, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	15, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	17, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	16, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	17, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	18, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
-	18, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	20, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	19, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	21, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	20, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	21, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	22, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	22, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
 	11, // 7: troupe.v1.ProjectionServiceStatusResponse.projections:type_name -> troupe.v1.ProjectionStatus
-	0,  // 8: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2,  // 9: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	4,  // 10: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
-	5,  // 11: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
-	8,  // 12: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
-	10, // 13: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
-	13, // 14: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
-	1,  // 15: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3,  // 16: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	6,  // 17: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
-	7,  // 18: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
-	9,  // 19: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
-	12, // 20: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
-	14, // 21: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	23, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
+	23, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
+	0,  // 10: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 11: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 12: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 13: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 14: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	10, // 15: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
+	13, // 16: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
+	15, // 17: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
+	17, // 18: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
+	1,  // 19: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 20: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 21: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 22: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 23: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // 24: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
+	14, // 25: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
+	16, // 26: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
+	18, // 27: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -1072,15 +1264,16 @@ func file_troupe_v1_api_proto_init() {
 		return
 	}
 	file_troupe_v1_envelope_proto_init()
+	file_troupe_v1_plugin_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_troupe_v1_api_proto_goTypes,
 		DependencyIndexes: file_troupe_v1_api_proto_depIdxs,

@@ -29,6 +29,8 @@ const (
 	EventServiceName = "troupe.v1.EventService"
 	// ProjectionServiceName is the fully-qualified name of the ProjectionService service.
 	ProjectionServiceName = "troupe.v1.ProjectionService"
+	// PluginServiceName is the fully-qualified name of the PluginService service.
+	PluginServiceName = "troupe.v1.PluginService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -55,6 +57,10 @@ const (
 	// ProjectionServiceRebuildProcedure is the fully-qualified name of the ProjectionService's Rebuild
 	// RPC.
 	ProjectionServiceRebuildProcedure = "/troupe.v1.ProjectionService/Rebuild"
+	// PluginServiceListProcedure is the fully-qualified name of the PluginService's List RPC.
+	PluginServiceListProcedure = "/troupe.v1.PluginService/List"
+	// PluginServiceReloadProcedure is the fully-qualified name of the PluginService's Reload RPC.
+	PluginServiceReloadProcedure = "/troupe.v1.PluginService/Reload"
 )
 
 // CommandServiceClient is a client for the troupe.v1.CommandService service.
@@ -433,4 +439,104 @@ func (UnimplementedProjectionServiceHandler) Status(context.Context, *connect.Re
 
 func (UnimplementedProjectionServiceHandler) Rebuild(context.Context, *connect.Request[v1.RebuildRequest], *connect.ServerStream[v1.RebuildResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ProjectionService.Rebuild is not implemented"))
+}
+
+// PluginServiceClient is a client for the troupe.v1.PluginService service.
+type PluginServiceClient interface {
+	// List describes every plugin in the plugin directory.
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
+	// Reload rescans the plugin directory now (the node also watches it).
+	Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error)
+}
+
+// NewPluginServiceClient constructs a client for the troupe.v1.PluginService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewPluginServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) PluginServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	pluginServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("PluginService").Methods()
+	return &pluginServiceClient{
+		list: connect.NewClient[v1.ListRequest, v1.ListResponse](
+			httpClient,
+			baseURL+PluginServiceListProcedure,
+			connect.WithSchema(pluginServiceMethods.ByName("List")),
+			connect.WithClientOptions(opts...),
+		),
+		reload: connect.NewClient[v1.ReloadRequest, v1.ReloadResponse](
+			httpClient,
+			baseURL+PluginServiceReloadProcedure,
+			connect.WithSchema(pluginServiceMethods.ByName("Reload")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// pluginServiceClient implements PluginServiceClient.
+type pluginServiceClient struct {
+	list   *connect.Client[v1.ListRequest, v1.ListResponse]
+	reload *connect.Client[v1.ReloadRequest, v1.ReloadResponse]
+}
+
+// List calls troupe.v1.PluginService.List.
+func (c *pluginServiceClient) List(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error) {
+	return c.list.CallUnary(ctx, req)
+}
+
+// Reload calls troupe.v1.PluginService.Reload.
+func (c *pluginServiceClient) Reload(ctx context.Context, req *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error) {
+	return c.reload.CallUnary(ctx, req)
+}
+
+// PluginServiceHandler is an implementation of the troupe.v1.PluginService service.
+type PluginServiceHandler interface {
+	// List describes every plugin in the plugin directory.
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
+	// Reload rescans the plugin directory now (the node also watches it).
+	Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error)
+}
+
+// NewPluginServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewPluginServiceHandler(svc PluginServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	pluginServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("PluginService").Methods()
+	pluginServiceListHandler := connect.NewUnaryHandler(
+		PluginServiceListProcedure,
+		svc.List,
+		connect.WithSchema(pluginServiceMethods.ByName("List")),
+		connect.WithHandlerOptions(opts...),
+	)
+	pluginServiceReloadHandler := connect.NewUnaryHandler(
+		PluginServiceReloadProcedure,
+		svc.Reload,
+		connect.WithSchema(pluginServiceMethods.ByName("Reload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/troupe.v1.PluginService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case PluginServiceListProcedure:
+			pluginServiceListHandler.ServeHTTP(w, r)
+		case PluginServiceReloadProcedure:
+			pluginServiceReloadHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedPluginServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedPluginServiceHandler struct{}
+
+func (UnimplementedPluginServiceHandler) List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.PluginService.List is not implemented"))
+}
+
+func (UnimplementedPluginServiceHandler) Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.PluginService.Reload is not implemented"))
 }
