@@ -102,6 +102,14 @@ type Config struct {
 	// journal.ErrReadOnly. Badger refuses it while another process has the
 	// directory open for writing.
 	ReadOnly bool
+	// RecoverReadOnly, with ReadOnly, lets Open recover a store that was
+	// not closed cleanly (a killed node) before opening it read-only:
+	// Badger must replay and truncate its write-ahead log, which writes to
+	// the directory, so Open does one read-write open and close first. It
+	// is what the node would do on its next start, and it needs the
+	// directory to be writable and unused. Without it such an open fails
+	// with ErrNeedsRecovery.
+	RecoverReadOnly bool
 
 	// DeleteCoveredEvents deletes a stream's events up to the sequence of
 	// each snapshot saved for it. Off by default: the log is then no longer

@@ -41,6 +41,15 @@
 // After a failed Badger commit or sync the store refuses further writes (the
 // state on disk is unknown); reopen it.
 //
+// # Read-only opens
+//
+// Config.ReadOnly opens a store that no process has open for writing (Badger
+// holds a directory lock). Badger cannot open read-only a directory whose
+// owner was killed: its write-ahead log must first be replayed and
+// truncated. Such an open fails with ErrNeedsRecovery, unless
+// Config.RecoverReadOnly is set, which does one read-write open and close
+// first (what the node's next start would do anyway).
+//
 // # Layout
 //
 // See internal/codec for the keys and the value encodings (versioned,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +75,28 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.ReadOnly {
+		// A cleanly closed Badger leaves no memtable logs; with one left,
+		// a read-only badger.Open fails (and leaks its goroutines), so
+		// decide before opening.
+		if mems, _ := filepath.Glob(filepath.Join(cfg.Dir, "*.mem")); len(mems) > 0 {
+			if !cfg.RecoverReadOnly {
+				return nil, fmt.Errorf("badgerstore: open %s: %w", cfg.Dir, ErrNeedsRecovery)
+			}
+			if err := recoverDir(cfg); err != nil {
+				return nil, fmt.Errorf("badgerstore: open %s: %w", cfg.Dir, err)
+			}
+		}
+	}
 	db, err := badger.Open(badgerOptions(cfg))
+	if err != nil && cfg.ReadOnly && needsTruncate(err) {
+		if !cfg.RecoverReadOnly {
+			return nil, fmt.Errorf("badgerstore: open %s: %w", cfg.Dir, ErrNeedsRecovery)
+		}
+		if err = recoverDir(cfg); err == nil {
+			db, err = badger.Open(badgerOptions(cfg))
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("badgerstore: open %s: %w", cfg.Dir, err)
 	}
@@ -102,6 +125,30 @@ func Open(cfg Config) (*Store, error) {
 	s.c = newCommitter(s, st)
 	go s.c.run()
 	return s, nil
+}
+
+// ErrNeedsRecovery is returned by a read-only Open of a store that was not
+// closed cleanly; see Config.RecoverReadOnly.
+var ErrNeedsRecovery = errors.New("badgerstore: the store is in use, or was not closed cleanly and needs a read-write open to recover (see Config.RecoverReadOnly)")
+
+// needsTruncate recognises Badger's ErrTruncateNeeded, which Badger wraps
+// without %w.
+func needsTruncate(err error) bool {
+	return errors.Is(err, badger.ErrTruncateNeeded) || strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error())
+}
+
+// recoverDir opens the directory read-write and closes it, which replays
+// Badger's write-ahead log and flushes it to a table.
+func recoverDir(cfg Config) error {
+	cfg.ReadOnly = false
+	db, err := badger.Open(badgerOptions(cfg))
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	return nil
 }
 
 // badgerOptions maps cfg to Badger's options. The benchmarks open their raw
