@@ -349,3 +349,34 @@ func TestDeliveriesPassThroughTheSidecarChain(t *testing.T) {
 	}
 	none(t, ch, 100*time.Millisecond)
 }
+
+func TestDurableTopicPushesBackOnASlowSubscriber(t *testing.T) {
+	e := newEnv(t, topics.Config{})
+	ctx := context.Background()
+	declare(t, e, topics.Durable{Name: "slow", Subjects: []string{"slow"}, MaxAckPending: 5})
+	held := make(chan *topics.Message, 100)
+	props := actor.PropsFromFunc(func(c actor.Context) {
+		if m, ok := c.Message().(*topics.Message); ok {
+			held <- m // handled later: not acked yet
+		}
+	})
+	if _, err := e.t.Spawn(ctx, props, "slow", topics.SubscribeOptions{Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := e.t.Publish(ctx, "slow", []byte(fmt.Sprint(i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []*topics.Message
+	for len(got) < 5 {
+		got = append(got, recv(t, held))
+	}
+	none(t, held, 300*time.Millisecond) // the stream holds the other 15 back
+	for _, m := range got {
+		m.Ack()
+	}
+	for range 5 {
+		recv(t, held).Ack()
+	}
+}
