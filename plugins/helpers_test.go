@@ -35,7 +35,13 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// The compilation cache outlives the run (like Go's build cache): a Go
+	// guest compiles in ~0.5 s, several seconds under -race, and every test
+	// would pay it. wazero keys entries by module hash and wazero version.
 	cacheDir = filepath.Join(fixtureDir, "cache")
+	if dir, err := os.UserCacheDir(); err == nil {
+		cacheDir = filepath.Join(dir, "troupe", "plugins-test-wazero")
+	}
 	code := m.Run()
 	os.RemoveAll(fixtureDir)
 	if code == 0 {
