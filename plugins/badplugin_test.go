@@ -90,6 +90,8 @@ func TestBadPluginCall(t *testing.T) {
 				if in := h.info(t, tt.fixture); in.State != StateReady {
 					t.Fatalf("fixture did not load: %+v", in)
 				}
+				v := h.chain.Load().byName[tt.fixture]
+				created := v.seq.Load()
 				for i := 0; i < 2; i++ { // the second call runs on a new instance
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					start := time.Now()
@@ -112,6 +114,17 @@ func TestBadPluginCall(t *testing.T) {
 							t.Fatalf("call %d: Decision = %+v, want passed", i, d)
 						}
 					}
+				}
+				// The first call used the instance of the load-time self-check;
+				// the second needed a new one.
+				if n := v.seq.Load() - created; n != 1 {
+					t.Errorf("%d instances created for the second failed call, want 1: a failed instance must never be reused", n)
+				}
+				v.mu.Lock()
+				live := v.live
+				v.mu.Unlock()
+				if live != 0 {
+					t.Errorf("%d live instances after only failed calls, want 0 (discarded)", live)
 				}
 				if got := h.metric(t, "troupe_plugin_failures_total", map[string]string{"plugin": tt.fixture, "reason": tt.reason}); got != 2 {
 					t.Errorf("failures_total{reason=%s} = %v, want 2", tt.reason, got)
