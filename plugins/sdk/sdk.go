@@ -34,6 +34,7 @@ package sdk
 import (
 	"fmt"
 	"runtime/debug"
+	"strconv"
 )
 
 // ABIVersion is the plugin ABI version this package implements.
@@ -68,6 +69,8 @@ var current request
 
 // Dispatch decodes one encoded PluginRequest, runs the registered handler
 // and returns the encoded Verdict. The result is valid until the next call.
+// It is not safe for concurrent use (a wasm instance runs one call at a
+// time); the handler's request aliases req.
 func Dispatch(req []byte) []byte {
 	out = AppendVerdict(out[:0], dispatch(req))
 	return out
@@ -128,6 +131,20 @@ const (
 	LevelWarn  Level = 2
 	LevelError Level = 3
 )
+
+func (l Level) String() string {
+	switch l {
+	case LevelDebug:
+		return "debug"
+	case LevelInfo:
+		return "info"
+	case LevelWarn:
+		return "warn"
+	case LevelError:
+		return "error"
+	}
+	return "level(" + strconv.Itoa(int(l)) + ")"
+}
 
 // Log writes msg to the node's log under this plugin's name.
 func Log(level Level, msg string) { hostLog(int32(level), msg) }
