@@ -121,6 +121,11 @@ type Store interface {
 	// ReadAll yields the events of the global log selected by f with
 	// Position >= from, in global order, at most limit (<= 0: no limit).
 	ReadAll(ctx context.Context, from uint64, f Filter, limit int) iter.Seq2[Event, error]
+	// Idempotent looks up an idempotency key of a stream: the result of the
+	// append that recorded it (with Duplicate set and its Reply), or
+	// ok=false. A stream's single writer checks it before deciding, so that
+	// a repeated command returns its first reply without running again.
+	Idempotent(ctx context.Context, stream, key string) (res AppendResult, ok bool, err error)
 	// LastPosition is the position of the last committed event (0: empty).
 	LastPosition() uint64
 	// WaitPosition blocks until the global log's last position exceeds

@@ -282,3 +282,67 @@ func BenchmarkReadAll(b *testing.B) {
 	}
 	b.ReportMetric(float64(2*replayEvents*b.N)/time.Since(t0).Seconds(), "events/s")
 }
+
+var interleavedData struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// BenchmarkReadAllInterleaved reads a global log of 100,000 single-event
+// appends spread round-robin over 1,000 streams (every lookup is a seek).
+func BenchmarkReadAllInterleaved(b *testing.B) {
+	interleavedData.once.Do(func() {
+		dir, err := os.MkdirTemp("", "troupe-interleaved-")
+		if err != nil {
+			interleavedData.err = err
+			return
+		}
+		interleavedData.dir = dir
+		s, err := Open(Config{Dir: dir, Sync: SyncNone})
+		if err != nil {
+			interleavedData.err = err
+			return
+		}
+		payload := make([]byte, benchEventSize)
+		var wg sync.WaitGroup
+		for w := range 1000 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range replayEvents / 1000 {
+					if _, err := s.Append(context.Background(), journal.AppendRequest{Stream: fmt.Sprintf("inter/s%d", w), Expected: uint64(i), Events: []journal.Event{{Type: "Deposited", Payload: payload}}}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		interleavedData.err = s.Close()
+	})
+	if interleavedData.err != nil {
+		b.Fatal(interleavedData.err)
+	}
+	s, err := Open(Config{Dir: interleavedData.dir, ReadOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	t0 := time.Now()
+	for range b.N {
+		n := 0
+		for _, err := range s.ReadAll(context.Background(), 0, journal.Filter{}, 0) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != replayEvents {
+			b.Fatalf("read %d events", n)
+		}
+	}
+	b.ReportMetric(float64(replayEvents*b.N)/time.Since(t0).Seconds(), "events/s")
+}

@@ -142,6 +142,7 @@ func (s *Store) ReadAll(ctx context.Context, from uint64, f journal.Filter, limi
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
 		r := logReader{s: s, txn: txn, global: len(prefix) == 1}
+		defer r.close()
 		seek := binaryAppend(bytes.Clone(prefix), from)
 		n := 0
 		var chunk []byte
@@ -223,6 +224,7 @@ type logReader struct {
 	stream string
 	global bool
 	prev   uint64
+	it     *badger.Iterator
 	// covered caches, per stream, the snapshot sequence that explains
 	// missing (deleted) events.
 	covered map[string]uint64
@@ -234,7 +236,7 @@ func (r *logReader) event(streamB []byte, seq, pos uint64) (journal.Event, bool,
 	}
 	stream := r.stream
 	r.key = codec.EventKey(r.key[:0], stream, seq)
-	item, err := r.txn.Get(r.key)
+	item, err := r.get(r.key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		if r.coveredBySnapshot(stream, seq) {
 			return journal.Event{}, false, nil
@@ -255,6 +257,31 @@ func (r *logReader) event(streamB []byte, seq, pos uint64) (journal.Event, bool,
 	}
 	ev.Stream, ev.Sequence = stream, seq
 	return ev, true, nil
+}
+
+// get finds an event through one iterator kept for the whole read: a Seek
+// reuses the table iterators that each txn.Get would allocate anew, and an
+// event that follows the previous one in its stream is just the next key.
+func (r *logReader) get(key []byte) (*badger.Item, error) {
+	if r.it == nil {
+		r.it = r.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{codec.PrefixEvent}})
+	}
+	if r.it.Valid() {
+		r.it.Next()
+	}
+	if !r.it.Valid() || !bytes.Equal(r.it.Item().Key(), key) {
+		r.it.Seek(key)
+		if !r.it.Valid() || !bytes.Equal(r.it.Item().Key(), key) {
+			return nil, badger.ErrKeyNotFound
+		}
+	}
+	return r.it.Item(), nil
+}
+
+func (r *logReader) close() {
+	if r.it != nil {
+		r.it.Close()
+	}
 }
 
 func (r *logReader) coveredBySnapshot(stream string, seq uint64) bool {

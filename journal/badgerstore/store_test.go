@@ -16,8 +16,10 @@ func TestMain(m *testing.M) {
 		return
 	}
 	code := m.Run()
-	if replayData.dir != "" {
-		os.RemoveAll(replayData.dir)
+	for _, dir := range []string{replayData.dir, interleavedData.dir} {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
 	if code == 0 {
 		err := goleak.Find(
