@@ -169,6 +169,18 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (*Outcome
 	if !ok {
 		return nil, &UnknownCommandError{Kind: e.kind.name, Type: cmd.GetType()}
 	}
+	// A repeat of a command that already took effect returns its first
+	// reply before the handler runs: the state has moved on since, and
+	// deciding again could reject (or double) what was already done.
+	if key := cmd.GetIdempotencyKey(); key != "" {
+		res, ok, err := e.rt.journal.Idempotent(ctx, e.stream, key)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &Outcome{Reply: res.Reply, Sequence: res.LastSequence, Position: res.LastPosition, Duplicate: true}, nil
+		}
+	}
 	v, err := c.decode(cmd.GetPayload())
 	if err != nil {
 		return nil, &DecodeError{Kind: e.kind.name, Type: cmd.GetType(), Err: err}

@@ -148,17 +148,25 @@ func TestIdempotencyKeySurvivesRestart(t *testing.T) {
 	if err != nil || !again.Duplicate || string(again.Reply) != "5" || again.Position != first.Position {
 		t.Fatalf("repeat: %+v %v", again, err)
 	}
+	// The repeat is recognised before the handler runs: even a command the
+	// state would now reject returns the first reply.
+	if _, err := n.SendKey(ctx, "counter", "c1", "zero-1", Add{5}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.SendKey(ctx, "counter", "c1", "zero-1", Add{0}); err != nil || !out.Duplicate || string(out.Reply) != "10" {
+		t.Fatalf("a repeat whose handler would reject: %+v %v", out, err)
+	}
 	n = n.Restart(t)
 	again, err = n.SendKey(ctx, "counter", "c1", "pay-1", Add{5})
 	if err != nil || !again.Duplicate || string(again.Reply) != "5" {
 		t.Fatalf("repeat after restart: %+v %v", again, err)
 	}
-	if got := get(t, n, "c1"); got.Value != 5 || got.Adds != 1 {
-		t.Fatalf("state %+v: the repeat was applied", got)
+	if got := get(t, n, "c1"); got.Value != 10 || got.Adds != 2 {
+		t.Fatalf("state %+v: a repeat was applied", got)
 	}
 	info, err := n.Journal.Info(ctx, "counter/c1")
-	if err != nil || info.LastSequence != 1 {
-		t.Fatalf("stream has %d events (%v), want 1", info.LastSequence, err)
+	if err != nil || info.LastSequence != 2 {
+		t.Fatalf("stream has %d events (%v), want 2", info.LastSequence, err)
 	}
 }
 
