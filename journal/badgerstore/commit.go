@@ -248,6 +248,7 @@ type head struct {
 	lastTime   int64
 	floorSeq   uint64 // LastSeq of the metadata record
 	floorTime  int64
+	deleted    uint64 // events 1..deleted were deleted under a snapshot
 }
 
 // committer owns position and sequence assignment, the stream-head cache
@@ -568,6 +569,7 @@ func (c *committer) load(g *group, stream string, h *head) error {
 	}
 	h.exists, h.tombstoned, h.created = true, m.Tombstoned, m.Created
 	h.lastSeq, h.lastTime, h.floorSeq, h.floorTime = m.LastSeq, m.LastTime, m.LastSeq, m.LastTime
+	h.deleted = m.Deleted
 	seq, ev, ok, err := lastEvent(rtx, stream)
 	if err != nil {
 		return err
@@ -682,7 +684,7 @@ func (c *committer) idem(g *group, key []byte) (codec.Idem, bool, error) {
 }
 
 func (c *committer) writeMeta(g *group, txn *badger.Txn, stream string, h *head) error {
-	m := codec.StreamMeta{Tombstoned: h.tombstoned, Created: h.created, LastSeq: h.floorSeq, LastTime: h.floorTime}
+	m := codec.StreamMeta{Tombstoned: h.tombstoned, Created: h.created, LastSeq: h.floorSeq, LastTime: h.floorTime, Deleted: h.deleted}
 	k := g.key(func(b []byte) []byte { return codec.StreamKey(b, stream) })
 	return g.set(txn, k, codec.AppendStreamMeta(nil, m), 0)
 }
@@ -745,9 +747,9 @@ func (c *committer) stageDelete(g *group, txn *badger.Txn, o *op) error {
 	if err != nil {
 		return err
 	}
-	first, ok, err := firstSeq(g.read(c.s.db), o.stream)
-	if err != nil || !ok || first > o.deleteTo {
-		return err
+	first := h.deleted + 1
+	if first > o.deleteTo {
+		return nil
 	}
 	to := min(o.deleteTo, first+maxDeletesPerCommit-1)
 	for seq := first; seq <= to; seq++ {
@@ -760,7 +762,7 @@ func (c *committer) stageDelete(g *group, txn *badger.Txn, o *op) error {
 	g.nent += int(to - first + 1)
 	g.stats.Events -= to - first + 1
 	// The head must survive the deletion of every event.
-	h.floorSeq, h.floorTime = h.lastSeq, h.lastTime
+	h.floorSeq, h.floorTime, h.deleted = h.lastSeq, h.lastTime, to
 	if err := c.writeMeta(g, txn, o.stream, h); err != nil {
 		return err
 	}
@@ -863,20 +865,4 @@ func lastEvent(rtx *badger.Txn, stream string) (uint64, journal.Event, bool, err
 		return 0, journal.Event{}, false, &journal.CorruptError{Stream: stream, Sequence: seq, Err: err}
 	}
 	return seq, ev, true, nil
-}
-
-// firstSeq returns the sequence of a stream's first stored event.
-func firstSeq(rtx *badger.Txn, stream string) (uint64, bool, error) {
-	prefix := codec.EventPrefix(nil, stream)
-	it := rtx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	it.Seek(prefix)
-	if !it.Valid() {
-		return 0, false, nil
-	}
-	seq, err := codec.EventKeySeq(it.Item().Key())
-	if err != nil {
-		return 0, false, &journal.CorruptError{Stream: stream, Err: err}
-	}
-	return seq, true, nil
 }

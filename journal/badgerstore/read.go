@@ -3,6 +3,7 @@ package badgerstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
@@ -37,6 +38,14 @@ func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int)
 		durable := s.lastPos.Load()
 		txn := s.db.NewTransaction(false)
 		defer txn.Discard()
+		// Start past events deleted under a snapshot: seeking into deleted
+		// keys would walk over every one of them.
+		m, _, err := streamMeta(txn, stream)
+		if err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
+		from = max(from, m.Deleted+1)
 		prefix := codec.EventPrefix(nil, stream)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
@@ -225,6 +234,9 @@ type logReader struct {
 	global bool
 	prev   uint64
 	it     *badger.Iterator
+	// deleted caches, per stream met with a missing event, how far its
+	// events were deleted under a snapshot.
+	deleted map[string]uint64
 	// covered caches, per stream, the snapshot sequence that explains
 	// missing (deleted) events.
 	covered map[string]uint64
@@ -236,9 +248,16 @@ func (r *logReader) event(streamB []byte, seq, pos uint64) (journal.Event, bool,
 	}
 	stream := r.stream
 	r.key = codec.EventKey(r.key[:0], stream, seq)
+	if deleted, ok := r.deleted[stream]; ok && seq <= deleted {
+		return journal.Event{}, false, nil // deleted under a snapshot
+	}
 	item, err := r.get(r.key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		if r.coveredBySnapshot(stream, seq) {
+		deleted, derr := r.deletedThrough(stream)
+		if derr != nil {
+			return journal.Event{}, false, derr
+		}
+		if seq <= deleted {
 			return journal.Event{}, false, nil
 		}
 		return journal.Event{}, false, &journal.CorruptError{Stream: stream, Sequence: seq, Position: pos,
@@ -266,7 +285,10 @@ func (r *logReader) get(key []byte) (*badger.Item, error) {
 	if r.it == nil {
 		r.it = r.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{codec.PrefixEvent}})
 	}
-	if r.it.Valid() {
+	// Step only when the key is the successor, in the same stream, of the
+	// one the iterator is on: a blind Next could walk into another
+	// stream's deleted events.
+	if r.it.Valid() && successor(r.it.Item().Key(), key) {
 		r.it.Next()
 	}
 	if !r.it.Valid() || !bytes.Equal(r.it.Item().Key(), key) {
@@ -278,25 +300,53 @@ func (r *logReader) get(key []byte) (*badger.Item, error) {
 	return r.it.Item(), nil
 }
 
+// successor reports whether event key next is cur's stream with the next
+// sequence.
+func successor(cur, next []byte) bool {
+	n := len(next) - 8
+	if len(cur) != len(next) || n < 0 || !bytes.Equal(cur[:n], next[:n]) {
+		return false
+	}
+	return binary.BigEndian.Uint64(cur[n:])+1 == binary.BigEndian.Uint64(next[n:])
+}
+
 func (r *logReader) close() {
 	if r.it != nil {
 		r.it.Close()
 	}
 }
 
-func (r *logReader) coveredBySnapshot(stream string, seq uint64) bool {
-	if r.covered == nil {
-		r.covered = make(map[string]uint64)
+// deletedThrough returns (and caches) how far a stream's events were
+// deleted under a snapshot.
+func (r *logReader) deletedThrough(stream string) (uint64, error) {
+	if d, ok := r.deleted[stream]; ok {
+		return d, nil
 	}
-	upTo, ok := r.covered[stream]
-	if !ok {
-		item, err := r.txn.Get(codec.SnapshotKey(nil, stream))
-		if err == nil {
-			_ = item.Value(func(v []byte) (err error) { upTo, _, _, err = codec.DecodeSnapshot(v); return err })
-		}
-		r.covered[stream] = upTo
+	m, _, err := streamMeta(r.txn, stream)
+	if err != nil {
+		return 0, err
 	}
-	return seq <= upTo
+	if r.deleted == nil {
+		r.deleted = make(map[string]uint64)
+	}
+	r.deleted[stream] = m.Deleted
+	return m.Deleted, nil
+}
+
+// streamMeta reads a stream's metadata record.
+func streamMeta(txn *badger.Txn, stream string) (codec.StreamMeta, bool, error) {
+	item, err := txn.Get(codec.StreamKey(nil, stream))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return codec.StreamMeta{}, false, nil
+	}
+	if err != nil {
+		return codec.StreamMeta{}, false, translate(err)
+	}
+	var m codec.StreamMeta
+	if err := item.Value(func(v []byte) (err error) { m, err = codec.DecodeStreamMeta(v); return err }); err != nil {
+		return codec.StreamMeta{}, false, &journal.CorruptError{Stream: stream, Err: err}
+	}
+	return m, true, nil
 }
 
 func chunkLastPos(key, prefix []byte) (uint64, error) {
@@ -337,16 +387,9 @@ func (s *Store) Info(ctx context.Context, stream string) (journal.StreamInfo, er
 	durable := s.lastPos.Load()
 	txn := s.db.NewTransaction(false)
 	defer txn.Discard()
-	item, err := txn.Get(codec.StreamKey(nil, stream))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return info, nil
-	}
-	if err != nil {
-		return info, translate(err)
-	}
-	var m codec.StreamMeta
-	if err := item.Value(func(v []byte) (err error) { m, err = codec.DecodeStreamMeta(v); return err }); err != nil {
-		return info, &journal.CorruptError{Stream: stream, Err: err}
+	m, found, err := streamMeta(txn, stream)
+	if err != nil || !found {
+		return info, err
 	}
 	info.Tombstoned = m.Tombstoned
 	info.LastSequence = m.LastSeq
@@ -390,12 +433,8 @@ func (s *Store) Info(ctx context.Context, stream string) (journal.StreamInfo, er
 		}
 		return info, nil
 	}
-	first, ok, err := firstSeq(txn, stream)
-	if err != nil {
-		return info, err
-	}
-	if ok && first <= last {
-		info.Count = last - first + 1
+	if last > m.Deleted {
+		info.Count = last - m.Deleted
 	}
 	return info, nil
 }

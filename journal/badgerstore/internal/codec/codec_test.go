@@ -106,7 +106,7 @@ func TestChunkRoundTrip(t *testing.T) {
 }
 
 func TestSmallValues(t *testing.T) {
-	m := StreamMeta{Tombstoned: true, Created: 5, LastSeq: 9, LastTime: 11}
+	m := StreamMeta{Tombstoned: true, Created: 5, LastSeq: 9, LastTime: 11, Deleted: 7}
 	if got, err := DecodeStreamMeta(AppendStreamMeta(nil, m)); err != nil || got != m {
 		t.Fatalf("meta %+v %v", got, err)
 	}

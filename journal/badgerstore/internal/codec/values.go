@@ -315,6 +315,9 @@ type StreamMeta struct {
 	// head, so that it survives the deletion of all its events.
 	LastSeq  uint64
 	LastTime int64
+	// Deleted is the last sequence deleted because a snapshot covered it
+	// (events are deleted oldest first, so 1..Deleted are gone).
+	Deleted uint64
 }
 
 // AppendStreamMeta appends the encoding of m to dst.
@@ -328,12 +331,13 @@ func AppendStreamMeta(dst []byte, m StreamMeta) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(m.Created))
 	dst = binary.BigEndian.AppendUint64(dst, m.LastSeq)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(m.LastTime))
+	dst = binary.BigEndian.AppendUint64(dst, m.Deleted)
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
 // DecodeStreamMeta decodes a stream metadata record.
 func DecodeStreamMeta(b []byte) (StreamMeta, error) {
-	body, err := checked(b, 1+1+24+4, "stream metadata")
+	body, err := checked(b, 1+1+32+4, "stream metadata")
 	if err != nil {
 		return StreamMeta{}, err
 	}
@@ -345,6 +349,7 @@ func DecodeStreamMeta(b []byte) (StreamMeta, error) {
 		Created:    int64(binary.BigEndian.Uint64(body[2:])),
 		LastSeq:    binary.BigEndian.Uint64(body[10:]),
 		LastTime:   int64(binary.BigEndian.Uint64(body[18:])),
+		Deleted:    binary.BigEndian.Uint64(body[26:]),
 	}, nil
 }
 
