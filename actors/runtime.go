@@ -56,6 +56,9 @@ type Config struct {
 	System *actor.ActorSystem
 	// Intercept, when set, runs before every command delivery.
 	Intercept Interceptor
+	// Ambassador, when set, calls an ambassador plugin by name: how actors
+	// reach the outside world (the node wires the plugin host here).
+	Ambassador func(ctx context.Context, name string, call *troupev1.AmbassadorCall) (*troupev1.AmbassadorReply, error)
 	// InterceptEvent, when set, runs before each event reaches a user
 	// projection (not reactors, not the runtime's own "$" projections). It
 	// may change ev's payload and metadata; a *RejectedError skips the
@@ -353,6 +356,25 @@ func (rt *Runtime) passivate(ref *entityRef) bool {
 	}
 	delete(ref.shard.m, ref.stream)
 	return true
+}
+
+// ErrNoAmbassadors is returned by Call when the runtime has no ambassador
+// host (Config.Ambassador is nil).
+var ErrNoAmbassadors = errors.New("actors: no ambassador plugins configured")
+
+// Call asks the ambassador plugin name to perform an outside call (an HTTP
+// request to a partner API, with credentials the plugin holds). Entities'
+// handlers are pure and never call out; reactors and Go actors do, and turn
+// the reply into commands. Calls are bounded by ctx and by the plugin's own
+// deadline; retries are the plugin's policy.
+func (rt *Runtime) Call(ctx context.Context, name string, call *troupev1.AmbassadorCall) (*troupev1.AmbassadorReply, error) {
+	if rt.cfg.Ambassador == nil {
+		return nil, ErrNoAmbassadors
+	}
+	if rt.closed.Load() {
+		return nil, ErrClosed
+	}
+	return rt.cfg.Ambassador(ctx, name, call)
 }
 
 // LiveEntities is the number of entities currently in memory.

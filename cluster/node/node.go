@@ -177,7 +177,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// 6. The actors runtime with the user's domain.
 	if n.rt, err = actors.NewRuntime(actors.Config{
 		Journal: n.journal, ReadStore: n.read, System: n.system,
-		Intercept: n.intercept, InterceptEvent: n.interceptEvent, Logger: n.log,
+		Intercept: n.intercept, InterceptEvent: n.interceptEvent, Ambassador: n.plugins.Call, Logger: n.log,
 	}); err != nil {
 		return err
 	}
