@@ -12,7 +12,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # The standard NATS CLI, for the interop tests.
 NATSCLI_VERSION := v0.5.0
 
-.PHONY: all build run test test-short test-race test-long proto proto-check tools wasm toolchains lint bench clean
+.PHONY: all build run test test-short test-race test-long proto proto-check tools wasm wasm-all toolchains lint bench clean
 
 all: build
 
@@ -59,6 +59,10 @@ proto-check: proto
 ## wasm: build the example plugins into wasm-examples/build
 wasm:
 	@if [ -x wasm-examples/build.sh ]; then wasm-examples/build.sh $(PLUGINS_OUT); else mkdir -p $(PLUGINS_OUT); fi
+
+## wasm-all: also build the C, Rust and AssemblyScript examples (after `make toolchains`)
+wasm-all:
+	wasm-examples/build.sh $(PLUGINS_OUT) all
 
 ## toolchains: install the non-Go toolchains the examples need (Debian and npm packages)
 toolchains:
