@@ -12,7 +12,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # The standard NATS CLI, for the interop tests.
 NATSCLI_VERSION := v0.5.0
 
-.PHONY: all build run test test-short test-race test-long proto proto-check tools wasm wasm-all toolchains lint bench clean
+.PHONY: all build run test test-race test-long proto proto-check tools wasm wasm-all toolchains lint bench clean
 
 all: build
 
