@@ -442,3 +442,88 @@ func firstErr[T any](seq func(func(T, error) bool)) error {
 	}
 	return nil
 }
+
+// TestOneGroupSeesItself queues several appends at once, so that the
+// committer takes them in one group, and checks that they see each other:
+// sequences, conflicts and idempotency keys within the group.
+func TestOneGroupSeesItself(t *testing.T) {
+	s := openT(t, Config{})
+	reqs := []journal.AppendRequest{
+		{Stream: "a/1", Expected: 0, Events: []journal.Event{ev("E", "1")}},
+		{Stream: "a/1", Expected: 1, Events: []journal.Event{ev("E", "2"), ev("E", "3")}},
+		{Stream: "a/1", Expected: 1, Events: []journal.Event{ev("E", "stale")}},
+		{Stream: "b/1", Expected: journal.ExpectAny, Events: []journal.Event{ev("E", "once")}, IdempotencyKey: "k", Reply: []byte("r")},
+		{Stream: "b/1", Expected: journal.ExpectAny, Events: []journal.Event{ev("E", "twice")}, IdempotencyKey: "k"},
+		{Stream: "a/1", Expected: 3, Events: []journal.Event{ev("E", "4")}},
+	}
+	ops := make([]*op, len(reqs))
+	for i := range reqs {
+		o, err := s.newAppendOp(&reqs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops[i] = o
+	}
+	before := s.CommitStats().Groups
+	s.mu.Lock()
+	s.queue = append(s.queue, ops...)
+	s.mu.Unlock()
+	s.wake <- struct{}{}
+	for _, o := range ops {
+		<-o.done
+	}
+	if groups := s.CommitStats().Groups - before; groups != 1 {
+		t.Fatalf("%d groups, want 1", groups)
+	}
+	want := []journal.AppendResult{
+		{FirstSequence: 1, LastSequence: 1, FirstPosition: 1, LastPosition: 1},
+		{FirstSequence: 2, LastSequence: 3, FirstPosition: 2, LastPosition: 3},
+		{},
+		{FirstSequence: 1, LastSequence: 1, FirstPosition: 4, LastPosition: 4, Reply: []byte("r")},
+		{FirstSequence: 1, LastSequence: 1, FirstPosition: 4, LastPosition: 4, Duplicate: true, Reply: []byte("r")},
+		{FirstSequence: 4, LastSequence: 4, FirstPosition: 5, LastPosition: 5},
+	}
+	for i, o := range ops {
+		if i == 2 {
+			var ce *journal.ConflictError
+			if !errors.As(o.err, &ce) || ce.Actual != 3 {
+				t.Fatalf("op 2: err = %v, want a conflict with actual 3", o.err)
+			}
+			continue
+		}
+		if o.err != nil || fmt.Sprint(o.res) != fmt.Sprint(want[i]) {
+			t.Fatalf("op %d: %+v %v, want %+v", i, o.res, o.err, want[i])
+		}
+	}
+	all := journaltest.CheckGlobalLog(t, s)
+	if len(all) != 5 {
+		t.Fatalf("%d events stored", len(all))
+	}
+}
+
+// TestAbandonedAppend checks that an append whose caller gave up before the
+// committer took it is not written.
+func TestAbandonedAppend(t *testing.T) {
+	s := openT(t, Config{})
+	gone, err := s.newAppendOp(&journal.AppendRequest{Stream: "a/1", Events: []journal.Event{ev("E", "gone")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := s.newAppendOp(&journal.AppendRequest{Stream: "a/1", Events: []journal.Event{ev("E", "kept")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.state.Store(stateAbandoned)
+	s.mu.Lock()
+	s.queue = append(s.queue, gone, kept)
+	s.mu.Unlock()
+	s.wake <- struct{}{}
+	<-kept.done
+	if kept.err != nil || kept.res.FirstPosition != 1 || kept.res.FirstSequence != 1 {
+		t.Fatalf("kept: %+v %v", kept.res, kept.err)
+	}
+	evs := journaltest.Collect(t, s.Read(context.Background(), "a/1", 0, 0))
+	if len(evs) != 1 || string(evs[0].Payload) != "kept" {
+		t.Fatalf("stored %+v", evs)
+	}
+}
