@@ -527,3 +527,13 @@ func TestAbandonedAppend(t *testing.T) {
 		t.Fatalf("stored %+v", evs)
 	}
 }
+
+func TestSyncInterval(t *testing.T) {
+	s := openT(t, Config{Sync: SyncInterval, SyncInterval: 5 * time.Millisecond})
+	journaltest.MustAppend(t, s, "a/1", 0, ev("E", ""))
+	if cs := s.CommitStats(); cs.Groups != 1 {
+		t.Fatalf("commit stats %+v", cs)
+	}
+	// The append was acknowledged without a sync; the ticker syncs it.
+	waitFor(t, func() bool { return s.CommitStats().Syncs >= 1 })
+}
