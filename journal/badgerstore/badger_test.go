@@ -537,3 +537,24 @@ func TestSyncInterval(t *testing.T) {
 	// The append was acknowledged without a sync; the ticker syncs it.
 	waitFor(t, func() bool { return s.CommitStats().Syncs >= 1 })
 }
+
+func TestIdempotencyTTL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a record to expire")
+	}
+	s := openT(t, Config{IdempotencyTTL: time.Second})
+	req := journal.AppendRequest{Stream: "a/1", Expected: journal.ExpectAny, Events: []journal.Event{ev("E", "")}, IdempotencyKey: "k"}
+	ctx := context.Background()
+	if r, err := s.Append(ctx, req); err != nil || r.Duplicate {
+		t.Fatalf("first: %+v %v", r, err)
+	}
+	if r, err := s.Append(ctx, req); err != nil || !r.Duplicate {
+		t.Fatalf("repeat within the TTL: %+v %v", r, err)
+	}
+	// Once the record expires, the same key appends again. (Badger keeps
+	// expiry in whole seconds.)
+	waitFor(t, func() bool {
+		r, err := s.Append(ctx, req)
+		return err == nil && !r.Duplicate
+	})
+}
