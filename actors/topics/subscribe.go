@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -101,14 +102,14 @@ func (s *Subscription) startCore(group string) error {
 	handler := func(m *nats.Msg) {
 		if s.pending.Load() >= int64(s.t.cfg.MaxPending) {
 			s.dropped.Add(1)
-			s.t.m.dropped.WithLabelValues("slow_subscriber").Inc()
+			s.t.m.dropSlow.Inc()
 			return
 		}
 		msg := &Message{Topic: m.Subject, Data: m.Data, Header: headerMap(m.Header), Delivery: 1}
 		if !s.intercept(msg) {
 			return
 		}
-		s.post(msg, "core")
+		s.post(msg, s.t.m.delCore)
 	}
 	var sub *nats.Subscription
 	var err error
@@ -161,7 +162,7 @@ func (s *Subscription) startDurable(ctx context.Context, d *durableTopic, group 
 			_ = jm.TermWithReason("rejected by a plugin")
 			return
 		}
-		s.post(msg, "durable")
+		s.post(msg, s.t.m.delDurable)
 	}, jetstream.PullMaxMessages(min(d.cfg.MaxAckPending, 256)))
 	if err != nil {
 		return fmt.Errorf("topics: consume %q: %w", group, err)
@@ -217,7 +218,7 @@ func (s *Subscription) intercept(msg *Message) bool {
 	}
 	tm := &troupev1.TopicMessage{Topic: msg.Topic, Payload: msg.Data, Metadata: msg.Header, ContentType: msg.Header["Content-Type"]}
 	if err := s.t.cfg.Intercept(context.Background(), tm); err != nil {
-		s.t.m.dropped.WithLabelValues("rejected").Inc()
+		s.t.m.dropRejected.Inc()
 		s.t.log.Info("topic message rejected", "topic", msg.Topic, "err", err)
 		return false
 	}
@@ -225,10 +226,10 @@ func (s *Subscription) intercept(msg *Message) bool {
 	return true
 }
 
-func (s *Subscription) post(msg *Message, guarantee string) {
+func (s *Subscription) post(msg *Message, delivered prometheus.Counter) {
 	s.pending.Add(1)
 	s.t.cfg.System.Root.Send(s.pid, msg)
-	s.t.m.delivered.WithLabelValues(guarantee).Inc()
+	delivered.Inc()
 }
 
 // Unsubscribe stops delivery and stops the subscriber actor. Idempotent.

@@ -165,6 +165,11 @@ type Topics struct {
 	durable map[string]*durableTopic // by stream name
 	subs    map[*Subscription]struct{}
 	closed  bool
+
+	// covers caches durableFor by topic; reset by Declare. ndurable lets
+	// Publish skip the lookup while no durable topic exists.
+	covers   sync.Map // string -> *durableTopic (nil: core)
+	ndurable atomic.Int32
 }
 
 type durableTopic struct {
@@ -210,8 +215,16 @@ func validate(s string, wildcards bool) error {
 	if len(s) > 512 {
 		return fmt.Errorf("%w: topic of %d bytes is over 512", ErrInvalidTopic, len(s))
 	}
-	tokens := strings.Split(s, ".")
-	for i, tok := range tokens {
+	// One pass, no allocation: this runs on every publish.
+	for start := 0; start <= len(s); {
+		end := strings.IndexByte(s[start:], '.')
+		if end < 0 {
+			end = len(s)
+		} else {
+			end += start
+		}
+		tok := s[start:end]
+		last := end == len(s)
 		switch {
 		case tok == "":
 			return fmt.Errorf("%w: %q has an empty token (leading, trailing or double '.')", ErrInvalidTopic, s)
@@ -221,12 +234,13 @@ func validate(s string, wildcards bool) error {
 			if !wildcards {
 				return fmt.Errorf("%w: %q: wildcards are for subscriptions, not for publishing", ErrInvalidTopic, s)
 			}
-			if tok == ">" && i != len(tokens)-1 {
+			if tok == ">" && !last {
 				return fmt.Errorf("%w: %q: '>' must be the last token", ErrInvalidTopic, s)
 			}
 		case strings.ContainsAny(tok, "*>"):
 			return fmt.Errorf("%w: %q: '*' and '>' must be whole tokens", ErrInvalidTopic, s)
 		}
+		start = end + 1
 	}
 	return nil
 }
@@ -279,6 +293,8 @@ func (t *Topics) Declare(ctx context.Context, d Durable) error {
 		return ErrClosed
 	}
 	t.durable[d.Name] = &durableTopic{cfg: d, stream: st}
+	t.ndurable.Store(int32(len(t.durable)))
+	t.covers.Clear()
 	return nil
 }
 
@@ -287,16 +303,26 @@ func streamName(name string) string { return "TROUPE_" + name }
 // durableFor finds the durable topic whose subjects cover a topic or
 // pattern (a pattern must lie within one of them).
 func (t *Topics) durableFor(topic string) *durableTopic {
+	if t.ndurable.Load() == 0 {
+		return nil
+	}
+	if d, ok := t.covers.Load(topic); ok {
+		return d.(*durableTopic)
+	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	var found *durableTopic
 	for _, d := range t.durable {
 		for _, s := range d.cfg.Subjects {
 			if subjectCovers(s, topic) {
-				return d
+				found = d
 			}
 		}
 	}
-	return nil
+	t.mu.Unlock()
+	if t.ndurable.Load() < 10000 { // bound the cache; topics are usually few
+		t.covers.Store(topic, found)
+	}
+	return found
 }
 
 // subjectCovers reports whether every subject matched by sub is matched by
@@ -338,26 +364,39 @@ func (t *Topics) Publish(ctx context.Context, topic string, data []byte, header 
 	if closed {
 		return ErrClosed
 	}
+	d := t.durableFor(topic)
+	if d == nil && len(header) == 0 {
+		// The common case, without building a message.
+		if err := t.nc.Publish(topic, data); err != nil {
+			return t.publishErr(topic, data, err)
+		}
+		t.m.pubCore.Inc()
+		return nil
+	}
 	msg := nats.NewMsg(topic)
 	msg.Data = data
 	for k, v := range header {
 		msg.Header.Set(k, v)
 	}
-	if d := t.durableFor(topic); d != nil {
+	if d != nil {
 		if _, err := t.js.PublishMsg(ctx, msg); err != nil {
 			return fmt.Errorf("topics: publish to durable %q: %w", topic, err)
 		}
-		t.m.published.WithLabelValues("durable").Inc()
+		t.m.pubDurable.Inc()
 		return nil
 	}
 	if err := t.nc.PublishMsg(msg); err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
-			return &TooLargeError{Topic: topic, Size: len(data), Limit: int(t.nc.MaxPayload())}
-		}
-		return fmt.Errorf("topics: publish to %q: %w", topic, err)
+		return t.publishErr(topic, data, err)
 	}
-	t.m.published.WithLabelValues("core").Inc()
+	t.m.pubCore.Inc()
 	return nil
+}
+
+func (t *Topics) publishErr(topic string, data []byte, err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return &TooLargeError{Topic: topic, Size: len(data), Limit: int(t.nc.MaxPayload())}
+	}
+	return fmt.Errorf("topics: publish to %q: %w", topic, err)
 }
 
 // Close ends every subscription. It is idempotent.
@@ -380,6 +419,8 @@ type metrics struct {
 	delivered   *prometheus.CounterVec
 	dropped     *prometheus.CounterVec
 	deadLetters prometheus.Counter
+	// The hot-path children, resolved once (a label lookup hashes).
+	pubCore, pubDurable, delCore, delDurable, dropSlow, dropRejected prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -400,5 +441,8 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	if reg != nil {
 		reg.MustRegister(m.published, m.delivered, m.dropped, m.deadLetters)
 	}
+	m.pubCore, m.pubDurable = m.published.WithLabelValues("core"), m.published.WithLabelValues("durable")
+	m.delCore, m.delDurable = m.delivered.WithLabelValues("core"), m.delivered.WithLabelValues("durable")
+	m.dropSlow, m.dropRejected = m.dropped.WithLabelValues("slow_subscriber"), m.dropped.WithLabelValues("rejected")
 	return m
 }
