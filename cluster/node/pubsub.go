@@ -153,31 +153,11 @@ func (cr *commandRequests) serve(m *nats.Msg) {
 			_ = m.RespondMsg(out)
 		}
 	}
-	rest := strings.TrimPrefix(m.Subject, cr.n.cfg.CommandSubjectPrefix+".")
-	kind, id, ok := strings.Cut(rest, ".")
-	if !ok || kind == "" || id == "" || strings.Contains(id, ".") {
-		reply(nil, invalid("subject %q: want %s.<kind>.<id>", m.Subject, cr.n.cfg.CommandSubjectPrefix))
-		return
-	}
-	req := &troupev1.SendRequest{}
-	var err error
-	switch {
-	case len(m.Data) == 0:
-		err = errors.New("empty body")
-	case pb:
-		err = proto.Unmarshal(m.Data, req)
-	default:
-		err = protojson.Unmarshal(m.Data, req)
-	}
+	req, err := parseCommandRequest(cr.n.cfg.CommandSubjectPrefix, m.Subject, m.Data, pb)
 	if err != nil {
-		reply(nil, invalid("body: %v", err))
+		reply(nil, err)
 		return
 	}
-	if (req.GetKind() != "" && req.GetKind() != kind) || (req.GetId() != "" && req.GetId() != id) {
-		reply(nil, invalid("body names %s/%s but the subject names %s/%s", req.GetKind(), req.GetId(), kind, id))
-		return
-	}
-	req.Kind, req.Id = kind, id
 	ctx, cancel := context.WithTimeout(context.Background(), cr.n.cfg.RequestTimeout)
 	defer cancel()
 	resp, err := cr.n.api.Send(ctx, connect.NewRequest(req))
@@ -186,4 +166,32 @@ func (cr *commandRequests) serve(m *nats.Msg) {
 		return
 	}
 	reply(resp.Msg, nil)
+}
+
+// parseCommandRequest turns a command request's subject and body into the
+// API's SendRequest, with kind and id from the subject.
+func parseCommandRequest(prefix, subject string, body []byte, pb bool) (*troupev1.SendRequest, error) {
+	rest, ok := strings.CutPrefix(subject, prefix+".")
+	kind, id, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || kind == "" || id == "" || strings.Contains(id, ".") {
+		return nil, invalid("subject %q: want %s.<kind>.<id>", subject, prefix)
+	}
+	req := &troupev1.SendRequest{}
+	var err error
+	switch {
+	case len(body) == 0:
+		err = errors.New("empty body")
+	case pb:
+		err = proto.Unmarshal(body, req)
+	default:
+		err = protojson.Unmarshal(body, req)
+	}
+	if err != nil {
+		return nil, invalid("body: %v", err)
+	}
+	if (req.GetKind() != "" && req.GetKind() != kind) || (req.GetId() != "" && req.GetId() != id) {
+		return nil, invalid("body names %s/%s but the subject names %s/%s", req.GetKind(), req.GetId(), kind, id)
+	}
+	req.Kind, req.Id = kind, id
+	return req, nil
 }
