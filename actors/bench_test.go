@@ -70,6 +70,16 @@ func fanOut(b *testing.B, workers int, op func(w int) error) {
 // request round trip.
 func BenchmarkCommands(b *testing.B) {
 	const entities = 1000
+	b.Run("actors/entities=1/sync=always", func(b *testing.B) {
+		n := actorstest.Start(b, actorstest.Config{Durable: true, Setup: func(rt *actors.Runtime) error { return rt.Register(counterKind()) }})
+		ctx := context.Background()
+		b.ReportAllocs()
+		fanOut(b, 1, func(int) error {
+			c, _ := actors.NewCommand("counter", "solo", Add{1})
+			_, err := n.RT.Send(ctx, c)
+			return err
+		})
+	})
 	b.Run("actors/entities=1000/sync=always", func(b *testing.B) {
 		n := actorstest.Start(b, actorstest.Config{Durable: true, Setup: func(rt *actors.Runtime) error { return rt.Register(counterKind()) }})
 		ctx := context.Background()
