@@ -56,8 +56,10 @@
 // checksummed, fuzzed). A stream's events are stored under
 // stream-then-sequence keys, so replaying a stream is one Badger prefix scan;
 // the global log and the kind and tag indexes hold (position, stream,
-// sequence) references, one Badger entry per commit, so ReadAll costs a
-// lookup per event.
+// sequence) references, one Badger entry per commit, so ReadAll resolves
+// each reference through one Badger iterator (a step when an event follows
+// the previous one in its stream, a seek otherwise). Benchmarks and their
+// figures: docs/benchmarks.md.
 //
 // # Crash test
 //
