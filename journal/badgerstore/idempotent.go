@@ -25,6 +25,7 @@ func (s *Store) Idempotent(ctx context.Context, stream, key string) (journal.App
 		return journal.AppendResult{}, false, err
 	}
 	defer s.endRead()
+	durable := s.lastPos.Load()
 	txn := s.db.NewTransaction(false)
 	defer txn.Discard()
 	item, err := txn.Get(codec.IdemKey(nil, stream, key))
@@ -37,6 +38,11 @@ func (s *Store) Idempotent(ctx context.Context, stream, key string) (journal.App
 	var r codec.Idem
 	if err := item.Value(func(v []byte) (err error) { r, err = codec.DecodeIdem(v); return err }); err != nil {
 		return journal.AppendResult{}, false, &journal.CorruptError{Stream: stream, Err: err}
+	}
+	if r.LastPos > durable {
+		// Committed but not yet acknowledged: a crash could still take it
+		// back, so it does not count yet.
+		return journal.AppendResult{}, false, nil
 	}
 	return journal.AppendResult{FirstSequence: r.FirstSeq, LastSequence: r.LastSeq, FirstPosition: r.FirstPos,
 		LastPosition: r.LastPos, Duplicate: true, Reply: r.Reply}, true, nil
