@@ -21,6 +21,9 @@ func OpenJournal(cfg Config, readOnly bool, log *slog.Logger) (journal.Store, er
 		Sync:         sync,
 		SyncInterval: cfg.SyncInterval,
 		ReadOnly:     readOnly,
-		Logger:       log,
+		// A read-only look at a killed node's data recovers Badger's log
+		// first, as the node's next start would.
+		RecoverReadOnly: readOnly,
+		Logger:          log,
 	})
 }

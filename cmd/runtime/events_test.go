@@ -124,3 +124,20 @@ func waitFor(t *testing.T, bound time.Duration, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The CLI reads the data of a node that was killed (no clean shutdown).
+func TestEventsReplayAfterKill(t *testing.T) {
+	data := t.TempDir()
+	p := startNode(t, data)
+	send(t, p.url, `{"kind":"account","id":"acc-k","type":"Open","payload":{"owner":"k"}}`)
+	send(t, p.url, `{"kind":"account","id":"acc-k","type":"Deposit","payload":{"amount":9}}`)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	out, stderr, code := cli(t, "", "events", "replay", "--stream", "account/acc-k", "--data-dir", data)
+	evs := decodeLines(t, out)
+	if code != 0 || len(evs) != 2 || evs[1].Type != "Deposited" || string(evs[1].Payload) != `{"amount":9}` {
+		t.Fatalf("replay of a killed node's data: %d\n%s\n%s", code, out, stderr)
+	}
+}
