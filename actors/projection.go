@@ -174,7 +174,9 @@ type ProjectionStatus struct {
 	Head      uint64 // last global position in the journal
 	LastError string
 	// Reactor marks reactors (their side effects make them unsafe to
-	// rebuild); Internal marks the runtime's own projections.
+	// rebuild); Internal marks the runtime's and the node's own
+	// projections, whose names start with "$" (the timer index, the events
+	// publisher).
 	Reactor, Internal bool
 }
 
@@ -187,7 +189,7 @@ func (rt *Runtime) Projections() []ProjectionStatus {
 	for _, p := range rt.projections {
 		pos, lastErr := p.status()
 		out = append(out, ProjectionStatus{Name: p.def.Name, Position: pos, Head: head, LastError: lastErr,
-			Reactor: p.def.perEvent, Internal: p.def.Name == timersProjection})
+			Reactor: p.def.perEvent, Internal: strings.HasPrefix(p.def.Name, "$")})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
