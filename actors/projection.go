@@ -29,7 +29,8 @@ type Projection struct {
 	// Flush, when set, runs after a batch's Apply calls and before the
 	// transaction that advances the checkpoint commits. A projection whose
 	// Apply writes somewhere else than the read store (a NATS publisher)
-	// makes those writes durable here; an error retries the batch.
+	// makes those writes durable here; an error retries the batch. Such a
+	// projection cannot be rebuilt (it would repeat its writes).
 	Flush func(ctx context.Context) error
 
 	// committed, when set, runs after a transaction that applied events
@@ -219,6 +220,8 @@ func (rt *Runtime) RebuildProjection(ctx context.Context, name string) error {
 		return &UnknownProjectionError{Name: name}
 	case p.def.perEvent:
 		return &RejectedError{Reason: fmt.Sprintf("%s is a reactor: rebuilding it would repeat its side effects", name)}
+	case p.def.Flush != nil:
+		return &RejectedError{Reason: fmt.Sprintf("%s writes outside the read store: rebuilding it would repeat those writes", name)}
 	}
 	p.stop()
 	if err := rt.cfg.ReadStore.reset(name); err != nil {

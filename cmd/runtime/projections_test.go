@@ -35,6 +35,14 @@ func TestProjectionsStatusAndRebuild(t *testing.T) {
 		t.Fatalf("balance after rebuild: %d %q", code, out)
 	}
 
+	_, stderr, code = cli(t, p.url, "projections", "rebuild", "$events-publisher")
+	if code == 0 || !strings.Contains(stderr, "writes outside the read store") {
+		t.Fatalf("rebuild of the events publisher: %d %q", code, stderr)
+	}
+	_, stderr, code = cli(t, p.url, "projections", "rebuild", "transfer-process")
+	if code == 0 || !strings.Contains(stderr, "is a reactor") {
+		t.Fatalf("rebuild of a reactor: %d %q", code, stderr)
+	}
 	_, stderr, code = cli(t, p.url, "projections", "rebuild", "nope")
 	if code == 0 || !strings.Contains(stderr, `not_found: actors: unknown projection "nope"`) {
 		t.Fatalf("rebuild of an unknown projection: %d %q", code, stderr)
