@@ -14,6 +14,18 @@ import (
 // SIGTERM while commands flow: the node stops within the bound, and every
 // command it acknowledged is there after a restart.
 func TestSIGTERMUnderLoadLosesNothingAcknowledged(t *testing.T) {
+	stopUnderLoad(t, syscall.SIGTERM)
+}
+
+// kill -9 while commands flow (sync policy always): every command the node
+// acknowledged is there after a restart.
+func TestSIGKILLUnderLoadLosesNothingAcknowledged(t *testing.T) {
+	for range 3 {
+		stopUnderLoad(t, syscall.SIGKILL)
+	}
+}
+
+func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 	data := t.TempDir()
 	p := startNode(t, data)
 	const workers = 8
@@ -39,6 +51,9 @@ func TestSIGTERMUnderLoadLosesNothingAcknowledged(t *testing.T) {
 				case 200:
 					acked[w]++
 				case 503:
+					if sig == syscall.SIGKILL {
+						t.Errorf("worker %d: 503 before the kill", w)
+					}
 					return // shutting down: a clear, retryable refusal
 				default:
 					t.Errorf("worker %d: status %d", w, resp.StatusCode)
@@ -56,16 +71,16 @@ func TestSIGTERMUnderLoadLosesNothingAcknowledged(t *testing.T) {
 		return true
 	})
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-p.exited:
-		if err != nil {
+		if sig == syscall.SIGTERM && err != nil {
 			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("still running 15s after SIGTERM\n%s", p.logs)
+		t.Fatalf("still running 15s after %v\n%s", sig, p.logs)
 	}
 	took := time.Since(start)
 	wg.Wait()
@@ -92,6 +107,6 @@ func TestSIGTERMUnderLoadLosesNothingAcknowledged(t *testing.T) {
 			t.Fatalf("w%d: %d deposits acknowledged, balance %d after restart", w, acked[w], got)
 		}
 	}
-	t.Logf("stopped in %s under load; acknowledged %v", took, acked)
+	t.Logf("%v: stopped in %s under load; acknowledged %v", sig, took, acked)
 	p.stop(10 * time.Second)
 }
