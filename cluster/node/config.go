@@ -44,6 +44,9 @@ type Config struct {
 	// DurableTopics are declared at start (JetStream streams in the data
 	// dir): their topics get at-least-once delivery. See package topics.
 	DurableTopics []topics.Durable
+	// EventSubjectByKind overrides EventSubject for some kinds
+	// (kind -> template; "-" keeps that kind's events off NATS).
+	EventSubjectByKind map[string]string
 	// CommandSubjectPrefix is where commands can be sent as NATS
 	// requests: "<prefix>.<kind>.<id>". Default: "troupe.cmd". "-" turns
 	// it off.
@@ -129,6 +132,14 @@ func (cfg Config) Validate() error {
 	if cfg.EventSubject != "-" {
 		if err := topics.ValidateTopic(eventSubject(cfg.EventSubject, "k", "i", "t")); err != nil {
 			return fmt.Errorf("node: event subject %q: %w", cfg.EventSubject, err)
+		}
+	}
+	for kind, tmpl := range cfg.EventSubjectByKind {
+		if tmpl == "-" {
+			continue
+		}
+		if err := topics.ValidateTopic(eventSubject(tmpl, "k", "i", "t")); err != nil {
+			return fmt.Errorf("node: event subject of kind %q, %q: %w", kind, tmpl, err)
 		}
 	}
 	if cfg.CommandSubjectPrefix != "-" {

@@ -186,7 +186,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("node: setup: %w", err)
 		}
 	}
-	if cfg.EventSubject != "-" {
+	if cfg.EventSubject != "-" || len(cfg.EventSubjectByKind) > 0 {
 		if err := n.rt.RegisterProjection(n.eventsPublisherProjection()); err != nil {
 			return err
 		}

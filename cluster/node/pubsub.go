@@ -36,7 +36,14 @@ func (n *Node) eventsPublisherProjection() actors.Projection {
 			if err != nil {
 				return err
 			}
-			m := nats.NewMsg(eventSubject(n.cfg.EventSubject, kind, id, ev.Type))
+			tmpl, ok := n.cfg.EventSubjectByKind[kind]
+			if !ok {
+				tmpl = n.cfg.EventSubject
+			}
+			if tmpl == "-" {
+				return nil
+			}
+			m := nats.NewMsg(eventSubject(tmpl, kind, id, ev.Type))
 			m.Data = ev.Payload
 			m.Header.Set("Nats-Msg-Id", strconv.FormatUint(ev.Position, 10))
 			m.Header.Set("Troupe-Stream", ev.Stream)

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -59,4 +61,57 @@ func FuzzParseCommandRequest(f *testing.F) {
 			t.Fatalf("accepted %q with kind %q id %q", subject, req.GetKind(), req.GetId())
 		}
 	})
+}
+
+func TestEventSubject(t *testing.T) {
+	tests := []struct{ tmpl, kind, id, typ, want string }{
+		{"troupe.events.{kind}.{id}", "account", "acc-1", "Opened", "troupe.events.account.acc-1"},
+		{"bank.{type}.{id}", "account", "a.b c*>", "Deposited", "bank.Deposited.a_b_c__"},
+		{"x.{id}", "k", "", "T", "x._"},
+	}
+	for _, tt := range tests {
+		if got := eventSubject(tt.tmpl, tt.kind, tt.id, tt.typ); got != tt.want {
+			t.Errorf("eventSubject(%q, %q, %q, %q) = %q, want %q", tt.tmpl, tt.kind, tt.id, tt.typ, got, tt.want)
+		}
+	}
+	if _, err := New(Config{EventSubjectByKind: map[string]string{"account": "bad..subject"}}); err == nil || !strings.Contains(err.Error(), `event subject of kind "account"`) {
+		t.Fatalf("bad per-kind subject: %v", err)
+	}
+}
+
+func TestCommittedEventsOnPerKindSubjects(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.EventSubjectByKind = map[string]string{"account": "bank.accounts.{id}.{type}", "transfer": "-"}
+	n := startNode(t, cfg)
+	defer n.Close()
+	sub, err := n.Bus().Conn().SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range []struct{ kind, id, typ, body string }{
+		{"account", "a1", "Open", `{}`},
+		{"account", "a2", "Open", `{}`},
+		{"transfer", "t1", "Start", `{"from":"a1","to":"a2","amount":1}`},
+	} {
+		if _, err := n.Runtime().Send(ctx, &troupev1.Command{Kind: c.kind, EntityId: c.id, Type: c.typ, Payload: []byte(c.body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var subjects []string
+	for {
+		m, err := sub.NextMsg(500 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(m.Subject, "bank.") || strings.HasPrefix(m.Subject, "troupe.events.") {
+			subjects = append(subjects, m.Subject+" "+m.Header.Get("Troupe-Position"))
+		}
+	}
+	// The transfer's own events stay off NATS; the accounts' (including
+	// the transfer's withdrawal, which fails: a1 is empty) are on theirs.
+	want := []string{"bank.accounts.a1.Opened 1", "bank.accounts.a2.Opened 2"}
+	if strings.Join(subjects, "|") != strings.Join(want, "|") {
+		t.Fatalf("subjects %v, want %v", subjects, want)
+	}
 }

@@ -50,6 +50,7 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.IntVar(&cfg.NATSMonitorPort, "nats-monitor-port", 0, "serve NATS monitoring (/varz, /jsz, ...) on this port (0: off, -1: any)")
 	f.IntVar(&cfg.NATSMaxPayload, "nats-max-payload", 1<<20, "largest NATS message in bytes")
 	f.StringVar(&cfg.EventSubject, "event-subject", "troupe.events.{kind}.{id}", "where committed events are published ({kind}, {id}, {type}; - for nowhere)")
+	f.StringToStringVar(&cfg.EventSubjectByKind, "event-subject-for", nil, "KIND=TEMPLATE: another event subject for one kind (repeatable; - for none)")
 	f.StringVar(&cfg.CommandSubjectPrefix, "command-subject-prefix", "troupe.cmd", "NATS requests to PREFIX.<kind>.<id> are commands (- to turn off)")
 	f.StringVar(&cfg.Sync, "sync", "always", "journal sync policy: always, interval or none")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 0, "fsync period under --sync interval (default 10ms)")
