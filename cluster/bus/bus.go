@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // ErrClosed is returned by Start after Close.
@@ -48,6 +49,10 @@ type Config struct {
 	// Token, when set, is required from every client, external and
 	// in-process ("nats://TOKEN@host:port" or the client's token option).
 	Token string
+	// Nkeys, when set, are the public user nkeys ("U...") allowed to
+	// connect; clients sign the server's nonce with their seed. Exclusive
+	// with Token. The node's in-process connection gets a key of its own.
+	Nkeys []string
 	// MonitorPort serves NATS's HTTP monitoring endpoints (/varz, /connz,
 	// /jsz, ...) on Host; 0 disables it, -1 picks a free port.
 	MonitorPort int
@@ -92,6 +97,14 @@ func New(cfg Config) (*Bus, error) {
 	if cfg.MaxPayload < 0 {
 		return nil, fmt.Errorf("bus: negative max payload %d", cfg.MaxPayload)
 	}
+	if cfg.Token != "" && len(cfg.Nkeys) > 0 {
+		return nil, errors.New("bus: a token and nkeys are exclusive: choose one way to authenticate clients")
+	}
+	for _, k := range cfg.Nkeys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return nil, fmt.Errorf("bus: %q is not a public user nkey (U...)", k)
+		}
+	}
 	if cfg.MonitorPort < RandomPort || cfg.MonitorPort > 65535 {
 		return nil, fmt.Errorf("bus: monitor port %d out of range", cfg.MonitorPort)
 	}
@@ -124,6 +137,17 @@ func (b *Bus) Start(ctx context.Context) error {
 		WriteDeadline: b.cfg.WriteDeadline,
 		NoSigs:        true, // the node owns signal handling
 	}
+	var self nkeys.KeyPair
+	if len(b.cfg.Nkeys) > 0 {
+		var err error
+		if self, err = nkeys.CreateUser(); err != nil {
+			return fmt.Errorf("bus: node nkey: %w", err)
+		}
+		pub, _ := self.PublicKey()
+		for _, k := range append([]string{pub}, b.cfg.Nkeys...) {
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+		}
+	}
 	if b.cfg.StoreDir != "" {
 		opts.JetStream = true
 		opts.StoreDir = b.cfg.StoreDir
@@ -143,6 +167,10 @@ func (b *Bus) Start(ctx context.Context) error {
 	copts := []nats.Option{nats.InProcessServer(srv), nats.Name("troupe-node")}
 	if b.cfg.Token != "" {
 		copts = append(copts, nats.Token(b.cfg.Token))
+	}
+	if self != nil {
+		pub, _ := self.PublicKey()
+		copts = append(copts, nats.Nkey(pub, self.Sign))
 	}
 	nc, err := nats.Connect("", copts...)
 	if err != nil {

@@ -3,10 +3,12 @@ package bus
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"go.uber.org/goleak"
 )
 
@@ -111,9 +113,52 @@ func TestTokenAndMonitoring(t *testing.T) {
 	}
 }
 
+func TestNkeys(t *testing.T) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	b, err := New(Config{Port: RandomPort, Nkeys: []string{pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Conn().Publish("in.process", nil); err != nil {
+		t.Fatalf("the node's own connection: %v", err)
+	}
+	if _, err := nats.Connect(b.ClientURL(), nats.Timeout(2*time.Second)); err == nil {
+		t.Fatal("connected without a key")
+	}
+	other, _ := nkeys.CreateUser()
+	opub, _ := other.PublicKey()
+	if _, err := nats.Connect(b.ClientURL(), nats.Nkey(opub, other.Sign), nats.Timeout(2*time.Second)); err == nil {
+		t.Fatal("connected with a key that is not allowed")
+	}
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(b.ClientURL(), nats.Nkey(pub, kp.Sign))
+	if err != nil {
+		t.Fatalf("with the allowed key: %v", err)
+	}
+	nc.Close()
+}
+
 func TestConfigValidation(t *testing.T) {
 	if _, err := New(Config{Port: 70000}); err == nil {
 		t.Fatal("port 70000 accepted")
+	}
+	if _, err := New(Config{Token: "t", Nkeys: []string{"UABC"}}); err == nil {
+		t.Fatal("token and nkeys together accepted")
+	}
+	if _, err := New(Config{Nkeys: []string{"not-a-key"}}); err == nil || !strings.Contains(err.Error(), "not a public user nkey") {
+		t.Fatalf("bad nkey: %v", err)
 	}
 	if _, err := New(Config{MaxPayload: -1}); err == nil {
 		t.Fatal("negative max payload accepted")

@@ -33,6 +33,9 @@ type Config struct {
 	NATSNoListen bool
 	// NATSToken, when set, is required from every NATS client.
 	NATSToken string
+	// NATSNkeys, when set, are the public user nkeys allowed to connect
+	// (exclusive with NATSToken).
+	NATSNkeys []string
 	// NATSMonitorPort serves NATS's monitoring endpoints (0: off).
 	NATSMonitorPort int
 	// NATSMaxPayload caps one NATS message. Default: 1 MiB.

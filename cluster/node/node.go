@@ -134,7 +134,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	port := cfg.NATSPort
 	if n.bus, err = bus.New(bus.Config{
 		Name: cfg.Name, Host: cfg.NATSHost, Port: port, NoListen: cfg.NATSNoListen,
-		StoreDir: filepath.Join(cfg.DataDir, "nats"), Token: cfg.NATSToken,
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Token: cfg.NATSToken, Nkeys: cfg.NATSNkeys,
 		MonitorPort: cfg.NATSMonitorPort, MaxPayload: int32(cfg.NATSMaxPayload), Logger: n.log,
 	}); err != nil {
 		return err

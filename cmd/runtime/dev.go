@@ -47,6 +47,7 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.IntVar(&cfg.NATSPort, "nats-port", 4222, "NATS client port (-1: pick a free one)")
 	f.BoolVar(&cfg.NATSNoListen, "nats-no-listen", false, "serve NATS in-process only, with no TCP port")
 	f.StringVar(&cfg.NATSToken, "nats-token", "", "token every NATS client must present (default: none)")
+	f.StringSliceVar(&cfg.NATSNkeys, "nats-nkey", nil, "public user nkey (U...) allowed to connect to NATS (repeatable; exclusive with --nats-token)")
 	f.IntVar(&cfg.NATSMonitorPort, "nats-monitor-port", 0, "serve NATS monitoring (/varz, /jsz, ...) on this port (0: off, -1: any)")
 	f.IntVar(&cfg.NATSMaxPayload, "nats-max-payload", 1<<20, "largest NATS message in bytes")
 	f.StringVar(&cfg.EventSubject, "event-subject", "troupe.events.{kind}.{id}", "where committed events are published ({kind}, {id}, {type}; - for nowhere)")

@@ -18,17 +18,26 @@ import (
 type natsFlags struct {
 	url   string
 	token string
+	seed  string
 }
 
 func (f *natsFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.url, "nats", "nats://127.0.0.1:4222", "URL of the node's NATS server")
 	cmd.Flags().StringVar(&f.token, "nats-token", "", "token the node's NATS server requires")
+	cmd.Flags().StringVar(&f.seed, "nats-nkey-seed", "", "file holding the nkey seed (SU...) to authenticate with")
 }
 
 func (f *natsFlags) connect() (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("troupe-cli"), nats.Timeout(5 * time.Second)}
 	if f.token != "" {
 		opts = append(opts, nats.Token(f.token))
+	}
+	if f.seed != "" {
+		o, err := nats.NkeyOptionFromSeed(f.seed)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey-seed: %w", err)
+		}
+		opts = append(opts, o)
 	}
 	nc, err := nats.Connect(f.url, opts...)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // natsCLI finds the standard `nats` client (github.com/nats-io/natscli),
@@ -163,4 +164,27 @@ func cliNATS(url string, args ...string) (string, string, int) {
 	var so, se strings.Builder
 	code := run(append(args, "--nats", url), &so, &se)
 	return strings.TrimSpace(so.String()), strings.TrimSpace(se.String()), code
+}
+
+func TestNATSNkeyAuthentication(t *testing.T) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	seedFile := filepath.Join(t.TempDir(), "user.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startNode(t, t.TempDir(), "--nats-nkey", pub)
+	if _, errOut, c := cliNATS(p.nats, "publish", "a.b", "x"); c == 0 || !strings.Contains(strings.ToLower(errOut), "authorization") {
+		t.Fatalf("publish without a key: %d %q", c, errOut)
+	}
+	if out, errOut, c := cliNATS(p.nats, "publish", "a.b", "x", "--nats-nkey-seed", seedFile); c != 0 || !strings.Contains(out, "published") {
+		t.Fatalf("publish with the key: %d %q %q", c, out, errOut)
+	}
+	// The node itself still works (its in-process connection has its own key).
+	send(t, p.url, `{"kind":"account","id":"n1","type":"Open","payload":{}}`)
+	p.stop(10 * time.Second)
 }
