@@ -189,11 +189,14 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (*Outcome
 	if err != nil {
 		return nil, err
 	}
-	return e.commit(ctx, cmd.GetType(), cmd.GetIdempotencyKey(), d, nil)
+	return e.commit(ctx, cmd.GetType(), cmd.GetIdempotencyKey(), d, nil, cmd.GetTrace())
 }
 
 // commit appends a decision (and extra system events) and applies it.
-func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision, extra []journal.Event) (*Outcome, error) {
+// The command's trace context, if any, is recorded in each event's
+// metadata ("traceparent", "tracestate"), so that readers of the log and
+// subscribers of the published events continue the trace.
+func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision, extra []journal.Event, trace *troupev1.TraceContext) (*Outcome, error) {
 	reply, err := encodeReply(d.Reply)
 	if err != nil {
 		return nil, fmt.Errorf("actors: %s: reply of %s: %w", e.stream, cmdType, err)
@@ -212,6 +215,12 @@ func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision,
 		je := journal.Event{Type: name, Payload: p}
 		if e.kind.tags != nil {
 			je.Tags = e.kind.tags(ev)
+		}
+		if tp := trace.GetTraceparent(); tp != "" {
+			je.Metadata = map[string]string{"traceparent": tp}
+			if ts := trace.GetTracestate(); ts != "" {
+				je.Metadata["tracestate"] = ts
+			}
 		}
 		events = append(events, je)
 		names = append(names, name)
@@ -317,7 +326,7 @@ func (e *entity[S]) fireDue(ctx context.Context, now time.Time) error {
 		if reason != "" {
 			e.rt.log.Warn("timer fired without effect", "actor", e.stream, "timer", t.ID, "err", reason)
 		}
-		if _, err := e.commit(ctx, t.Type, "", d, extra); err != nil {
+		if _, err := e.commit(ctx, t.Type, "", d, extra, nil); err != nil {
 			return fmt.Errorf("fire timer %q of %s: %w", t.ID, e.stream, err)
 		}
 	}

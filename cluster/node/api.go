@@ -86,6 +86,15 @@ func (a *api) Send(ctx context.Context, req *connect.Request[troupev1.SendReques
 		ContentType:    "application/json",
 		Metadata:       m.GetMetadata(),
 	}
+	// W3C trace context from the caller (an HTTP/gRPC header, or a NATS
+	// request's header), carried in the envelope into plugins and onto the
+	// events the command appends.
+	if tp := req.Header().Get("traceparent"); tp != "" && len(tp) <= 256 {
+		cmd.Trace = &troupev1.TraceContext{Traceparent: tp}
+		if ts := req.Header().Get("tracestate"); len(ts) <= 512 {
+			cmd.Trace.Tracestate = ts
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.n.cfg.RequestTimeout)
 	defer cancel()
 	start := time.Now()

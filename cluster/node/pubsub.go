@@ -54,6 +54,11 @@ func (n *Node) eventsPublisherProjection() actors.Projection {
 			if len(ev.Tags) > 0 {
 				m.Header.Set("Troupe-Tags", strings.Join(ev.Tags, ","))
 			}
+			for _, k := range []string{"traceparent", "tracestate"} {
+				if v := ev.Metadata[k]; v != "" {
+					m.Header.Set(k, v)
+				}
+			}
 			return nc.PublishMsg(m)
 		},
 		Flush: func(ctx context.Context) error {
@@ -167,7 +172,13 @@ func (cr *commandRequests) serve(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cr.n.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := cr.n.api.Send(ctx, connect.NewRequest(req))
+	creq := connect.NewRequest(req)
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := m.Header.Get(k); v != "" {
+			creq.Header().Set(k, v)
+		}
+	}
+	resp, err := cr.n.api.Send(ctx, creq)
 	if err != nil {
 		reply(nil, err)
 		return

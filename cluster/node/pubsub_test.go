@@ -2,14 +2,17 @@ package node
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
 )
 
 func TestParseCommandRequest(t *testing.T) {
@@ -113,5 +116,48 @@ func TestCommittedEventsOnPerKindSubjects(t *testing.T) {
 	want := []string{"bank.accounts.a1.Opened 1", "bank.accounts.a2.Opened 2"}
 	if strings.Join(subjects, "|") != strings.Join(want, "|") {
 		t.Fatalf("subjects %v, want %v", subjects, want)
+	}
+}
+
+// A caller's W3C trace context travels with the command onto its events:
+// in the journal and on NATS.
+func TestTraceContextReachesEvents(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	defer n.Close()
+	sub, err := n.Bus().Conn().SubscribeSync("troupe.events.account.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	c := troupev1connect.NewCommandServiceClient(http.DefaultClient, "http://"+n.HTTPAddr())
+	req := connect.NewRequest(&troupev1.SendRequest{Kind: "account", Id: "tr-1", Type: "Open"})
+	req.Header().Set("traceparent", tp)
+	if _, err := c.Send(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get("traceparent"); got != tp {
+		t.Fatalf("published event traceparent %q, want %q", got, tp)
+	}
+	// A NATS request carries it the same way.
+	const tp2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	rm := nats.NewMsg("troupe.cmd.account.tr-1")
+	rm.Header.Set("traceparent", tp2)
+	rm.Data = []byte(`{"type":"Deposit","payload":{"amount":3}}`)
+	if _, err := n.Bus().Conn().RequestMsg(rm, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for ev, err := range n.Journal().Read(context.Background(), "account/tr-1", 1, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.Metadata["traceparent"])
+	}
+	if len(got) != 2 || got[0] != tp || got[1] != tp2 {
+		t.Fatalf("journal traceparents %q", got)
 	}
 }
