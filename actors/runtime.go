@@ -115,6 +115,8 @@ type Runtime struct {
 	closing     bool
 
 	closed atomic.Bool // set by Close; checked under an entity shard's lock
+	// dispatcher runs the entities' mailbox turns on reused goroutines.
+	dispatcher *reusingDispatcher
 
 	sends sync.WaitGroup
 	wg    sync.WaitGroup
@@ -185,6 +187,7 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 		rt.ownSys = true
 	}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
+	rt.dispatcher = newReusingDispatcher(300)
 	rt.timers = newTimerService(rt)
 	if err := rt.RegisterProjection(rt.timers.projection()); err != nil {
 		return nil, err
@@ -333,7 +336,7 @@ func (rt *Runtime) deliver(k Behavior, kind, id string, msg any) error {
 		}
 		ref = &entityRef{stream: stream, shard: es}
 		a := &entityActor{b: k.newEntity(rt, id), rt: rt, ref: ref}
-		ref.pid = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
+		ref.pid = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }, actor.WithDispatcher(rt.dispatcher)))
 		es.m[stream] = ref
 	}
 	if int(ref.inflight.Load()) >= rt.cfg.MailboxSize {
@@ -440,6 +443,7 @@ func (rt *Runtime) Close() error {
 		p.stop()
 	}
 	rt.wg.Wait()
+	rt.dispatcher.stop()
 	if rt.ownSys {
 		rt.system.Shutdown()
 	}
