@@ -185,7 +185,7 @@ func TestDurableSubscriberReceivesWhatItMissed(t *testing.T) {
 func TestDurableGroupSplitsTheLoad(t *testing.T) {
 	e := newEnv(t, topics.Config{})
 	ctx := context.Background()
-	declare(t, e, topics.Durable{Name: "work", Subjects: []string{"work"}})
+	declare(t, e, topics.Durable{Name: "work", Subjects: []string{"work"}, MaxAckPending: 8})
 	a, b := make(chan *topics.Message, 300), make(chan *topics.Message, 300)
 	slow := func(*topics.Message) error { time.Sleep(time.Millisecond); return nil }
 	for _, ch := range []chan *topics.Message{a, b} {
