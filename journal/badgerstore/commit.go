@@ -416,9 +416,10 @@ func (c *committer) commitGroup(ops []*op) []*op {
 		}
 		if o.err != nil && !isOpError(o.err) {
 			// A Badger error while staging: the transaction is in an
-			// unknown state; fail the whole group.
+			// unknown state; fail the whole group. The ops after it go to
+			// the next group.
 			c.abort(g, o.err)
-			return rest
+			return ops[i+1:]
 		}
 	}
 	if !g.wrote {
