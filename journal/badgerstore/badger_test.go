@@ -558,3 +558,58 @@ func TestIdempotencyTTL(t *testing.T) {
 		return err == nil && !r.Duplicate
 	})
 }
+
+// TestAppendRoundTrip appends events of many sizes (around and beyond the
+// envelope pools' size classes) from many goroutines and checks every event
+// read back byte for byte, and that Append returns only once its position
+// is published.
+func TestAppendRoundTrip(t *testing.T) {
+	s := openT(t, Config{})
+	sizes := []int{0, 1, 180, 230, 231, 240, 256, 700, 1000, 1024, 3000, 4096, 5000, 70_000}
+	const writers, each = 16, 40
+	want := make([][]journal.Event, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := fmt.Sprintf("rt/%d", w)
+			for i := range each {
+				size := sizes[(w+i)%len(sizes)]
+				e := journal.Event{
+					Type:     fmt.Sprintf("T%d", i%3),
+					Payload:  bytes.Repeat([]byte{byte(w), byte(i)}, size/2+size%2)[:size],
+					Tags:     []string{fmt.Sprintf("w%d", w)},
+					Metadata: map[string]string{"i": fmt.Sprint(i)},
+				}
+				if i%4 == 0 {
+					e.ContentType = "application/x-test"
+				}
+				res, err := s.Append(context.Background(), journal.AppendRequest{Stream: stream, Expected: uint64(i), Events: []journal.Event{e}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if p := s.LastPosition(); p < res.LastPosition {
+					t.Errorf("append at position %d returned with position %d published", res.LastPosition, p)
+				}
+				want[w] = append(want[w], e)
+			}
+		}()
+	}
+	wg.Wait()
+	for w := range writers {
+		got := journaltest.Collect(t, s.Read(context.Background(), fmt.Sprintf("rt/%d", w), 0, 0))
+		if len(got) != len(want[w]) {
+			t.Fatalf("writer %d: %d events read, %d appended", w, len(got), len(want[w]))
+		}
+		for i, e := range got {
+			x := want[w][i]
+			if e.Type != x.Type || e.ContentType != x.ContentType || !bytes.Equal(e.Payload, x.Payload) ||
+				len(e.Tags) != 1 || e.Tags[0] != x.Tags[0] || e.Metadata["i"] != x.Metadata["i"] {
+				t.Fatalf("writer %d event %d: read %+v, appended %+v", w, i, e, x)
+			}
+		}
+	}
+	journaltest.CheckGlobalLog(t, s)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -57,12 +58,17 @@ func BenchmarkAppend(b *testing.B) {
 					}
 				}()
 			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			gcs := ms.NumGC
 			b.ResetTimer()
 			t0 := time.Now()
 			close(start)
 			wg.Wait()
 			elapsed := time.Since(t0)
 			b.StopTimer()
+			runtime.ReadMemStats(&ms)
+			gcs = ms.NumGC - gcs
 			cs := s.CommitStats()
 			if err := s.Close(); err != nil {
 				b.Fatal(err)
@@ -78,6 +84,10 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 			b.ReportMetric(float64(cs.Events)/float64(max(cs.Syncs, 1)), "events/sync")
+			// Each GC cycle during the run stalls a few groups (it takes a
+			// core, and concurrent threads slow db.Sync): see
+			// docs/benchmarks.md.
+			b.ReportMetric(float64(gcs), "gcs")
 			if testing.Verbose() {
 				b.Logf("%d groups: stage %v, commit %v, sync %v; wall %v", cs.Groups, cs.StageTime, cs.CommitTime, cs.SyncTime, elapsed)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,15 @@ const (
 const maxDeletesPerCommit = 10_000
 
 // op is one write waiting for the committer.
+//
+// Ops are pooled, and so are the envelopes of Append's events (allocations
+// per append decide how often the garbage collector runs, and a collection
+// during a group commit stalls it). The rules that make this safe: the
+// committer signals done exactly once, having finished with the op, and the
+// caller puts the op back only after it received done (an op whose caller
+// gave up waiting is left to the garbage collector); the envelopes go back
+// once Badger's commit has copied them (into its log and memtable), before
+// done is signalled.
 type op struct {
 	kind   opKind
 	stream string
@@ -52,13 +62,61 @@ type op struct {
 	// delete
 	deleteTo uint64
 
-	cost    int // estimated Badger bytes
-	entries int // estimated Badger entries
+	cost    int       // estimated Badger bytes
+	entries int       // estimated Badger entries
+	one     [1][]byte // vals of a one-event append, saving an allocation
 
 	state atomic.Int32
-	done  chan struct{}
+	done  chan struct{} // capacity 1: the committer sends once (see finish)
 	res   journal.AppendResult
 	err   error
+}
+
+var opPool = sync.Pool{New: func() any { return &op{done: make(chan struct{}, 1)} }}
+
+// finish tells the op's caller that it is done. The committer must not
+// touch the op afterwards.
+func (o *op) finish() { o.done <- struct{}{} }
+
+// freeOp puts an op whose done was received back in the pool.
+func freeOp(o *op) {
+	*o = op{done: o.done}
+	opPool.Put(o)
+}
+
+// Envelopes of up to 4 KiB come from pools by size class (see op).
+var (
+	envPool256 = sync.Pool{New: func() any { return new([256]byte) }}
+	envPool1K  = sync.Pool{New: func() any { return new([1024]byte) }}
+	envPool4K  = sync.Pool{New: func() any { return new([4096]byte) }}
+)
+
+// envelope returns an empty slice with room for n bytes.
+func envelope(n int) []byte {
+	switch {
+	case n <= 256:
+		return envPool256.Get().(*[256]byte)[:0]
+	case n <= 1024:
+		return envPool1K.Get().(*[1024]byte)[:0]
+	case n <= 4096:
+		return envPool4K.Get().(*[4096]byte)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// freeEnvelopes returns an append's envelopes to their pools.
+func freeEnvelopes(vals [][]byte) {
+	for i, v := range vals {
+		switch cap(v) {
+		case 256:
+			envPool256.Put((*[256]byte)(v[:256]))
+		case 1024:
+			envPool1K.Put((*[1024]byte)(v[:1024]))
+		case 4096:
+			envPool4K.Put((*[4096]byte)(v[:4096]))
+		}
+		vals[i] = nil
+	}
 }
 
 // Append validates and encodes the events in the caller's goroutine, queues
@@ -99,9 +157,12 @@ func (s *Store) newAppendOp(req *journal.AppendRequest) (*op, error) {
 	case req.IdempotencyKey == "" && len(req.Reply) > 0:
 		return nil, fmt.Errorf("%w: a reply needs an idempotency key", journal.ErrInvalid)
 	}
-	o := &op{
-		kind: opAppend, stream: req.Stream, entity: entity, expected: req.Expected,
-		vals: make([][]byte, n), idemKey: req.IdempotencyKey, done: make(chan struct{}),
+	o := opPool.Get().(*op)
+	o.kind, o.stream, o.entity, o.expected, o.idemKey = opAppend, req.Stream, entity, req.Expected, req.IdempotencyKey
+	if n == 1 {
+		o.vals = o.one[:]
+	} else {
+		o.vals = make([][]byte, n)
 	}
 	if len(req.Reply) > 0 {
 		o.reply = append([]byte(nil), req.Reply...)
@@ -113,7 +174,7 @@ func (s *Store) newAppendOp(req *journal.AppendRequest) (*op, error) {
 		if err := validateEvent(req.Stream, i, e); err != nil {
 			return nil, err
 		}
-		v := codec.AppendEvent(nil, e)
+		v := codec.AppendEvent(envelope(codec.EventSize(e)), e)
 		if len(v) > s.cfg.MaxEventSize {
 			return nil, &journal.TooLargeError{Stream: req.Stream, Index: i, Size: len(v), Limit: s.cfg.MaxEventSize}
 		}
@@ -185,7 +246,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap journal.Snapshot) error {
 	}
 	o := &op{
 		kind: opSnapshot, stream: snap.Stream, entity: entity, snapSeq: snap.Sequence,
-		snapData: append([]byte(nil), snap.Data...), done: make(chan struct{}),
+		snapData: append([]byte(nil), snap.Data...), done: make(chan struct{}, 1),
 		cost: len(snap.Data) + 2*len(snap.Stream) + 128, entries: 3,
 	}
 	_, err = s.submit(ctx, o)
@@ -206,7 +267,7 @@ func (s *Store) Tombstone(ctx context.Context, stream string) error {
 	if err != nil {
 		return err
 	}
-	o := &op{kind: opTombstone, stream: stream, entity: entity, done: make(chan struct{}), cost: len(stream) + 128, entries: 2}
+	o := &op{kind: opTombstone, stream: stream, entity: entity, done: make(chan struct{}, 1), cost: len(stream) + 128, entries: 2}
 	_, err = s.submit(ctx, o)
 	return err
 }
@@ -215,10 +276,12 @@ func (s *Store) submit(ctx context.Context, o *op) (journal.AppendResult, error)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		freeOp(o)
 		return journal.AppendResult{}, journal.ErrClosed
 	}
 	if perr := s.failed.Load(); perr != nil {
 		s.mu.Unlock()
+		freeOp(o)
 		return journal.AppendResult{}, *perr
 	}
 	s.queue = append(s.queue, o)
@@ -229,14 +292,17 @@ func (s *Store) submit(ctx context.Context, o *op) (journal.AppendResult, error)
 	}
 	select {
 	case <-o.done:
-		return o.res, o.err
 	case <-ctx.Done():
 		if o.state.CompareAndSwap(stateQueued, stateAbandoned) {
+			// The committer will still see the op: leave it to the
+			// garbage collector.
 			return journal.AppendResult{}, ctx.Err()
 		}
 		<-o.done
-		return o.res, o.err
 	}
+	res, err := o.res, o.err
+	freeOp(o)
+	return res, err
 }
 
 // head is what the committer knows of a stream.
@@ -267,6 +333,8 @@ type committer struct {
 
 	// per-commit state, reused
 	g group
+	// free holds head records for reuse by the overlay.
+	free []*head
 }
 
 type group struct {
@@ -356,10 +424,10 @@ func (c *committer) process(ops []*op) {
 		if perr := c.s.failed.Load(); perr != nil {
 			for _, o := range ops {
 				o.err = *perr
-				close(o.done)
+				o.finish()
 			}
 			for _, o := range c.deletes {
-				close(o.done)
+				o.finish()
 			}
 			c.deletes = nil
 			return
@@ -469,6 +537,11 @@ func isOpError(err error) bool {
 
 func (g *group) reset(c *committer) {
 	g.ops = g.ops[:0]
+	// Heads left in the overlay (the group failed) were never adopted:
+	// reuse them.
+	for _, h := range g.overlay {
+		c.free = append(c.free, h)
+	}
 	clear(g.overlay)
 	clear(g.entries)
 	g.entries = g.entries[:0]
@@ -544,10 +617,17 @@ func (c *committer) head(g *group, stream string) (*head, error) {
 	if h := g.overlay[stream]; h != nil {
 		return h, nil
 	}
-	h := new(head)
+	var h *head
+	if n := len(c.free); n > 0 {
+		h, c.free = c.free[n-1], c.free[:n-1]
+		*h = head{}
+	} else {
+		h = new(head)
+	}
 	if cached := c.heads[stream]; cached != nil {
 		*h = *cached
 	} else if err := c.load(g, stream, h); err != nil {
+		c.free = append(c.free, h)
 		return nil, err
 	}
 	g.overlay[stream] = h
@@ -734,7 +814,7 @@ func (c *committer) stageSnapshot(g *group, txn *badger.Txn, o *op) error {
 		return err
 	}
 	if c.s.cfg.DeleteCoveredEvents {
-		d := &op{kind: opDelete, stream: o.stream, deleteTo: o.snapSeq, done: make(chan struct{})}
+		d := &op{kind: opDelete, stream: o.stream, deleteTo: o.snapSeq, done: make(chan struct{}, 1)}
 		return c.stageDelete(g, txn, d)
 	}
 	return nil
@@ -806,7 +886,7 @@ func (c *committer) abort(g *group, err error) {
 			o.err = err
 			o.res = journal.AppendResult{}
 		}
-		close(o.done)
+		o.finish()
 	}
 	g.ops = g.ops[:0]
 }
@@ -818,6 +898,7 @@ func (c *committer) ack(g *group) {
 	for stream, h := range g.overlay {
 		if cached := c.heads[stream]; cached != nil {
 			*cached = *h
+			c.free = append(c.free, h)
 			continue
 		}
 		if len(c.heads) >= s.cfg.StreamCacheSize {
@@ -837,10 +918,14 @@ func (c *committer) ack(g *group) {
 	s.advance(c.stats.LastPos, c.stats)
 	var appends uint64
 	for _, o := range g.ops {
-		if o.kind == opAppend && o.err == nil && !o.res.Duplicate {
-			appends++
+		if o.kind == opAppend {
+			if o.err == nil && !o.res.Duplicate {
+				appends++
+			}
+			// Committed: Badger has copied them.
+			freeEnvelopes(o.vals)
 		}
-		close(o.done)
+		o.finish()
 	}
 	s.counters.appends.Add(appends)
 	s.counters.events.Add(uint64(g.events))

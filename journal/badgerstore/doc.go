@@ -38,6 +38,11 @@
 // are never held together, and never across a Badger call. Everything else
 // the committer uses (stream heads, counters) is its own.
 //
+// The ops that carry appends to the committer, and the encoded events, are
+// pooled, so that an append allocates little and the garbage collector
+// rarely runs during a group commit; the op type documents the hand-over
+// rules that make the reuse safe.
+//
 // After a failed Badger commit or sync the store refuses further writes (the
 // state on disk is unknown); reopen it.
 //

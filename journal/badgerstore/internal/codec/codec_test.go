@@ -30,6 +30,9 @@ func TestEventRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := AppendEvent([]byte("prefix"), &tt.ev)[len("prefix"):]
+			if n := EventSize(&tt.ev); n != len(b) {
+				t.Fatalf("EventSize = %d, envelope of %d bytes", n, len(b))
+			}
 			SealEvent(b, 42, 1_700_000_000_123_456_789)
 			var got journal.Event
 			if err := d.DecodeEvent(b, &got); err != nil {
@@ -186,6 +189,9 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		// What decodes must encode back to the same bytes.
 		again := AppendEvent(nil, &e)
+		if n := EventSize(&e); n != len(again) {
+			t.Fatalf("EventSize = %d, envelope of %d bytes", n, len(again))
+		}
 		SealEvent(again, e.Position, e.Time.UnixNano())
 		if !bytes.Equal(again, b) {
 			// Empty tag/metadata counts and unsorted metadata re-encode

@@ -37,8 +37,10 @@ const eventHeader = 18
 //	payload | crc32c
 //
 // Strings and the payload are uvarint length-prefixed. Metadata is written
-// in key order so that equal events encode equally.
+// in key order so that equal events encode equally. dst grows at most once
+// (Append runs this once per event, in the caller's goroutine).
 func AppendEvent(dst []byte, e *journal.Event) []byte {
+	dst = slices.Grow(dst, EventSize(e))
 	var flags byte
 	if e.ContentType != "" {
 		flags |= flagContentType
@@ -76,6 +78,37 @@ func AppendEvent(dst []byte, e *journal.Event) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(e.Payload)))
 	dst = append(dst, e.Payload...)
 	return append(dst, 0, 0, 0, 0)
+}
+
+// EventSize is the exact size of the envelope AppendEvent makes of e.
+func EventSize(e *journal.Event) int {
+	n := eventHeader + stringSize(len(e.Type)) + stringSize(len(e.Payload)) + 4
+	if e.ContentType != "" {
+		n += stringSize(len(e.ContentType))
+	}
+	if len(e.Tags) > 0 {
+		n += uvarintSize(uint64(len(e.Tags)))
+		for _, t := range e.Tags {
+			n += stringSize(len(t))
+		}
+	}
+	if len(e.Metadata) > 0 {
+		n += uvarintSize(uint64(len(e.Metadata)))
+		for k, v := range e.Metadata {
+			n += stringSize(len(k)) + stringSize(len(v))
+		}
+	}
+	return n
+}
+
+func stringSize(n int) int { return uvarintSize(uint64(n)) + n }
+
+func uvarintSize(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 // SealEvent writes the position, the commit time and the checksum into an
