@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -557,6 +558,44 @@ func TestIdempotencyTTL(t *testing.T) {
 		r, err := s.Append(ctx, req)
 		return err == nil && !r.Duplicate
 	})
+}
+
+// TestSyncFailure checks that a failed sync fails every append of its
+// group, publishes none of them, releases every caller, and makes the store
+// refuse further writes.
+func TestSyncFailure(t *testing.T) {
+	s := openT(t, Config{})
+	journaltest.MustAppend(t, s, "f/0", 0, ev("E", "durable"))
+	errDisk := errors.New("disk on fire")
+	var syncs atomic.Int32
+	s.testSync = func() error {
+		syncs.Add(1)
+		return errDisk
+	}
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Append(context.Background(), journal.AppendRequest{Stream: fmt.Sprintf("f/%d", w+1), Events: []journal.Event{ev("E", "lost")}})
+			if !errors.Is(err, errDisk) {
+				t.Errorf("writer %d: %v, want the sync error", w, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := syncs.Load(); n != 1 {
+		t.Fatalf("%d syncs after the failure, want 1", n)
+	}
+	if p := s.LastPosition(); p != 1 {
+		t.Fatalf("last position %d published, want 1", p)
+	}
+	if _, err := s.Append(context.Background(), journal.AppendRequest{Stream: "f/0", Expected: 1, Events: []journal.Event{ev("E", "")}}); !errors.Is(err, errDisk) {
+		t.Fatalf("append after the failure: %v", err)
+	}
+	if err := s.SaveSnapshot(context.Background(), journal.Snapshot{Stream: "f/0", Sequence: 1}); !errors.Is(err, errDisk) {
+		t.Fatalf("snapshot after the failure: %v", err)
+	}
 }
 
 // TestAppendRoundTrip appends events of many sizes (around and beyond the

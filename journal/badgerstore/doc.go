@@ -27,16 +27,24 @@
 //
 // # Goroutines and locks
 //
-// Open starts the committer (not in ReadOnly mode); Close stops intake,
-// lets the committer commit and acknowledge everything queued, waits for it
-// to return and for running read iterators to finish, syncs and closes
-// Badger. An append still queued when Close begins is committed; one that
-// arrives later gets journal.ErrClosed; no caller is left waiting. Do not call
-// Close from inside an iteration over the same store: Close waits for it.
+// Open starts the committer (not in ReadOnly mode). The committer starts and
+// owns the releaser goroutine: once a group is acknowledged (committed, and
+// under SyncAlways synced), the committer hands it over, and the releaser
+// publishes the new last position and wakes the group's callers, in commit
+// order, while the committer goes on with the next group (waking a few
+// hundred goroutines is work the Go runtime does one by one). The committer
+// stops the releaser and waits for it before it returns. Close stops
+// intake, lets the committer commit and acknowledge everything queued, waits
+// for it to return and for running read iterators to finish, syncs and
+// closes Badger. An append still queued when Close begins is committed; one
+// that arrives later gets journal.ErrClosed; no caller is left waiting. Do
+// not call Close from inside an iteration over the same store: Close waits
+// for it.
 //
 // Store.mu guards the intake queue; Store.rmu counts running iterators. They
 // are never held together, and never across a Badger call. Everything else
-// the committer uses (stream heads, counters) is its own.
+// the committer uses (stream heads, counters) is its own; the releaser
+// touches only the groups it is handed and the Store's atomics.
 //
 // The ops that carry appends to the committer, and the encoded events, are
 // pooled, so that an append allocates little and the garbage collector

@@ -63,6 +63,10 @@ type Store struct {
 	}
 
 	c *committer // owned by the committer goroutine
+
+	// testSync, when a test sets it before the first write, replaces
+	// db.Sync on the commit path.
+	testSync func() error
 }
 
 var _ journal.Store = (*Store)(nil)
