@@ -56,8 +56,10 @@ type process struct {
 //  2. Each deposit and withdrawal carries a ref that the account remembers:
 //     a repeat of one the account applied succeeds without effect, even if
 //     the account would now refuse it (the balance went down, the
-//     destination was closed). An idempotency key alone does not do this:
-//     the runtime decides the command before it checks the key.
+//     destination was closed). The runtime now also answers a repeated
+//     idempotency key with the first reply before deciding, which gives
+//     the same guarantee; the refs keep it for callers without keys and
+//     show in the statement.
 //  3. The refund is recorded as its own step (CreditRejected) before it is
 //     paid, so a repeat never tries the credit again after the refund.
 //
