@@ -109,6 +109,71 @@ func BenchmarkRawBadgerWriteBatchSync(b *testing.B) {
 	}
 }
 
+// BenchmarkRawBadgerSyncBusy shows why the committer does not overlap a
+// group's db.Sync with other work: Badger's log is a memory-mapped file and
+// db.Sync an msync, which write-protects each dirty page; while another
+// thread of the process runs on another core, every page costs a TLB
+// shootdown, which is slow in a VM. It commits transactions of 512 entries
+// like a group of BenchmarkAppend, each followed by db.Sync, with 0 or 1
+// goroutines spinning (no allocation, no I/O) meanwhile, and reports the
+// sync latency.
+func BenchmarkRawBadgerSyncBusy(b *testing.B) {
+	for _, spinners := range []int{0, 1} {
+		b.Run(fmt.Sprintf("spinners=%d", spinners), func(b *testing.B) {
+			db, err := badger.Open(badgerOptions(Config{Dir: b.TempDir()}.WithDefaults()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range spinners {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					x := 0
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						for i := range 1000 {
+							x += i * i
+						}
+					}
+				}()
+			}
+			const batch = 512
+			val := make([]byte, benchEventSize+40)
+			var syncs []time.Duration
+			b.ResetTimer()
+			for seq := uint64(1); len(syncs)*batch < b.N; seq++ {
+				txn := db.NewTransaction(true)
+				for w := range batch {
+					if err := txn.Set(codec.EventKey(nil, fmt.Sprintf("bench/w%d", w), seq), val); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := txn.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				t0 := time.Now()
+				if err := db.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				syncs = append(syncs, time.Since(t0))
+			}
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			slices.Sort(syncs)
+			b.ReportMetric(float64(syncs[len(syncs)/2].Microseconds()), "sync-p50-µs")
+			b.ReportMetric(float64(syncs[len(syncs)*99/100].Microseconds()), "sync-p99-µs")
+		})
+	}
+}
+
 // rawWriteBatchSync writes n 200-byte values in WriteBatches of batch
 // values, each followed by db.Sync, into a fresh Badger opened with the
 // store's options, and returns values per second.

@@ -12,6 +12,9 @@
 // Under SyncAlways it then calls db.Sync once and only then acknowledges every
 // append of the group. Badger is opened with SyncWrites off, so this sync is
 // the only one on the write path and it covers every caller of the group.
+// The committer stages, commits and syncs a group strictly one step after
+// another, and starts the next group only then: see "Why the committer does
+// not overlap" below.
 //
 // One group is one Badger transaction (not a WriteBatch, which splits into
 // several transactions): Badger replays its write-ahead log transaction by
@@ -53,6 +56,17 @@
 //
 // After a failed Badger commit or sync the store refuses further writes (the
 // state on disk is unknown); reopen it.
+//
+// # Why the committer does not overlap
+//
+// Staging the next group while the previous one syncs (or letting a second
+// goroutine sync while the committer stages) would keep one write per sync
+// and looks free, but measured slower on the 2-core VMs we run on. Badger's
+// log is a memory-mapped file, so db.Sync is an msync that write-protects
+// every dirty page; while another thread of the process runs on the other
+// core, each page costs a TLB-shootdown interrupt. One spinning goroutine
+// doubles db.Sync (BenchmarkRawBadgerSyncBusy); docs/benchmarks.md has the
+// figures.
 //
 // # Read-only opens
 //
