@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 	for w := range workers {
 		send(t, p.url, fmt.Sprintf(`{"kind":"account","id":"w%d","type":"Open","payload":{}}`, w))
 	}
-	acked := make([]int, workers)
+	acked := make([]atomic.Int64, workers) // read while the workers run
 	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 5 * time.Second}
 	for w := range workers {
@@ -49,7 +50,7 @@ func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 				resp.Body.Close()
 				switch resp.StatusCode {
 				case 200:
-					acked[w]++
+					acked[w].Add(1)
 				case 503:
 					if sig == syscall.SIGKILL {
 						t.Errorf("worker %d: 503 before the kill", w)
@@ -63,8 +64,8 @@ func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 		}()
 	}
 	waitFor(t, 10*time.Second, func() bool {
-		for _, n := range acked {
-			if n < 5 {
+		for i := range acked {
+			if acked[i].Load() < 5 {
 				return false
 			}
 		}
@@ -103,10 +104,14 @@ func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 		if _, err := fmt.Sscanf(stdout[strings.Index(stdout, `"balance":`)+len(`"balance":`):], "%d", &got); err != nil {
 			t.Fatalf("balance of w%d in %q: %v", w, stdout, err)
 		}
-		if got < acked[w] {
-			t.Fatalf("w%d: %d deposits acknowledged, balance %d after restart", w, acked[w], got)
+		if n := acked[w].Load(); int64(got) < n {
+			t.Fatalf("w%d: %d deposits acknowledged, balance %d after restart", w, n, got)
 		}
 	}
-	t.Logf("%v: stopped in %s under load; acknowledged %v", sig, took, acked)
+	counts := make([]int64, workers)
+	for i := range acked {
+		counts[i] = acked[i].Load()
+	}
+	t.Logf("%v: stopped in %s under load; acknowledged %v", sig, took, counts)
 	p.stop(10 * time.Second)
 }
