@@ -10,6 +10,8 @@ import (
 	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/troupe-dev/troupe/journal/badgerstore"
 )
 
 // ReadStore is the query side's store: read models and projection
@@ -40,7 +42,7 @@ func OpenReadStore(cfg ReadStoreConfig) (*ReadStore, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	opts := badger.DefaultOptions(cfg.Dir).
-		WithLogger(badgerLogger{cfg.Logger.With("component", "badger-read")}).
+		WithLogger(badgerstore.Logger(cfg.Logger, "badger-read")).
 		WithReadOnly(cfg.ReadOnly).
 		// Read models are rebuilt from the journal if lost; a process
 		// crash keeps Badger's unsynced writes in the OS page cache.
@@ -204,19 +206,4 @@ func (v *View) scan(prefix, from string, limit int, reverse bool) iter.Seq2[KV, 
 			}
 		}
 	}
-}
-
-// badgerLogger sends Badger's logs to slog.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, v ...any)   { b.l.Error(trimNL(fmt.Sprintf(f, v...))) }
-func (b badgerLogger) Warningf(f string, v ...any) { b.l.Warn(trimNL(fmt.Sprintf(f, v...))) }
-func (b badgerLogger) Infof(f string, v ...any)    { b.l.Debug(trimNL(fmt.Sprintf(f, v...))) }
-func (b badgerLogger) Debugf(f string, v ...any)   { b.l.Debug(trimNL(fmt.Sprintf(f, v...))) }
-
-func trimNL(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '\n' {
-		s = s[:len(s)-1]
-	}
-	return s
 }

@@ -5,10 +5,20 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
-// badgerLogger sends Badger's printf-style logs to slog with
-// component=badger. Messages below the handler's level are not formatted.
+// Logger adapts slog to Badger's printf-style logger, with the attribute
+// component set. Badger's info lines (table levels, compaction and replay
+// progress) go out at debug: they are chatter at every open and close;
+// warnings and errors keep their level. Messages below the handler's level
+// are not formatted. Other Badger databases of the node (the read store)
+// use it too.
+func Logger(l *slog.Logger, component string) badger.Logger {
+	return badgerLogger{l: l.With("component", component)}
+}
+
 type badgerLogger struct{ l *slog.Logger }
 
 func newBadgerLogger(l *slog.Logger) badgerLogger {
@@ -24,5 +34,5 @@ func (b badgerLogger) log(level slog.Level, format string, args []any) {
 
 func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
 func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelInfo, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a) }
