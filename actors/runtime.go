@@ -118,8 +118,49 @@ type Runtime struct {
 	// dispatcher runs the entities' mailbox turns on reused goroutines.
 	dispatcher *reusingDispatcher
 
-	sends sync.WaitGroup
-	wg    sync.WaitGroup
+	// open is set by Start; from then on kinds does not change, so sends
+	// read it without mu. sends counts the commands in flight.
+	open      atomic.Bool
+	sends     sendGate
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// sendGate counts the sends in flight, without a lock, and refuses new
+// ones once closed.
+type sendGate struct {
+	state atomic.Int64  // sends in flight << 1 | closed bit
+	idle  chan struct{} // closed once the gate is closed and no send is in flight
+	once  sync.Once
+}
+
+// enter admits a send, unless the gate is closed.
+func (g *sendGate) enter() bool {
+	for {
+		s := g.state.Load()
+		if s&1 != 0 {
+			return false
+		}
+		if g.state.CompareAndSwap(s, s+2) {
+			return true
+		}
+	}
+}
+
+// leave ends an admitted send.
+func (g *sendGate) leave() {
+	if g.state.Add(-2) == 1 {
+		g.once.Do(func() { close(g.idle) })
+	}
+}
+
+// close refuses further sends and returns a channel that is closed once the
+// sends in flight have left. It may be called more than once.
+func (g *sendGate) close() <-chan struct{} {
+	if g.state.Or(1) == 0 {
+		g.once.Do(func() { close(g.idle) })
+	}
+	return g.idle
 }
 
 // entityShard holds the live entities of one shard.
@@ -181,6 +222,7 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 		kinds:       map[string]Behavior{},
 		projections: map[string]*projection{},
 		queries:     map[string]Query{},
+		sends:       sendGate{idle: make(chan struct{})},
 	}
 	if rt.system == nil {
 		rt.system = NewSystem(cfg.Logger)
@@ -210,6 +252,9 @@ func NewSystem(l *slog.Logger) *actor.ActorSystem {
 func (rt *Runtime) Register(k Behavior) error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	if rt.started || rt.closing {
+		return fmt.Errorf("actors: kind %q registered after Start or Close", k.Name())
+	}
 	if k.Name() == "" {
 		return errors.New("actors: kind with an empty name")
 	}
@@ -258,6 +303,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		rt.timers.run(rt.ctx)
 	}()
 	rt.started = true
+	rt.open.Store(true)
 	return nil
 }
 
@@ -276,15 +322,11 @@ func (rt *Runtime) SendExternal(ctx context.Context, cmd *troupev1.Command) (*Ou
 }
 
 func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external bool) (*Outcome, error) {
-	rt.mu.Lock()
-	if rt.closing || !rt.started {
-		rt.mu.Unlock()
+	if !rt.open.Load() || !rt.sends.enter() {
 		return nil, ErrClosed
 	}
-	rt.sends.Add(1)
-	defer rt.sends.Done()
+	defer rt.sends.leave()
 	k, ok := rt.kinds[cmd.GetKind()]
-	rt.mu.Unlock()
 	if !ok {
 		return nil, &UnknownKindError{Kind: cmd.GetKind()}
 	}
@@ -398,8 +440,7 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	rt.mu.Lock()
 	rt.closing = true
 	rt.mu.Unlock()
-	done := make(chan struct{})
-	go func() { rt.sends.Wait(); close(done) }()
+	done := rt.sends.close()
 	var err error
 	select {
 	case <-done:
@@ -415,9 +456,15 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 
 // Close stops everything at once. It is idempotent.
 func (rt *Runtime) Close() error {
+	rt.closeOnce.Do(rt.close)
+	return nil
+}
+
+func (rt *Runtime) close() {
 	rt.mu.Lock()
 	rt.closing = true
 	rt.mu.Unlock()
+	rt.sends.close()
 	rt.closed.Store(true)
 	rt.cancel()
 	var futures []*actor.Future
@@ -447,5 +494,4 @@ func (rt *Runtime) Close() error {
 	if rt.ownSys {
 		rt.system.Shutdown()
 	}
-	return nil
 }

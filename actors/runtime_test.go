@@ -425,3 +425,41 @@ func TestEventSidecarSkipsAndRewritesEventsForProjections(t *testing.T) {
 		t.Fatalf("entity %+v", got)
 	}
 }
+
+func TestRegisterAfterStartIsRefused(t *testing.T) {
+	n := start(t, "", nil)
+	err := n.RT.Register(actors.NewKind("late", func(string) struct{} { return struct{}{} }))
+	if err == nil || !strings.Contains(err.Error(), `kind "late" registered after Start`) {
+		t.Fatalf("Register after Start = %v", err)
+	}
+}
+
+// Shutdown refuses new commands at once, waits for the ones in flight, and
+// reports the ones still running when its context ends.
+func TestShutdownWaitsForCommandsInFlight(t *testing.T) {
+	ctx := context.Background()
+	n := start(t, "", nil)
+	done := make(chan error, 1)
+	go func() { _, err := n.Send(ctx, "counter", "s", Block{}); done <- err }()
+	<-blocked
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- n.RT.Shutdown(short) }()
+	actorstest.Eventually(t, 5*time.Second, func() bool {
+		_, err := n.Send(ctx, "counter", "s2", Add{1})
+		return errors.Is(err, actors.ErrClosed)
+	})
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a command was still running", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Past its deadline, Shutdown stops the entities, which waits for the
+	// running handler.
+	release <- struct{}{}
+	if err := <-shut; err == nil || !strings.Contains(err.Error(), "commands still in flight") {
+		t.Fatalf("Shutdown with a command blocked past its deadline = %v", err)
+	}
+	<-done
+}
