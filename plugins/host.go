@@ -112,6 +112,9 @@ type entry struct {
 	state     State
 	lastErr   string
 	lastErrAt time.Time
+	// loadErr is why the files named by filesHash failed to load ("" if
+	// they loaded).
+	loadErr string
 	loadedAt  time.Time
 }
 
@@ -336,8 +339,14 @@ func (h *Host) loadOne(ctx context.Context, name string) error {
 		h.entries[name] = e
 	}
 	unchanged := e.filesHash == filesHash && werr == nil && merr == nil
+	loadErr := e.loadErr
 	h.mu.Unlock()
 	if unchanged {
+		if loadErr != "" {
+			// These files failed before (perhaps when the watcher saw
+			// them): still a failure, whoever asks.
+			return errors.New(loadErr)
+		}
 		return nil
 	}
 
@@ -350,7 +359,7 @@ func (h *Host) loadOne(ctx context.Context, name string) error {
 	}
 	var old *version
 	if err != nil {
-		e.lastErr, e.lastErrAt = err.Error(), time.Now()
+		e.lastErr, e.lastErrAt, e.loadErr = err.Error(), time.Now(), err.Error()
 		if e.cur != nil {
 			e.state = StateStale
 		} else {
@@ -359,7 +368,7 @@ func (h *Host) loadOne(ctx context.Context, name string) error {
 	} else {
 		old = e.cur
 		e.cur, e.man, e.state, e.loadedAt = v, man, StateReady, time.Now()
-		e.lastErr, e.lastErrAt = "", time.Time{}
+		e.lastErr, e.lastErrAt, e.loadErr = "", time.Time{}, ""
 		h.publishLocked()
 	}
 	serving := e.cur != nil
