@@ -55,10 +55,18 @@ type Account struct {
 	Open    bool   `json:"open"`
 	Closed  bool   `json:"closed"`
 	Balance int64  `json:"balance"`
-	// Refs are the references of the deposits and withdrawals applied so
-	// far, so that a repeated one is recognised (see Deposit.Ref).
-	Refs map[string]bool `json:"refs,omitempty"`
+	// Refs and OlderRefs hold the references of the recent deposits and
+	// withdrawals, so that a repeated one is recognised (see Deposit.Ref):
+	// new refs go into Refs, and when it holds maxRefs, it becomes
+	// OlderRefs (the older set is dropped). So an account remembers its
+	// last maxRefs to 2×maxRefs refs, and its state stays bounded however
+	// many transfers it takes part in.
+	Refs      map[string]bool `json:"refs,omitempty"`
+	OlderRefs map[string]bool `json:"older_refs,omitempty"`
 }
+
+// maxRefs bounds the refs an account remembers (see Account.Refs).
+const maxRefs = 1000
 
 // Commands.
 type (
@@ -70,11 +78,11 @@ type (
 	Deposit struct {
 		Amount int64 `json:"amount"`
 		// Ref, when set, names the operation (the transfer process uses
-		// "<transfer id>/credit"): an account applies a ref once, and a
-		// repeat changes nothing and succeeds, even if the account could
-		// no longer take the deposit. The command's idempotency key alone
-		// cannot promise that: the runtime runs the handler before it
-		// looks at the key, so a repeat would be judged on today's state.
+		// "<transfer id>/credit"): an account applies a recent ref once
+		// (see Account.Refs), and a repeat changes nothing and succeeds,
+		// even if the account could no longer take the deposit. Send an
+		// idempotency key too: the runtime answers a repeated key with the
+		// first reply, however old, before the handler runs.
 		Ref string `json:"ref,omitempty"`
 	}
 	// Withdraw takes a positive amount, never more than the balance.
@@ -124,7 +132,7 @@ func newAccounts() *actors.Kind[Account] {
 		return actors.Decision{Events: []any{Opened{Owner: c.Owner}}, Reply: Reply{Balance: 0}}, nil
 	})
 	actors.Handle(k, func(s Account, c Deposit) (actors.Decision, error) {
-		if c.Ref != "" && s.Refs[c.Ref] {
+		if s.applied(c.Ref) {
 			return actors.Decision{Reply: Reply{Balance: s.Balance}}, nil
 		}
 		if err := usable(s); err != nil {
@@ -139,7 +147,7 @@ func newAccounts() *actors.Kind[Account] {
 		return actors.Decision{Events: []any{Deposited{Amount: c.Amount, Ref: c.Ref}}, Reply: Reply{Balance: s.Balance + c.Amount}}, nil
 	})
 	actors.Handle(k, func(s Account, c Withdraw) (actors.Decision, error) {
-		if c.Ref != "" && s.Refs[c.Ref] {
+		if s.applied(c.Ref) {
 			return actors.Decision{Reply: Reply{Balance: s.Balance}}, nil
 		}
 		if err := usable(s); err != nil {
@@ -169,12 +177,20 @@ func newAccounts() *actors.Kind[Account] {
 	return k
 }
 
+// applied tells whether the account remembers ref.
+func (s Account) applied(ref string) bool {
+	return ref != "" && (s.Refs[ref] || s.OlderRefs[ref])
+}
+
 // withRef records ref as applied. The set is updated in place: the entity
-// keeps only its newest state, and copying a growing set on every event
-// would make an account's history quadratic.
+// keeps only its newest state, and copying a set on every event would cost
+// maxRefs per event.
 func (s Account) withRef(ref string) Account {
 	if ref == "" {
 		return s
+	}
+	if len(s.Refs) >= maxRefs {
+		s.OlderRefs, s.Refs = s.Refs, nil
 	}
 	if s.Refs == nil {
 		s.Refs = map[string]bool{}

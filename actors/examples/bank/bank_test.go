@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -171,4 +172,34 @@ func events(t *testing.T, n *actorstest.Node, stream string) []journal.Event {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// TestAccountRefsStayBounded: an account remembers its recent refs, not
+// every ref it ever applied, so its state (and snapshots) stay bounded.
+func TestAccountRefsStayBounded(t *testing.T) {
+	const n = 2*maxRefs + 500
+	given := []any{Opened{}}
+	for i := range n {
+		given = append(given, Deposited{Amount: 1, Ref: fmt.Sprintf("t-%d/credit", i)})
+	}
+	s := actorstest.Given(Accounts, "a", given...).State()
+	if s.Balance != n {
+		t.Fatalf("balance %d, want %d", s.Balance, n)
+	}
+	if held := len(s.Refs) + len(s.OlderRefs); held > 2*maxRefs || held < maxRefs {
+		t.Fatalf("the account holds %d refs, want %d to %d", held, maxRefs, 2*maxRefs)
+	}
+	for i := n - maxRefs; i < n; i++ {
+		if ref := fmt.Sprintf("t-%d/credit", i); !s.applied(ref) {
+			t.Fatalf("recent ref %s forgotten", ref)
+		}
+	}
+	if s.applied("t-0/credit") {
+		t.Fatalf("the oldest ref is still held")
+	}
+	// A recent repeat is still a no-op success.
+	actorstest.Given(Accounts, "a", given...).
+		When(Deposit{Amount: 5, Ref: fmt.Sprintf("t-%d/credit", n-1)}).
+		ThenEvents(t).
+		ThenReply(t, Reply{Balance: n})
 }

@@ -53,13 +53,13 @@ type process struct {
 //     the transfer has moved past the status the event set, the event was
 //     handled before and is skipped. So a withdrawal rejected and recorded
 //     as Failed is not tried again, and succeed, once the source has money.
-//  2. Each deposit and withdrawal carries a ref that the account remembers:
-//     a repeat of one the account applied succeeds without effect, even if
-//     the account would now refuse it (the balance went down, the
-//     destination was closed). The runtime now also answers a repeated
-//     idempotency key with the first reply before deciding, which gives
-//     the same guarantee; the refs keep it for callers without keys and
-//     show in the statement.
+//  2. Each deposit and withdrawal carries an idempotency key: the runtime
+//     answers a repeated key with the first reply before the handler runs,
+//     so a repeat succeeds without effect even if the account would now
+//     refuse it (the balance went down, the destination was closed). It
+//     also carries a ref, which shows in the statement and which the
+//     account remembers for its recent operations (see Account.Refs), for
+//     callers that send no key.
 //  3. The refund is recorded as its own step (CreditRejected) before it is
 //     paid, so a repeat never tries the credit again after the refund.
 //
