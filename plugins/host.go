@@ -114,8 +114,8 @@ type entry struct {
 	lastErrAt time.Time
 	// loadErr is why the files named by filesHash failed to load ("" if
 	// they loaded).
-	loadErr string
-	loadedAt  time.Time
+	loadErr  string
+	loadedAt time.Time
 }
 
 // chain is an immutable snapshot of the serving versions, swapped
