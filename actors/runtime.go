@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/troupe-dev/troupe/cluster"
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -75,9 +74,12 @@ type Config struct {
 	// PassivateAfter stops an entity that received nothing for this long;
 	// its next command recovers it. Default 2 minutes; negative: never.
 	PassivateAfter time.Duration
-	// Shards maps entities to shards and shards to nodes. Default: a
-	// single-node table that owns every shard.
-	Shards *cluster.ShardTable
+	// Placement maps entities to shards and shards to nodes. Default:
+	// LocalPlacement, which owns every shard.
+	Placement Placement
+	// Forwarder sends a command whose shard another node owns to that
+	// node. Nil: such a command fails with *NotOwnerError.
+	Forwarder Forwarder
 	// Clock returns the time used for timers. Default: time.Now.
 	Clock func() time.Time
 	// Logger receives the runtime's logs. Default: discard.
@@ -103,9 +105,9 @@ type Runtime struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	shards   *cluster.ShardTable
-	entities []entityShard // one per shard
-	timers   *timerService
+	placement Placement
+	entities  []entityShard // one per shard
+	timers    *timerService
 
 	mu          sync.Mutex
 	kinds       map[string]Behavior
@@ -203,8 +205,11 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 	if cfg.PassivateAfter == 0 {
 		cfg.PassivateAfter = 2 * time.Minute
 	}
-	if cfg.Shards == nil {
-		cfg.Shards = cluster.SingleNode("local")
+	if cfg.Placement == nil {
+		cfg.Placement = LocalPlacement{}
+	}
+	if n := cfg.Placement.NumShards(); n <= 0 {
+		return nil, fmt.Errorf("actors: placement with %d shards", n)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -217,8 +222,8 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 		journal:     cfg.Journal,
 		system:      cfg.System,
 		log:         cfg.Logger,
-		shards:      cfg.Shards,
-		entities:    make([]entityShard, cfg.Shards.NumShards()),
+		placement:   cfg.Placement,
+		entities:    make([]entityShard, cfg.Placement.NumShards()),
 		kinds:       map[string]Behavior{},
 		projections: map[string]*projection{},
 		queries:     map[string]Query{},
@@ -309,19 +314,30 @@ func (rt *Runtime) Start(ctx context.Context) error {
 
 // Send delivers one command to its entity and waits for the outcome. The
 // outcome is returned only after the events the command decided are durable
-// in the journal. Send is for trusted, in-process callers (reactors, Go
-// code); the API uses SendExternal.
+// in the journal. When another node owns the entity's shard, the command is
+// forwarded there (Config.Forwarder). Send is for trusted, in-process
+// callers (reactors, Go code); the API uses SendExternal.
 func (rt *Runtime) Send(ctx context.Context, cmd *troupev1.Command) (*Outcome, error) {
-	return rt.send(ctx, cmd, false)
+	return rt.send(ctx, cmd, false, true)
 }
 
 // SendExternal is Send for commands from clients: commands registered with
 // HandleInternal are refused.
 func (rt *Runtime) SendExternal(ctx context.Context, cmd *troupev1.Command) (*Outcome, error) {
-	return rt.send(ctx, cmd, true)
+	return rt.send(ctx, cmd, true, true)
 }
 
-func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external bool) (*Outcome, error) {
+// SendForwarded serves a command another node forwarded here because this
+// node owns its shard. It never forwards again: when this node does not own
+// the shard (any more), it fails with *NotOwnerError, which the sending
+// node may retry. external is the flag the sender passed to Forward.
+func (rt *Runtime) SendForwarded(ctx context.Context, cmd *troupev1.Command, external bool) (*Outcome, error) {
+	return rt.send(ctx, cmd, external, false)
+}
+
+// send is the one command path: check the command against its kind, find
+// the shard's owner, forward or run the sidecar chain and deliver.
+func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external, mayForward bool) (*Outcome, error) {
 	if !rt.open.Load() || !rt.sends.enter() {
 		return nil, ErrClosed
 	}
@@ -340,13 +356,22 @@ func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external boo
 	case internal && external:
 		return nil, &InternalCommandError{Kind: k.Name(), Type: cmd.GetType()}
 	}
+	shard := rt.placement.ShardOf(cmd.GetKind(), cmd.GetEntityId())
+	if owner, local := rt.placement.Owner(shard); !local {
+		if !mayForward || owner == "" || rt.cfg.Forwarder == nil {
+			return nil, &NotOwnerError{Kind: cmd.GetKind(), ID: cmd.GetEntityId(), Shard: shard, Owner: owner}
+		}
+		// The owner runs the sidecar chain: plugins see each command
+		// once, on the node that executes it.
+		return rt.cfg.Forwarder.Forward(ctx, owner, cmd, external)
+	}
 	if rt.cfg.Intercept != nil {
 		if err := rt.cfg.Intercept(ctx, cmd); err != nil {
 			return nil, err
 		}
 	}
 	reply := make(chan result, 1)
-	if err := rt.deliver(k, cmd.GetKind(), cmd.GetEntityId(), &delivery{ctx: ctx, cmd: cmd, reply: reply}); err != nil {
+	if err := rt.deliver(k, shard, stream, cmd.GetEntityId(), &delivery{ctx: ctx, cmd: cmd, reply: reply}); err != nil {
 		return nil, err
 	}
 	select {
@@ -357,15 +382,12 @@ func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external boo
 	}
 }
 
-// deliver sends msg to an entity, spawning it if it is not live. It
-// refuses when the entity already has MailboxSize messages waiting.
-func (rt *Runtime) deliver(k Behavior, kind, id string, msg any) error {
-	shard := rt.shards.ShardOf(kind, id)
-	if !rt.shards.Local(shard) {
-		return fmt.Errorf("actors: %s/%s belongs to shard %d of node %s", kind, id, shard, rt.shards.Owner(shard))
-	}
+// deliver sends msg to the entity stream (with id id) of shard, spawning
+// it if it is not live. It refuses when the entity already has
+// MailboxSize messages waiting. The caller has checked that this node owns
+// the shard.
+func (rt *Runtime) deliver(k Behavior, shard int, stream, id string, msg any) error {
 	es := &rt.entities[shard]
-	stream := journal.StreamID(kind, id)
 	es.mu.Lock()
 	if rt.closed.Load() {
 		es.mu.Unlock()

@@ -162,7 +162,12 @@ func (ts *timerService) wakeDue(ctx context.Context, p *projection) (time.Durati
 			ts.rt.log.Warn("timer of an unregistered kind", "stream", stream)
 			continue
 		}
-		if derr := ts.rt.deliver(k, kind, id, &wake{}); derr != nil {
+		// A timer fires on the node that owns its entity's shard.
+		shard := ts.rt.placement.ShardOf(kind, id)
+		if _, local := ts.rt.placement.Owner(shard); !local {
+			continue
+		}
+		if derr := ts.rt.deliver(k, shard, stream, id, &wake{}); derr != nil {
 			ts.rt.log.Warn("could not wake entity for its timer", "actor", stream, "err", derr)
 		}
 	}

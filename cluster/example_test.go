@@ -9,6 +9,7 @@ import (
 func ExampleShardTable() {
 	t := cluster.SingleNode("node-1")
 	s := t.ShardOf("account", "acc-1")
-	fmt.Println(s, t.Owner(s), t.Local(s))
+	owner, local := t.Owner(s)
+	fmt.Println(s, owner, local)
 	// Output: 128 node-1 true
 }

@@ -1,29 +1,30 @@
 // Package cluster holds what a Troupe cluster agrees on: how entities map to
-// shards and shards to nodes. Membership (serf), ownership leases and the
-// replicated log come with the cluster work; today one node owns every
-// shard. The node's composition root is in cluster/node, the embedded NATS
-// server in cluster/bus.
+// shards and shards to nodes. It implements the placement the actors
+// runtime declares (actors.Placement); membership lives in
+// cluster/membership, the embedded NATS server in cluster/bus, and the
+// composition root that wires them in cluster/node. Ownership leases and
+// routing between nodes come with the sharding work; today every node owns
+// every shard of its own data.
 //
 //	t := cluster.SingleNode("node-1")
 //	s := t.ShardOf("account", "acc-1")
-//	owner := t.Owner(s) // "node-1"
+//	owner, local := t.Owner(s) // "node-1", true
 package cluster
 
-import "hash/fnv"
+import "github.com/troupe-dev/troupe/actors"
 
 // DefaultShards is the number of shards of a cluster. It is fixed for the
 // life of a cluster's data: changing it moves entities between shards.
-const DefaultShards = 256
+const DefaultShards = actors.DefaultShards
 
-// Shard is a shard number in [0, NumShards).
-type Shard uint32
-
-// ShardTable maps entities to shards and shards to their owning node.
-// Its methods are safe for concurrent use.
+// ShardTable maps entities to shards and shards to their owning node. It
+// implements actors.Placement. Its methods are safe for concurrent use.
 type ShardTable struct {
-	shards uint32
+	shards int
 	self   string
 }
+
+var _ actors.Placement = (*ShardTable)(nil)
 
 // SingleNode is the table of a one-node cluster: node owns every shard.
 func SingleNode(node string) *ShardTable {
@@ -31,20 +32,11 @@ func SingleNode(node string) *ShardTable {
 }
 
 // NumShards is the number of shards.
-func (t *ShardTable) NumShards() int { return int(t.shards) }
+func (t *ShardTable) NumShards() int { return t.shards }
 
-// ShardOf maps an entity to its shard: FNV-1a of "kind/id", so that the
-// entities of one kind spread over all shards and kinds spread too.
-func (t *ShardTable) ShardOf(kind, id string) Shard {
-	h := fnv.New32a()
-	h.Write([]byte(kind))
-	h.Write([]byte{'/'})
-	h.Write([]byte(id))
-	return Shard(h.Sum32() % t.shards)
-}
+// ShardOf maps an entity to its shard (actors.ShardOf: FNV-1a of
+// "kind/id").
+func (t *ShardTable) ShardOf(kind, id string) int { return actors.ShardOf(kind, id, t.shards) }
 
-// Owner is the node that owns a shard.
-func (t *ShardTable) Owner(Shard) string { return t.self }
-
-// Local reports whether this node owns the shard.
-func (t *ShardTable) Local(s Shard) bool { return t.Owner(s) == t.self }
+// Owner is the node that owns a shard, and whether it is this node.
+func (t *ShardTable) Owner(int) (string, bool) { return t.self, true }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/actors/topics"
+	"github.com/troupe-dev/troupe/journal/badgerstore"
 )
 
 // Config configures a node. Every field has a default; the zero value runs a
@@ -56,10 +57,13 @@ type Config struct {
 	CommandSubjectPrefix string
 	// PluginDir is the directory of Wasm plugins ("" = none).
 	PluginDir string
-	// Sync is the journal's sync policy: "always" (default: a command is
-	// acknowledged only once its events are fsynced), "interval" or "none".
-	Sync string
-	// SyncInterval is the fsync period under Sync "interval". Default 10ms.
+	// Sync is the journal's sync policy: SyncAlways (the zero value and
+	// default: a command is acknowledged only once its events are
+	// fsynced), SyncInterval or SyncNone. It is a flag value
+	// ("always", "interval", "none").
+	Sync badgerstore.SyncPolicy
+	// SyncInterval is the fsync period under SyncInterval. Default:
+	// badgerstore.DefaultSyncInterval (10 ms).
 	SyncInterval time.Duration
 	// MaxRequestBytes caps an API request body. Default: 1 MiB.
 	MaxRequestBytes int
@@ -96,12 +100,6 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.CommandSubjectPrefix == "" {
 		cfg.CommandSubjectPrefix = "troupe.cmd"
-	}
-	if cfg.Sync == "" {
-		cfg.Sync = "always"
-	}
-	if cfg.SyncInterval == 0 {
-		cfg.SyncInterval = 10 * time.Millisecond
 	}
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = 1 << 20
@@ -150,10 +148,8 @@ func (cfg Config) Validate() error {
 			return fmt.Errorf("node: command subject prefix %q: %w", cfg.CommandSubjectPrefix, err)
 		}
 	}
-	switch cfg.Sync {
-	case "always", "interval", "none":
-	default:
-		return fmt.Errorf("node: sync policy %q: want always, interval or none", cfg.Sync)
+	if cfg.Sync < badgerstore.SyncAlways || cfg.Sync > badgerstore.SyncNone {
+		return fmt.Errorf("node: sync policy %v: want always, interval or none", cfg.Sync)
 	}
 	if cfg.SyncInterval < 0 {
 		return errors.New("node: negative sync interval")

@@ -100,7 +100,7 @@ func (a *api) Read(ctx context.Context, req *connect.Request[troupev1.ReadReques
 func (a *api) Tail(ctx context.Context, req *connect.Request[troupev1.TailRequest], out *connect.ServerStream[troupev1.TailResponse]) error {
 	m := req.Msg
 	if m.GetKind() != "" && m.GetTag() != "" {
-		return invalid("kind and tag are exclusive")
+		return toConnect(invalid("kind and tag are exclusive"))
 	}
 	f := journal.Filter{Kind: m.GetKind(), Tag: m.GetTag()}
 	// A followed tail never ends by itself: end it when the node stops, so

@@ -12,13 +12,9 @@ import (
 // inspection tools (the CLI reading a stopped node).
 func OpenJournal(cfg Config, readOnly bool, log *slog.Logger) (journal.Store, error) {
 	cfg = cfg.withDefaults()
-	sync, err := badgerstore.ParseSyncPolicy(cfg.Sync)
-	if err != nil {
-		return nil, err
-	}
 	return badgerstore.Open(badgerstore.Config{
 		Dir:          filepath.Join(cfg.DataDir, "journal"),
-		Sync:         sync,
+		Sync:         cfg.Sync,
 		SyncInterval: cfg.SyncInterval,
 		ReadOnly:     readOnly,
 		// A read-only look at a killed node's data recovers Badger's log

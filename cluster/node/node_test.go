@@ -157,7 +157,7 @@ func TestConfigValidation(t *testing.T) {
 		want string
 	}{
 		{"bad http address", Config{HTTPAddr: "nohost"}, "http address"},
-		{"bad sync", Config{Sync: "sometimes"}, `sync policy "sometimes"`},
+		{"bad sync", Config{Sync: 7}, `sync policy SyncPolicy(7)`},
 		{"bad nats port", Config{NATSPort: 99999}, "nats port"},
 	}
 	for _, tt := range tests {

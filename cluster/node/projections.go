@@ -24,7 +24,7 @@ func (a *api) Status(ctx context.Context, _ *connect.Request[troupev1.Projection
 func (a *api) Rebuild(ctx context.Context, req *connect.Request[troupev1.RebuildRequest], out *connect.ServerStream[troupev1.RebuildResponse]) error {
 	name := req.Msg.GetName()
 	if name == "" {
-		return invalid(`missing "name" (the projection to rebuild)`)
+		return toConnect(invalid(`missing "name" (the projection to rebuild)`))
 	}
 	target := a.n.journal.LastPosition()
 	if err := a.n.rt.RebuildProjection(ctx, name); err != nil {

@@ -10,12 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/codes"
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -141,49 +141,39 @@ func (cr *commandRequests) handle(m *nats.Msg) {
 
 func (cr *commandRequests) serve(m *nats.Msg) {
 	pb := m.Header.Get("Content-Type") == "application/protobuf"
-	reply := func(resp proto.Message, err error) {
-		out := nats.NewMsg(m.Reply)
-		if err != nil {
-			code := connect.CodeOf(err)
-			out.Header.Set("Troupe-Error", code.String())
-			msg := err.Error()
-			var ce *connect.Error
-			if errors.As(err, &ce) {
-				msg = ce.Message()
-			}
-			out.Data, _ = json.Marshal(struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			}{code.String(), msg})
-		} else if pb {
-			out.Data, _ = proto.Marshal(resp)
-			out.Header.Set("Content-Type", "application/protobuf")
-		} else {
-			out.Data, _ = protojson.Marshal(resp)
-		}
-		if m.Reply != "" {
-			_ = m.RespondMsg(out)
-		}
+	resp, err := cr.command(m, pb)
+	if m.Reply == "" {
+		return
 	}
+	out := nats.NewMsg(m.Reply)
+	switch {
+	case err != nil:
+		code := codes.Of(err)
+		out.Header.Set("Troupe-Error", code.String())
+		out.Data, _ = json.Marshal(struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}{code.String(), err.Error()})
+	case pb:
+		out.Data, _ = proto.Marshal(resp)
+		out.Header.Set("Content-Type", "application/protobuf")
+	default:
+		out.Data, _ = protojson.Marshal(resp)
+	}
+	_ = m.RespondMsg(out)
+}
+
+// command decodes a command request and runs it on the node's command path.
+func (cr *commandRequests) command(m *nats.Msg, pb bool) (*troupev1.SendResponse, error) {
 	req, err := parseCommandRequest(cr.n.cfg.CommandSubjectPrefix, m.Subject, m.Data, pb)
 	if err != nil {
-		reply(nil, err)
-		return
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cr.n.cfg.RequestTimeout)
-	defer cancel()
-	creq := connect.NewRequest(req)
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := m.Header.Get(k); v != "" {
-			creq.Header().Set(k, v)
-		}
-	}
-	resp, err := cr.n.api.Send(ctx, creq)
+	cmd, err := newCommand(req, traceContext(m.Header.Get("traceparent"), m.Header.Get("tracestate")))
 	if err != nil {
-		reply(nil, err)
-		return
+		return nil, err
 	}
-	reply(resp.Msg, nil)
+	return cr.n.sendCommand(context.Background(), cmd)
 }
 
 // parseCommandRequest turns a command request's subject and body into the

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/troupe-dev/troupe/actors/codes"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
 )
@@ -36,7 +37,7 @@ func TestParseCommandRequest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req, err := parseCommandRequest("troupe.cmd", tt.subject, []byte(tt.body), tt.pb)
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || connect.CodeOf(err) != connect.CodeInvalidArgument {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || codes.Of(err) != codes.InvalidArgument {
 					t.Fatalf("err %v, want invalid_argument containing %q", err, tt.wantErr)
 				}
 				return
@@ -55,7 +56,7 @@ func FuzzParseCommandRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, subject string, body []byte, pb bool) {
 		req, err := parseCommandRequest("troupe.cmd", subject, body, pb)
 		if err != nil {
-			if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			if codes.Of(err) != codes.InvalidArgument {
 				t.Fatalf("error %v is not invalid_argument", err)
 			}
 			return

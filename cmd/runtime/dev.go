@@ -13,6 +13,7 @@ import (
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/actors/examples/bank"
 	"github.com/troupe-dev/troupe/cluster/node"
+	"github.com/troupe-dev/troupe/journal/badgerstore"
 )
 
 func newDevCmd() *cobra.Command {
@@ -53,8 +54,8 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.StringVar(&cfg.EventSubject, "event-subject", "troupe.events.{kind}.{id}", "where committed events are published ({kind}, {id}, {type}; - for nowhere)")
 	f.StringToStringVar(&cfg.EventSubjectByKind, "event-subject-for", nil, "KIND=TEMPLATE: another event subject for one kind (repeatable; - for none)")
 	f.StringVar(&cfg.CommandSubjectPrefix, "command-subject-prefix", "troupe.cmd", "NATS requests to PREFIX.<kind>.<id> are commands (- to turn off)")
-	f.StringVar(&cfg.Sync, "sync", "always", "journal sync policy: always, interval or none")
-	f.DurationVar(&cfg.SyncInterval, "sync-interval", 0, "fsync period under --sync interval (default 10ms)")
+	f.Var(&cfg.Sync, "sync", "journal sync policy: always, interval or none")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", badgerstore.DefaultSyncInterval, "fsync period under --sync interval")
 	f.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", 1<<20, "largest API request body accepted")
 	f.StringVar(&cfg.Name, "name", "troupe", "node name, used in logs")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
