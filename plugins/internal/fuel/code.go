@@ -1,0 +1,353 @@
+package fuel
+
+import (
+	"fmt"
+	"math"
+)
+
+// Instruction kinds that the rewrite cares about.
+const (
+	kindPlain   = iota
+	kindBlock   // block, if: open a label, not a region
+	kindLoop    // loop: opens a region (a checkpoint at its header)
+	kindElse    // else
+	kindEnd     // end
+	kindFuncRef // call, return_call, ref.func: carry a function index
+)
+
+const (
+	opEnd = 0x0B
+)
+
+// MaxLocals bounds the locals of one function, as web browsers do: wazero
+// allocates them up front, and a crafted body may declare billions.
+const MaxLocals = 50000
+
+// instr is one decoded instruction: where it lies in its source and, for
+// kindFuncRef, where its function index starts.
+type instr struct {
+	op         byte
+	kind       int
+	start, end int
+	idxOff     int
+	idx        uint32
+}
+
+// fast classifies the opcodes decode handles without a switch: 1 for no
+// immediate, 2 for one u32 immediate (the fast path takes one-byte ones).
+var fast = func() (t [256]uint8) {
+	for _, op := range []int{0x00, 0x01, 0x0F, 0x1A, 0x1B, 0xD1} {
+		t[op] = 1
+	}
+	for op := 0x45; op <= 0xC4; op++ {
+		t[op] = 1
+	}
+	for _, op := range []int{0x0C, 0x0D, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x41} {
+		t[op] = 2
+	}
+	return t
+}()
+
+// decode reads one instruction at r.
+func (in *instr) decode(r *reader) error {
+	in.start = r.off
+	in.kind = kindPlain
+	if p := r.off; p+1 < len(r.b) {
+		switch fast[r.b[p]] {
+		case 1:
+			in.op, r.off, in.end = r.b[p], p+1, p+1
+			return nil
+		case 2:
+			if r.b[p+1] < 0x80 {
+				in.op, r.off, in.end = r.b[p], p+2, p+2
+				return nil
+			}
+		}
+	}
+	op := r.byte()
+	in.op = op
+	switch {
+	case op == 0x00 || op == 0x01 || op == 0x0F || op == 0x1A || op == 0x1B:
+		// unreachable, nop, return, drop, select
+	case op == 0x02 || op == 0x04: // block, if
+		r.blockType()
+		in.kind = kindBlock
+	case op == 0x03: // loop
+		r.blockType()
+		in.kind = kindLoop
+	case op == 0x05:
+		in.kind = kindElse
+	case op == opEnd:
+		in.kind = kindEnd
+	case op == 0x0C || op == 0x0D: // br, br_if
+		r.u32()
+	case op == 0x0E: // br_table
+		n := r.u32()
+		for i := uint32(0); i <= n && r.err == nil; i++ {
+			r.u32()
+		}
+	case op == 0x10 || op == 0x12: // call, return_call
+		in.idxOff = r.off
+		in.idx = r.u32()
+		in.kind = kindFuncRef
+	case op == 0x11 || op == 0x13: // call_indirect, return_call_indirect
+		r.u32()
+		r.u32()
+	case op == 0x1C: // select t*
+		n := r.u32()
+		if n > uint32(len(r.b)) {
+			r.fail(errTooLong)
+		}
+		r.bytes(n)
+	case op >= 0x20 && op <= 0x26: // local.*, global.*, table.get/set
+		r.u32()
+	case op >= 0x28 && op <= 0x3E: // loads and stores
+		r.memarg()
+	case op == 0x3F || op == 0x40: // memory.size, memory.grow
+		r.u32()
+	case op == 0x41: // i32.const
+		r.sleb(5)
+	case op == 0x42: // i64.const
+		r.sleb(10)
+	case op == 0x43: // f32.const
+		r.bytes(4)
+	case op == 0x44: // f64.const
+		r.bytes(8)
+	case op >= 0x45 && op <= 0xC4: // numeric, sign extension
+	case op == 0xD0: // ref.null t
+		r.byte()
+	case op == 0xD1: // ref.is_null
+	case op == 0xD2: // ref.func
+		in.idxOff = r.off
+		in.idx = r.u32()
+		in.kind = kindFuncRef
+	case op == 0xFC:
+		if err := decodeFC(r); err != nil {
+			return err
+		}
+	case op == 0xFD:
+		if err := decodeSIMD(r); err != nil {
+			return err
+		}
+	case op == 0xFE:
+		if err := decodeAtomic(r); err != nil {
+			return err
+		}
+	default:
+		if r.err == nil {
+			return fmt.Errorf("%w: opcode 0x%02x at offset %d", ErrUnsupported, op, in.start)
+		}
+	}
+	if r.err != nil {
+		return fmt.Errorf("%w: instruction at offset %d: %v", ErrMalformed, in.start, r.err)
+	}
+	in.end = r.off
+	return nil
+}
+
+func decodeFC(r *reader) error {
+	switch sub := r.u32(); {
+	case sub <= 7: // saturating truncations
+	case sub == 8: // memory.init data mem
+		r.u32()
+		r.u32()
+	case sub == 9, sub == 13: // data.drop, elem.drop
+		r.u32()
+	case sub == 10: // memory.copy mem mem
+		r.u32()
+		r.u32()
+	case sub == 11: // memory.fill mem
+		r.u32()
+	case sub == 12, sub == 14: // table.init elem table, table.copy table table
+		r.u32()
+		r.u32()
+	case sub >= 15 && sub <= 17: // table.grow/size/fill
+		r.u32()
+	default:
+		if r.err == nil {
+			return fmt.Errorf("%w: opcode 0xfc %d", ErrUnsupported, sub)
+		}
+	}
+	return nil
+}
+
+func decodeSIMD(r *reader) error {
+	switch sub := r.u32(); {
+	case sub <= 11 || sub == 92 || sub == 93: // loads, stores, load_zero
+		r.memarg()
+	case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
+		r.bytes(16)
+	case sub >= 14 && sub <= 20:
+	case sub >= 21 && sub <= 34: // extract/replace lane
+		r.byte()
+	case sub >= 35 && sub <= 83:
+	case sub >= 84 && sub <= 91: // load/store lane
+		r.memarg()
+		r.byte()
+	case sub >= 94 && sub <= 0x113: // the rest have no immediates
+	default:
+		if r.err == nil {
+			return fmt.Errorf("%w: opcode 0xfd %d", ErrUnsupported, sub)
+		}
+	}
+	return nil
+}
+
+func decodeAtomic(r *reader) error {
+	switch sub := r.u32(); {
+	case sub == 0x03: // atomic.fence
+		r.byte()
+	case sub <= 0x02 || sub >= 0x10 && sub <= 0x4E:
+		r.memarg()
+	default:
+		if r.err == nil {
+			return fmt.Errorf("%w: opcode 0xfe %d", ErrUnsupported, sub)
+		}
+	}
+	return nil
+}
+
+// codeSection rewrites every function body (scratch is reused).
+func (m *module) codeSection(body, scratch []byte) ([]byte, error) {
+	r := &reader{b: body}
+	n := r.u32()
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: code section: %v", ErrMalformed, r.err)
+	}
+	out := make([]byte, 0, len(body)+len(body)/4+16)
+	out = appendU32(out, n)
+	var w work
+	for i := uint32(0); i < n; i++ {
+		size := r.u32()
+		fn := r.bytes(size)
+		if r.err != nil {
+			return nil, fmt.Errorf("%w: code section: function %d: %v", ErrMalformed, i, r.err)
+		}
+		var err error
+		if scratch, err = m.function(fn, scratch[:0], &w); err != nil {
+			return nil, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
+		}
+		out = appendU32(out, uint32(len(scratch)))
+		out = append(out, scratch...)
+	}
+	if r.off != len(body) {
+		return nil, fmt.Errorf("%w: code section: %v", ErrMalformed, errTrailing)
+	}
+	return out, nil
+}
+
+// work holds the buffers of function, reused across bodies.
+type work struct {
+	costs   []uint32 // per region, in order of their checkpoints
+	regions []int    // stack of open regions
+	ctrl    []int    // stack of open blocks (kindBlock or kindLoop)
+	edits   []edit   // where pass 2 changes the body
+}
+
+// edit is a place where the output differs from the input: a checkpoint
+// after a loop header, or a function index to shift.
+type edit struct {
+	pos, end int // input bytes [pos, end) are replaced (empty for a checkpoint)
+	idx      uint32
+	loop     bool
+}
+
+// function rewrites one body: the first pass decodes it, sums each
+// region's instructions and notes the edits; the second copies the bytes
+// between edits, inserting a checkpoint at the start and after each loop
+// header.
+func (m *module) function(fn, out []byte, w *work) ([]byte, error) {
+	w.costs, w.regions, w.ctrl, w.edits = w.costs[:0], w.regions[:0], w.ctrl[:0], w.edits[:0]
+	r := &reader{b: fn}
+	nl := r.u32()
+	var locals uint64
+	for i := uint32(0); i < nl && r.err == nil; i++ {
+		locals += uint64(r.u32())
+		r.byte()
+	}
+	if r.err != nil {
+		return out, fmt.Errorf("%w: locals: %v", ErrMalformed, r.err)
+	}
+	if locals > MaxLocals {
+		return out, fmt.Errorf("%w: %d locals, at most %d", ErrUnsupported, locals, MaxLocals)
+	}
+	codeStart := r.off
+
+	w.costs = append(w.costs, 0)
+	w.regions = append(w.regions, 0)
+	var in instr
+	for {
+		if r.off >= len(fn) {
+			return out, fmt.Errorf("%w: body ends without end", ErrMalformed)
+		}
+		if err := in.decode(r); err != nil {
+			return out, err
+		}
+		top := w.regions[len(w.regions)-1]
+		if w.costs[top] < math.MaxInt32 {
+			w.costs[top]++
+		}
+		switch in.kind {
+		case kindBlock:
+			w.ctrl = append(w.ctrl, kindBlock)
+		case kindLoop:
+			w.ctrl = append(w.ctrl, kindLoop)
+			w.regions = append(w.regions, len(w.costs))
+			w.costs = append(w.costs, 0)
+			w.edits = append(w.edits, edit{pos: in.end, end: in.end, loop: true})
+		case kindFuncRef:
+			if m.shift(in.idx) != in.idx {
+				w.edits = append(w.edits, edit{pos: in.idxOff, end: in.end, idx: m.shift(in.idx)})
+			}
+		case kindEnd:
+			if len(w.ctrl) == 0 {
+				if r.off != len(fn) {
+					return out, fmt.Errorf("%w: bytes after the body's end", ErrMalformed)
+				}
+				return m.emitFunction(fn, out, codeStart, w), nil
+			}
+			if w.ctrl[len(w.ctrl)-1] == kindLoop {
+				w.regions = w.regions[:len(w.regions)-1]
+			}
+			w.ctrl = w.ctrl[:len(w.ctrl)-1]
+		}
+	}
+}
+
+func (m *module) emitFunction(fn, out []byte, codeStart int, w *work) []byte {
+	out = append(out, fn[:codeStart]...)
+	out = m.checkpoint(out, w.costs[0])
+	next := 1
+	cur := codeStart
+	for _, e := range w.edits {
+		out = append(out, fn[cur:e.pos]...)
+		if e.loop {
+			out = m.checkpoint(out, w.costs[next])
+			next++
+		} else {
+			out = appendU32(out, e.idx)
+		}
+		cur = e.end
+	}
+	return append(out, fn[cur:]...)
+}
+// checkpoint appends:
+//
+//	global.get $fuel  i64.const cost  i64.sub  global.set $fuel
+//	global.get $fuel  i64.const 0  i64.lt_s
+//	if  call $refuel  global.set $fuel  end
+func (m *module) checkpoint(out []byte, cost uint32) []byte {
+	out = append(out, 0x23)
+	out = appendU32(out, m.fuelGlobal)
+	out = append(out, 0x42)
+	out = appendS64(out, int64(cost))
+	out = append(out, 0x7D, 0x24)
+	out = appendU32(out, m.fuelGlobal)
+	out = append(out, 0x23)
+	out = appendU32(out, m.fuelGlobal)
+	out = append(out, 0x42, 0x00, 0x53, 0x04, 0x40, 0x10)
+	out = appendU32(out, m.refuelFunc)
+	out = append(out, 0x24)
+	out = appendU32(out, m.fuelGlobal)
+	return append(out, 0x0B)
+}
