@@ -331,6 +331,7 @@ func (m *module) emitFunction(fn, out []byte, codeStart int, w *work) []byte {
 	}
 	return append(out, fn[cur:]...)
 }
+
 // checkpoint appends:
 //
 //	global.get $fuel  i64.const cost  i64.sub  global.set $fuel
