@@ -501,7 +501,7 @@ func (c *Cluster) CLI(ctx context.Context, args ...string) (stdout, stderr strin
 	defer cancel()
 	var cmd *exec.Cmd
 	if c.tp != nil {
-		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.tp.client, c.bin}, args...)...)
+		cmd = exec.CommandContext(ctx, ipPath, append([]string{"netns", "exec", c.tp.client, c.bin}, args...)...)
 	} else {
 		cmd = exec.CommandContext(ctx, c.bin, args...)
 	}

@@ -49,7 +49,7 @@ const ipTimeout = 30 * time.Second
 func ipCmd(args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ipTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, ipPath, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
@@ -60,13 +60,30 @@ func ipCmd(args ...string) error {
 func ipBatch(ns string, lines ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ipTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "-n", ns, "-batch", "-")
+	cmd := exec.CommandContext(ctx, ipPath, "-n", ns, "-batch", "-")
 	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip -n %s -batch [%s]: %w: %s", ns, strings.Join(lines, "; "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// ipPath is the `ip` command, set by the probe; sbin may be missing from
+// PATH.
+var ipPath = "ip"
+
+func findIP() (string, error) {
+	p, err := exec.LookPath("ip")
+	if err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"} {
+		if fi, serr := os.Stat(p); serr == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", err
 }
 
 var (
@@ -87,10 +104,12 @@ func namespacesUnavailable() string {
 			probeReason = "network namespaces need root (euid is " + strconv.Itoa(os.Geteuid()) + ")"
 			return
 		}
-		if _, err := exec.LookPath("ip"); err != nil {
+		p, err := findIP()
+		if err != nil {
 			probeReason = "no `ip` command (install iproute2): " + err.Error()
 			return
 		}
+		ipPath = p
 		ns := fmt.Sprintf("%s%d-probe", nsPrefix, os.Getpid())
 		if err := ipCmd("netns", "add", ns); err != nil {
 			probeReason = "cannot create a network namespace: " + err.Error()
@@ -297,7 +316,7 @@ func listenPacketIn(ns, network, addr string) (net.PacketConn, error) {
 func ephemeralLow(ns string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ipTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv4/ip_local_port_range").CombinedOutput()
+	out, err := exec.CommandContext(ctx, ipPath, "netns", "exec", ns, "cat", "/proc/sys/net/ipv4/ip_local_port_range").CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("read the ephemeral port range of %s: %w: %s", ns, err, out)
 	}

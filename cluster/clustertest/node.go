@@ -124,7 +124,7 @@ func (n *Node) start() (*run, error) {
 	args := n.c.args(n)
 	var cmd *exec.Cmd
 	if n.Netns != "" {
-		cmd = exec.Command("ip", append([]string{"netns", "exec", n.Netns, n.c.bin}, args...)...)
+		cmd = exec.Command(ipPath, append([]string{"netns", "exec", n.Netns, n.c.bin}, args...)...)
 	} else {
 		cmd = exec.Command(n.c.bin, args...)
 	}
