@@ -401,7 +401,7 @@ func TestPartitions(t *testing.T) {
 		}
 		c.Heal()
 		// The stalled connection delivers again (TCP retransmits).
-		if err := c01.SetDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		if err := c01.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		buf := make([]byte, 5)
