@@ -121,11 +121,13 @@ func (v *version) hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 	default:
 		violate("log: level %d not in [0, 3]", level)
 	}
-	truncated := false
-	if n > maxLogMessage {
-		n, truncated = maxLogMessage, true
-	}
+	// The whole range must lie in memory (an out-of-range pair is an ABI
+	// violation however long it is); only then is the message truncated.
 	msg := guestBytes(mod, ptr, n, "log message")
+	truncated := false
+	if len(msg) > maxLogMessage {
+		msg, truncated = msg[:maxLogMessage], true
+	}
 	if !v.log.Enabled(ctx, lv) {
 		return
 	}

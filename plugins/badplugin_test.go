@@ -19,7 +19,7 @@ func TestBadPluginLoad(t *testing.T) {
 		manifest string
 		want     string
 	}{
-		{"invalid bytes", func(*testing.T) []byte { return []byte("this is not wasm at all") }, "", "compile: invalid magic number"},
+		{"invalid bytes", func(*testing.T) []byte { return []byte("this is not wasm at all") }, "", "invalid magic number"},
 		{"empty file", func(*testing.T) []byte { return nil }, "", "compile:"},
 		{"missing export", func(t *testing.T) []byte { return buildWAT(t, "missing-export") }, "", `ABI violation: missing export "handle"`},
 		{"wrong signature", func(t *testing.T) []byte { return buildWAT(t, "wrong-signature") }, "", `export "handle" has signature (i32, i32) -> (i32), want (i32, i32) -> (i64)`},
@@ -72,7 +72,7 @@ func TestBadPluginCall(t *testing.T) {
 		msg     string
 	}{
 		{"trap", "", "trap", ErrTrap, "unreachable"},
-		{"loop", "timeout = \"50ms\"\n", "timeout", ErrTimeout, "interrupted"},
+		{"loop", "timeout = \"50ms\"\n", "timeout", ErrTimeout, "deadline exceeded: call ran"},
 		{"membomb", "memory_pages = 64\n", "trap", ErrTrap, "unreachable"},
 		{"oversized", "", "output", ErrOutputTooLarge, "verdict of 2097152 bytes, limit 1048576"},
 		{"oob-result", "", "abi", ErrABI, "outside guest memory"},

@@ -45,6 +45,16 @@ type Config struct {
 
 	// Getenv resolves "env:NAME" secrets. Nil means os.LookupEnv.
 	Getenv func(string) (string, bool)
+
+	// MemoryBudget bounds, in bytes, the linear memory of every plugin
+	// instance of this host together. Each instance reserves its manifest's
+	// limit (memory_pages) while it lives: a plugin whose pool
+	// (max_instances × memory_pages) exceeds the budget, or whose first
+	// instance does not fit in what is left, is refused at load; a pool
+	// that cannot grow within the budget makes its callers wait for a busy
+	// instance. Zero means DefaultMemoryBudget(): a quarter of the memory
+	// of the machine (or of the process's cgroup), at least 256 MiB.
+	MemoryBudget int64
 }
 
 func (c *Config) applyDefaults() {
@@ -57,12 +67,18 @@ func (c *Config) applyDefaults() {
 	if c.Getenv == nil {
 		c.Getenv = os.LookupEnv
 	}
+	if c.MemoryBudget == 0 {
+		c.MemoryBudget = DefaultMemoryBudget()
+	}
 }
 
 // Validate checks a Config whose defaults are applied.
 func (c *Config) Validate() error {
 	if c.ReloadDebounce < 0 {
 		return errors.New("plugins: negative ReloadDebounce")
+	}
+	if c.MemoryBudget < 0 {
+		return errors.New("plugins: negative MemoryBudget")
 	}
 	return nil
 }

@@ -174,7 +174,11 @@ func (h *Host) run(ctx context.Context, v *version, hook troupev1.Hook, projecti
 	start := time.Now()
 
 	cctx, cancel := ctx, context.CancelFunc(nil)
-	if !v.man.Trusted && hook != troupev1.Hook_HOOK_CALL { // Call set its own deadline
+	if v.metered {
+		// Bounded by fuel and the deadline (meter.go), trusted or not:
+		// no goroutine, no timer, no context per call.
+		inst.fuel.Set(inst.meter.begin("call", start, v.man.Limits.Timeout, v.man.Limits.Fuel))
+	} else if v.host.mode == meterCloseOnDone && !v.man.Trusted && hook != troupev1.Hook_HOOK_CALL { // Call set its own deadline
 		cctx, cancel = context.WithTimeout(ctx, v.man.Limits.Timeout)
 	}
 	inst.req.Hook = hook

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 
 	"github.com/tetratelabs/wazero/sys"
 )
@@ -20,8 +22,9 @@ var (
 	ErrABI = errors.New("plugins: ABI violation")
 	// ErrTrap wraps a guest that trapped or exited during a call.
 	ErrTrap = errors.New("plugins: guest trapped")
-	// ErrTimeout wraps a call of an untrusted plugin that ran past its
-	// deadline and was interrupted.
+	// ErrTimeout wraps a call (or a load-time instantiation or probe) that
+	// ran past its deadline or spent its fuel and was ended (a
+	// *BoundError).
 	ErrTimeout = errors.New("plugins: deadline exceeded")
 	// ErrOutputTooLarge wraps a verdict larger than the plugin's max_output.
 	ErrOutputTooLarge = errors.New("plugins: output too large")
@@ -54,6 +57,30 @@ type LoadError struct {
 func (e *LoadError) Error() string { return fmt.Sprintf("plugin %s: load: %v", e.Plugin, e.Err) }
 func (e *LoadError) Unwrap() error { return e.Err }
 
+// NotRegularError refuses a plugin file that is not a regular file (or a
+// symlink to one): a named pipe, a device, a socket, a directory.
+type NotRegularError struct {
+	Path string
+	Mode fs.FileMode
+}
+
+func (e *NotRegularError) Error() string {
+	what := "not a regular file"
+	switch t := e.Mode.Type(); {
+	case t&fs.ModeNamedPipe != 0:
+		what = "a named pipe (FIFO)"
+	case t&fs.ModeCharDevice != 0:
+		what = "a character device"
+	case t&fs.ModeDevice != 0:
+		what = "a device"
+	case t&fs.ModeSocket != 0:
+		what = "a socket"
+	case t&fs.ModeDir != 0:
+		what = "a directory"
+	}
+	return fmt.Sprintf("%s is %s, not a regular file: skipped (only regular files, or symlinks to them, are read)", filepath.Base(e.Path), what)
+}
+
 // RejectedError is returned by Call when an ambassador rejects the call.
 type RejectedError struct {
 	Plugin string
@@ -85,6 +112,10 @@ func classify(err error) error {
 	var av *abiViolation
 	if errors.As(err, &av) {
 		return av
+	}
+	var be *BoundError
+	if errors.As(err, &be) {
+		return be
 	}
 	var ee *sys.ExitError
 	if errors.As(err, &ee) {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -26,8 +27,11 @@ import (
 type State int
 
 const (
+	// StateLoading: the plugin's first load is in progress; nothing
+	// serves yet.
+	StateLoading State = iota
 	// StateReady: the newest files are loaded and serving.
-	StateReady State = iota + 1
+	StateReady
 	// StateStale: an older version is serving because the newest files
 	// failed to load; Info.LastError says why.
 	StateStale
@@ -37,6 +41,8 @@ const (
 
 func (s State) String() string {
 	switch s {
+	case StateLoading:
+		return "loading"
 	case StateReady:
 		return "ready"
 	case StateStale:
@@ -86,6 +92,9 @@ type Host struct {
 	log     *slog.Logger
 	metrics *metrics
 	cache   wazero.CompilationCache
+	metered *meteredCache
+	budget  *budget
+	mode    meterMode // meterFuel except in benchmarks
 
 	transport *http.Transport // for http_call
 
@@ -146,6 +155,8 @@ func New(cfg Config) (*Host, error) {
 		stop:    make(chan struct{}),
 
 		transport: newTransport(),
+		metered:   newMeteredCache(cfg.CacheDir),
+		budget:    &budget{limit: cfg.MemoryBudget},
 	}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
@@ -461,12 +472,26 @@ func (h *Host) noteFailure(name string, err error) {
 	h.mu.Unlock()
 }
 
+// readFileMax reads a regular file of at most limit bytes. Anything else
+// dropped into the plugin directory (a named pipe, a device, a socket, a
+// directory, or a symlink to one of them) is refused without blocking:
+// the file is opened non-blocking (opening a FIFO with no writer would wait
+// forever) and checked with fstat, on the descriptor, so that a file
+// swapped between a check and the open cannot get through. A symlink to a
+// regular file is read like the file.
 func readFileMax(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &NotRegularError{Path: path, Mode: fi.Mode()}
+	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err

@@ -68,8 +68,19 @@ const (
 	// MaxMemoryPages is the largest memory limit a manifest may ask for
 	// (4 GiB, the wasm32 maximum).
 	MaxMemoryPages = 65536
-	// DefaultTimeout bounds one call of an untrusted plugin.
+	// DefaultTimeout bounds one call of an untrusted plugin, in wall-clock
+	// time (waits in host functions included).
 	DefaultTimeout = 100 * time.Millisecond
+	// DefaultTrustedTimeout bounds one call of a trusted plugin: reviewed
+	// code gets more room, never an unbounded call.
+	DefaultTrustedTimeout = time.Second
+	// DefaultFuel bounds the work of one call: about 10^9 wasm instructions,
+	// 0.2–1 s of the tightest loops on a current core. It is the bound that
+	// does not depend on the machine's load; Timeout usually ends a loop
+	// first.
+	DefaultFuel = 1_000_000_000
+	// MaxFuel is the largest fuel limit a manifest may set.
+	MaxFuel = 1_000_000_000_000
 	// DefaultMaxOutput bounds the verdict a guest may return.
 	DefaultMaxOutput = 1 << 20
 	// DefaultMaxResponse bounds the HTTP response body an ambassador may
@@ -92,8 +103,9 @@ type Manifest struct {
 	Order int
 	// OnFailure is the failure policy.
 	OnFailure FailurePolicy
-	// Trusted plugins run without deadlines (no per-call interruption
-	// cost). Untrusted plugins are interrupted after Limits.Timeout.
+	// Trusted plugins are your own reviewed code: their default Timeout is
+	// DefaultTrustedTimeout instead of DefaultTimeout. Every call of every
+	// plugin is bounded (Limits.Timeout and Limits.Fuel), trusted or not.
 	Trusted bool
 	// Hooks selects the deliveries a sidecar sees.
 	Hooks Hooks
@@ -123,9 +135,14 @@ type Hooks struct {
 type Limits struct {
 	// MemoryPages is the memory limit of one instance in 64 KiB pages.
 	MemoryPages uint32
-	// Timeout bounds one call of an untrusted plugin (and every ambassador
-	// call, trusted or not, including its HTTP requests).
+	// Timeout bounds one call in wall-clock time, trusted or not (and every
+	// ambassador call including its HTTP requests). Instantiation and the
+	// load-time probe get ten times as long, at least 2 s, at most 10 s.
 	Timeout time.Duration
+	// Fuel bounds the work of one call in wasm instructions (loops and
+	// calls are charged by the instructions they contain); instantiation
+	// and the probe get ten times as much.
+	Fuel int64
 	// MaxOutput bounds the size of a verdict in bytes.
 	MaxOutput uint32
 	// MaxResponse bounds an HTTP response body received by http_call.
@@ -174,6 +191,7 @@ type manifestFile struct {
 		MaxOutput    int64  `toml:"max_output"`
 		MaxResponse  int64  `toml:"max_response"`
 		MaxInstances int64  `toml:"max_instances"`
+		Fuel         int64  `toml:"fuel"`
 	} `toml:"limits"`
 	Capabilities struct {
 		Egress  []string          `toml:"egress"`
@@ -247,9 +265,25 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("plugins: manifest: on_failure %q: want reject or pass", f.OnFailure)
 	}
 	l := f.Limits
+	// A limit written as 0 is refused rather than read as "default": no
+	// memory, no instance, no output or no fuel would make the plugin
+	// useless, and an operator who wrote 0 meant something else.
+	for _, k := range []struct {
+		key string
+		v   int64
+	}{{"memory_pages", l.MemoryPages}, {"max_instances", l.MaxInstances}, {"max_output", l.MaxOutput},
+		{"max_response", l.MaxResponse}, {"fuel", l.Fuel}} {
+		if k.v == 0 && md.IsDefined("limits", k.key) {
+			return nil, fmt.Errorf("plugins: manifest: limits.%s = 0 makes no sense: leave it out for the default", k.key)
+		}
+	}
 	if l.MemoryPages < 0 || l.MemoryPages > MaxMemoryPages {
 		return nil, fmt.Errorf("plugins: manifest: limits.memory_pages %d out of range [1, %d]", l.MemoryPages, MaxMemoryPages)
 	}
+	if l.Fuel < 0 || l.Fuel > MaxFuel {
+		return nil, fmt.Errorf("plugins: manifest: limits.fuel %d out of range [1, %d]", l.Fuel, int64(MaxFuel))
+	}
+	m.Limits.Fuel = l.Fuel
 	m.Limits.MemoryPages = uint32(l.MemoryPages)
 	if l.Timeout != "" {
 		d, err := time.ParseDuration(l.Timeout)
@@ -286,6 +320,12 @@ func (m *Manifest) applyDefaults() {
 	}
 	if m.Limits.Timeout == 0 {
 		m.Limits.Timeout = DefaultTimeout
+		if m.Trusted {
+			m.Limits.Timeout = DefaultTrustedTimeout
+		}
+	}
+	if m.Limits.Fuel == 0 {
+		m.Limits.Fuel = DefaultFuel
 	}
 	if m.Limits.MaxOutput == 0 {
 		m.Limits.MaxOutput = DefaultMaxOutput
@@ -305,6 +345,11 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Kind != KindSidecar && m.Kind != KindAmbassador {
 		return fmt.Errorf("plugins: manifest: bad kind %v", m.Kind)
+	}
+	l := m.Limits
+	if l.MemoryPages < 1 || l.MemoryPages > MaxMemoryPages || l.MaxInstances < 1 || l.Timeout <= 0 ||
+		l.Fuel < 1 || l.Fuel > MaxFuel || l.MaxOutput < 1 || l.MaxResponse < 1 {
+		return fmt.Errorf("plugins: manifest: limits %+v out of range", l)
 	}
 	if m.Kind == KindAmbassador && m.Hooks.any() {
 		return errors.New("plugins: manifest: an ambassador has no hooks")

@@ -20,6 +20,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/troupe-dev/troupe/plugins/internal/fuel"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -39,6 +40,12 @@ type version struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	modCfg   wazero.ModuleConfig
+	metered  bool  // calls are bounded by fuel and deadlines (see meter.go)
+	reserve  int64 // bytes of the memory budget each instance reserves
+	// wake is signalled when an instance returns to the pool, for callers
+	// waiting because the memory budget stopped the pool from growing.
+	wake      chan struct{}
+	budgetLog atomic.Bool // the pool stopped growing once: logged
 
 	hooks   [hookCount]hookMetrics
 	latency prometheus.Observer
@@ -87,6 +94,9 @@ type instance struct {
 
 	pending []byte // encoded HttpResponse waiting for http_result
 	stderr  *guestStderr
+
+	meter *meter             // bounds the current call
+	fuel  api.MutableGlobal // the guest's fuel counter (nil when not metered)
 }
 
 // errRetired is returned by acquire on a version that a reload replaced.
@@ -99,6 +109,9 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	if err != nil {
 		return nil, err
 	}
+	if err := h.budget.checkPool(man); err != nil {
+		return nil, err
+	}
 	v = &version{
 		host:    h,
 		name:    man.Name,
@@ -107,7 +120,10 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 		secrets: secrets,
 		log:     h.log.With(slog.String("plugin", man.Name), slog.String("version", hash)),
 		sem:     make(chan struct{}, man.Limits.MaxInstances),
+		wake:    make(chan struct{}, 1),
 		latency: h.metrics.latency.WithLabelValues(man.Name),
+		metered: h.mode == meterFuel,
+		reserve: int64(man.Limits.MemoryPages) * pageSize,
 	}
 	for _, e := range man.Capabilities.Egress {
 		r, _ := parseEgressRule(e) // validated with the manifest
@@ -121,10 +137,16 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 		}
 	}
 
+	code := wasm
+	if v.metered {
+		if code, err = h.metered.instrument(wasm); err != nil {
+			return nil, fmt.Errorf("compile: invalid or unsupported module: %w", err)
+		}
+	}
 	rc := wazero.NewRuntimeConfig().
 		WithCompilationCache(h.cache).
 		WithMemoryLimitPages(man.Limits.MemoryPages).
-		WithCloseOnContextDone(!man.Trusted)
+		WithCloseOnContextDone(h.mode == meterCloseOnDone && !man.Trusted)
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	v.rt = rt
 	defer func() {
@@ -135,11 +157,27 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	if err := v.instantiateImports(ctx, v.rt); err != nil {
 		return nil, fmt.Errorf("host imports: %w", err)
 	}
+	if v.metered {
+		if err := v.instantiateMeter(ctx, v.rt); err != nil {
+			return nil, fmt.Errorf("host imports: %w", err)
+		}
+	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, v.rt); err != nil {
 		return nil, fmt.Errorf("wasi: %w", err)
 	}
-	v.compiled, err = v.rt.CompileModule(ctx, wasm)
+	v.compiled, err = v.rt.CompileModule(ctx, code)
 	if err != nil {
+		if v.metered {
+			// Report the author's module, not the metered copy (whose
+			// function indices are one off): compile the original, which
+			// passed the rewriter's checks, to find out what is wrong.
+			if orig, oerr := v.rt.CompileModule(ctx, wasm); oerr != nil {
+				err = oerr
+			} else {
+				_ = orig.Close(ctx)
+				err = fmt.Errorf("fuel metering produced an invalid module (a bug, please report it): %w", err)
+			}
+		}
 		return nil, fmt.Errorf("compile: %w", firstLineErr(err))
 	}
 	if err := checkExports(v.compiled); err != nil {
@@ -160,12 +198,12 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	// Self-check on a first instance, which then goes to the pool.
 	cctx, cancel := v.loadContext(ctx)
 	defer cancel()
-	inst, err := v.instantiate(cctx)
+	inst, err := v.instantiate(cctx, "its first instance")
 	if err != nil {
 		return nil, err
 	}
 	if err := v.selfCheck(cctx, inst); err != nil {
-		_ = inst.mod.Close(context.Background())
+		inst.close()
 		return nil, err
 	}
 	v.live = 1
@@ -173,16 +211,14 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	return v, nil
 }
 
-// loadContext bounds instantiation and the self-check of untrusted plugins.
+// loadContext bounds instantiation and the self-check of untrusted plugins
+// when they run under WithCloseOnContextDone (tests only); metered plugins
+// bound them with their meter.
 func (v *version) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if v.man.Trusted {
+	if v.host.mode != meterCloseOnDone || v.man.Trusted {
 		return ctx, func() {}
 	}
-	d := 10 * v.man.Limits.Timeout
-	if d < 2*time.Second {
-		d = 2 * time.Second
-	}
-	return context.WithTimeout(ctx, d)
+	return context.WithTimeout(ctx, v.man.loadBound())
 }
 
 func checkExports(cm wazero.CompiledModule) error {
@@ -236,27 +272,50 @@ func sig(params, results []api.ValueType) string {
 	return s + ")"
 }
 
-// instantiate creates a new instance (running _initialize) and caches its
-// function handles.
-func (v *version) instantiate(ctx context.Context) (*instance, error) {
+// instantiate creates a new instance (running _initialize, bounded like a
+// load) and caches its function handles. The instance reserves its memory
+// limit from the node-wide budget first; what names it for the error.
+func (v *version) instantiate(ctx context.Context, what string) (*instance, error) {
+	if err := v.host.budget.reserve(v.name, v.reserve, what); err != nil {
+		return nil, err
+	}
 	name := v.name + "#" + strconv.FormatUint(v.seq.Add(1), 10)
 	stderr := &guestStderr{log: v.log.With(slog.String("instance", name))}
-	mod, err := v.rt.InstantiateModule(ctx, v.compiled, v.modCfg.WithName(name).WithStderr(stderr))
+	m := &meter{}
+	cfg := v.modCfg.WithName(name).WithStderr(stderr)
+	if v.metered {
+		if v.man.Capabilities.Clock {
+			cfg = cfg.WithNanosleep(m.sleep)
+		}
+		m.begin("load", time.Now(), v.man.loadBound(), loadFuel(v.man))
+		m.left = loadFuel(v.man) // the global starts at 0: the first checkpoint refuels
+		ctx = context.WithValue(ctx, meterKey{}, m)
+	}
+	mod, err := v.rt.InstantiateModule(ctx, v.compiled, cfg)
 	if err != nil {
 		stderr.flush()
+		v.host.budget.release(v.reserve)
 		return nil, fmt.Errorf("instantiate: %w", classify(err))
 	}
 	inst := &instance{
 		v:       v,
 		mod:     mod,
 		stderr:  stderr,
+		meter:   m,
 		mem:     mod.Memory(),
 		handle:  mod.ExportedFunction(exportHandle),
 		alloc:   mod.ExportedFunction(exportAlloc),
 		dealloc: mod.ExportedFunction(exportDealloc),
 	}
+	if v.metered {
+		inst.fuel, _ = mod.ExportedGlobal(fuel.ExportGlobal).(api.MutableGlobal)
+		if inst.fuel == nil {
+			inst.close()
+			return nil, fmt.Errorf("instantiate: the metered module exports no fuel counter")
+		}
+	}
 	if inst.mem == nil {
-		_ = mod.Close(context.Background())
+		inst.close()
 		return nil, fmt.Errorf("%w: module has no memory", ErrABI)
 	}
 	inst.req.AbiVersion = ABIVersion
@@ -266,8 +325,21 @@ func (v *version) instantiate(ctx context.Context) (*instance, error) {
 	return inst, nil
 }
 
-// selfCheck verifies abi_version and answers a probe call.
+// loadFuel bounds the work of instantiation (with _initialize) and of the
+// self-check: ten calls' worth.
+func loadFuel(m *Manifest) int64 {
+	if m.Limits.Fuel > MaxFuel/10 {
+		return MaxFuel
+	}
+	return 10 * m.Limits.Fuel
+}
+
+// selfCheck verifies abi_version and answers a probe call, bounded like a
+// load.
 func (v *version) selfCheck(ctx context.Context, inst *instance) error {
+	if v.metered {
+		inst.fuel.Set(inst.meter.begin("load", time.Now(), v.man.loadBound(), loadFuel(v.man)))
+	}
 	fn := inst.mod.ExportedFunction(exportABIVersion)
 	res, err := fn.Call(ctx)
 	if err != nil {
@@ -292,47 +364,77 @@ func (v *version) selfCheck(ctx context.Context, inst *instance) error {
 }
 
 // acquire takes an instance from the pool, creating one if none is free,
-// waiting while MaxInstances are in use.
+// waiting while MaxInstances are in use, or while the memory budget keeps
+// the pool from growing and another instance is busy.
 func (v *version) acquire(ctx context.Context) (*instance, error) {
-	select {
-	case v.sem <- struct{}{}:
-	default:
+	for {
 		select {
 		case v.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		default:
+			select {
+			case v.sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
-	}
-	v.mu.Lock()
-	if v.retired {
+		v.mu.Lock()
+		if v.retired {
+			v.mu.Unlock()
+			<-v.sem
+			return nil, errRetired
+		}
+		if n := len(v.free); n > 0 {
+			inst := v.free[n-1]
+			v.free = v.free[:n-1]
+			more := n > 1
+			v.mu.Unlock()
+			if more {
+				v.signal() // pass the wake-up on to the next waiter
+			}
+			return inst, nil
+		}
+		v.live++
 		v.mu.Unlock()
-		<-v.sem
-		return nil, errRetired
-	}
-	if n := len(v.free); n > 0 {
-		inst := v.free[n-1]
-		v.free = v.free[:n-1]
-		v.mu.Unlock()
-		return inst, nil
-	}
-	v.live++
-	v.mu.Unlock()
 
-	ictx, cancel := v.loadContext(ctx)
-	inst, err := v.instantiate(ictx)
-	cancel()
-	if err != nil {
+		ictx, cancel := v.loadContext(ctx)
+		inst, err := v.instantiate(ictx, "one more instance")
+		cancel()
+		if err == nil {
+			return inst, nil
+		}
 		v.mu.Lock()
 		v.live--
+		busy := v.live
 		last := v.retired && v.live == 0
 		v.mu.Unlock()
 		<-v.sem
 		if last {
 			v.closeRuntime()
 		}
-		return nil, err
+		var be *BudgetError
+		if !errors.As(err, &be) || busy == 0 {
+			return nil, err
+		}
+		// The budget is spent but this plugin has instances at work: wait
+		// for one of them rather than fail the call.
+		if !v.budgetLog.Swap(true) {
+			v.log.Warn("plugin pool cannot grow within the memory budget; calls wait for a free instance",
+				slog.Int("instances", busy), slog.Any("err", err))
+		}
+		select {
+		case <-v.wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	return inst, nil
+}
+
+// signal wakes one caller waiting for a pooled instance.
+func (v *version) signal() {
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
 }
 
 // release returns an instance to the pool, or closes it when it failed (a
@@ -351,6 +453,7 @@ func (v *version) release(inst *instance, healthy bool) {
 	if !keep {
 		inst.close()
 	}
+	v.signal()
 	if last {
 		v.closeRuntime()
 	}
@@ -386,6 +489,7 @@ func (inst *instance) close() {
 	inst.stderr.flush()
 	inst.v.byModule.Delete(inst.mod)
 	_ = inst.mod.Close(context.Background())
+	inst.v.host.budget.release(inst.v.reserve)
 }
 
 // call encodes inst.req into guest memory, calls handle, and decodes the

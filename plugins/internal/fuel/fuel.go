@@ -163,7 +163,7 @@ func Instrument(wasm []byte) ([]byte, error) {
 // parse splits the module into sections and counts what the rewrite needs.
 func parse(wasm []byte) (*module, error) {
 	if len(wasm) < 8 || !bytes.Equal(wasm[:4], []byte("\x00asm")) {
-		return nil, fmt.Errorf("%w: no wasm magic number", ErrMalformed)
+		return nil, fmt.Errorf("%w: invalid magic number", ErrMalformed)
 	}
 	if !bytes.Equal(wasm[4:8], []byte{1, 0, 0, 0}) {
 		return nil, fmt.Errorf("%w: binary version %x, want 1", ErrUnsupported, wasm[4:8])
