@@ -95,7 +95,7 @@ type instance struct {
 	pending []byte // encoded HttpResponse waiting for http_result
 	stderr  *guestStderr
 
-	meter *meter             // bounds the current call
+	meter *meter            // bounds the current call
 	fuel  api.MutableGlobal // the guest's fuel counter (nil when not metered)
 }
 
