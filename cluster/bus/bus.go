@@ -16,11 +16,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 )
 
@@ -33,7 +38,8 @@ const RandomPort = server.RANDOM_PORT
 // Config configures the embedded server. The zero value listens on
 // 127.0.0.1:4222 without JetStream.
 type Config struct {
-	// Name is the server's name, unique in a cluster. Default: "troupe".
+	// Name is the server's name, unique in a cluster (the node id).
+	// Default: "troupe".
 	Name string
 	// Host is the client listen address. Default: 127.0.0.1 (loopback only).
 	Host string
@@ -62,8 +68,34 @@ type Config struct {
 	WriteDeadline time.Duration
 	// ReadyTimeout bounds how long Start waits for the server. Default: 10s.
 	ReadyTimeout time.Duration
+
+	// Cluster makes the server one of a NATS cluster (with JetStream
+	// clustered when StoreDir is set); the zero value is a lone server.
+	Cluster Cluster
 	// Logger receives the server's logs with component=nats.
 	Logger *slog.Logger
+}
+
+// Cluster configures the routes between the servers of a NATS cluster. In
+// a Troupe cluster the routes come from serf membership and change at run
+// time (Bus.SetRoutes).
+type Cluster struct {
+	// Name is the NATS cluster name, the same on every server ("" = no
+	// cluster).
+	Name string
+	// Host and Port are where routes from other servers connect.
+	// Port RandomPort picks a free port. Default host: Config.Host.
+	Host string
+	Port int
+	// Advertise is the host:port other servers dial (default: Host:Port).
+	Advertise string
+	// Routes are the host:port route addresses of other servers (our own
+	// may be among them: the server skips itself). A lone first server
+	// lists only its own, so that JetStream can start clustered.
+	Routes []string
+	// User and Password, when set, are required from every route and
+	// presented to every route this server dials.
+	User, Password string
 }
 
 // Bus is a running embedded NATS server plus an in-process connection.
@@ -73,6 +105,7 @@ type Bus struct {
 
 	mu     sync.Mutex
 	srv    *server.Server
+	opts   *server.Options // as started; SetRoutes reloads a copy
 	nc     *nats.Conn
 	closed bool
 }
@@ -110,6 +143,17 @@ func New(cfg Config) (*Bus, error) {
 	}
 	if cfg.WriteDeadline == 0 {
 		cfg.WriteDeadline = 10 * time.Second
+	}
+	if c := cfg.Cluster; c.Name != "" {
+		if c.Port < RandomPort || c.Port > 65535 || c.Port == 0 {
+			return nil, fmt.Errorf("bus: cluster port %d out of range", c.Port)
+		}
+		if (c.User == "") != (c.Password == "") {
+			return nil, errors.New("bus: route user and password go together")
+		}
+		if _, err := routeURLs(c, c.Routes); err != nil {
+			return nil, err
+		}
 	}
 	return &Bus{cfg: cfg, log: cfg.Logger.With("component", "nats")}, nil
 }
@@ -152,6 +196,19 @@ func (b *Bus) Start(ctx context.Context) error {
 		opts.JetStream = true
 		opts.StoreDir = b.cfg.StoreDir
 	}
+	if c := b.cfg.Cluster; c.Name != "" {
+		host := c.Host
+		if host == "" {
+			host = b.cfg.Host
+		}
+		opts.Cluster = server.ClusterOpts{
+			Name: c.Name, Host: host, Port: c.Port, Advertise: c.Advertise,
+			Username: c.User, Password: c.Password,
+			// Re-dial a route that drops, forever: members come back.
+			ConnectRetries: -1,
+		}
+		opts.Routes, _ = routeURLs(c, c.Routes)
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("bus: %w", err)
@@ -178,8 +235,8 @@ func (b *Bus) Start(ctx context.Context) error {
 		srv.WaitForShutdown()
 		return fmt.Errorf("bus: in-process connection: %w", err)
 	}
-	b.srv, b.nc = srv, nc
-	if b.cfg.StoreDir != "" {
+	b.srv, b.nc, b.opts = srv, nc, opts
+	if b.cfg.StoreDir != "" && b.cfg.Cluster.Name == "" {
 		if err := b.waitJetStream(ctx); err != nil {
 			b.closeLocked()
 			return err
@@ -187,6 +244,161 @@ func (b *Bus) Start(ctx context.Context) error {
 	}
 	b.log.Info("nats ready", "url", b.clientURL())
 	return nil
+}
+
+// routeURLs turns route addresses into route URLs with the credentials.
+func routeURLs(c Cluster, hostports []string) ([]*url.URL, error) {
+	out := make([]*url.URL, 0, len(hostports))
+	for _, hp := range hostports {
+		if _, _, err := net.SplitHostPort(hp); err != nil {
+			return nil, fmt.Errorf("bus: route address %q: %w", hp, err)
+		}
+		u := &url.URL{Scheme: "nats-route", Host: hp}
+		if c.User != "" {
+			u.User = url.UserPassword(c.User, c.Password)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// SetRoutes replaces the route addresses (host:port of other servers'
+// route ports) at run time: new ones are dialled, removed ones are no
+// longer re-dialled. Only for a clustered bus.
+func (b *Bus) SetRoutes(hostports []string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv == nil {
+		return ErrClosed
+	}
+	if b.cfg.Cluster.Name == "" {
+		return errors.New("bus: not clustered")
+	}
+	urls, err := routeURLs(b.cfg.Cluster, hostports)
+	if err != nil {
+		return err
+	}
+	if sameRoutes(b.opts.Routes, urls) {
+		return nil
+	}
+	next := b.opts.Clone()
+	next.Routes = urls
+	if err := b.srv.ReloadOptions(next); err != nil {
+		return fmt.Errorf("bus: set routes: %w", err)
+	}
+	b.opts = next
+	return nil
+}
+
+func sameRoutes(a, b []*url.URL) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := make(map[string]bool, len(a))
+	for _, u := range a {
+		seen[u.String()] = true
+	}
+	for _, u := range b {
+		if !seen[u.String()] {
+			return false
+		}
+	}
+	return true
+}
+
+// RouteAddr is the address routes from other servers connect to ("" when
+// not clustered).
+func (b *Bus) RouteAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv == nil || b.cfg.Cluster.Name == "" {
+		return ""
+	}
+	if a := b.srv.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// Route is a route to another server of the cluster.
+type Route struct {
+	// Server is the other server's name (its node id).
+	Server string
+	// Addr is the remote address of the route connection.
+	Addr string
+}
+
+// ClusterState is this server's view of its NATS cluster.
+type ClusterState struct {
+	// Routes are the routes that are up, one per remote server.
+	Routes []Route
+	// MetaLeader is the server name of the JetStream meta leader as this
+	// server knows it ("" when none: no quorum, or not clustered).
+	MetaLeader string
+	// MetaSize is the number of servers in the JetStream meta group.
+	MetaSize int
+}
+
+// State reports this server's view of its cluster.
+func (b *Bus) State() ClusterState {
+	b.mu.Lock()
+	srv := b.srv
+	b.mu.Unlock()
+	var st ClusterState
+	if srv == nil {
+		return st
+	}
+	if rz, err := srv.Routez(&server.RoutezOptions{}); err == nil {
+		seen := map[string]bool{}
+		for _, r := range rz.Routes {
+			if r.RemoteName == "" || seen[r.RemoteName] {
+				continue
+			}
+			seen[r.RemoteName] = true
+			st.Routes = append(st.Routes, Route{Server: r.RemoteName, Addr: net.JoinHostPort(r.IP, strconv.Itoa(r.Port))})
+		}
+		sort.Slice(st.Routes, func(i, j int) bool { return st.Routes[i].Server < st.Routes[j].Server })
+	}
+	if js, err := srv.Jsz(&server.JSzOptions{}); err == nil && js.Meta != nil {
+		st.MetaLeader, st.MetaSize = js.Meta.Leader, js.Meta.Size
+	}
+	return st
+}
+
+// JetStreamReady reports whether JetStream answers requests: for a
+// clustered server, that it has a meta leader it can reach.
+func (b *Bus) JetStreamReady(ctx context.Context) error {
+	b.mu.Lock()
+	nc := b.nc
+	b.mu.Unlock()
+	if nc == nil {
+		return ErrClosed
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("bus: jetstream not answering: %w", err)
+	}
+	return nil
+}
+
+// WaitJetStream waits (bounded by ctx) until JetStreamReady succeeds.
+func (b *Bus) WaitJetStream(ctx context.Context) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		err := b.JetStreamReady(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (b *Bus) waitJetStream(ctx context.Context) error {

@@ -321,6 +321,9 @@ func (c *Cluster) ClientIP() string {
 }
 
 func (c *Cluster) args(n *Node) []string {
+	if n.Args != nil {
+		return n.Args(n)
+	}
 	args := c.opts.Args(n)
 	if c.opts.ExtraArgs != nil {
 		args = append(append([]string(nil), args...), c.opts.ExtraArgs(n)...)

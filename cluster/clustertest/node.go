@@ -32,6 +32,11 @@ type Node struct {
 	HTTPPort, NATSPort, GossipPort, RoutePort int
 	// Netns is the name of the node's network namespace ("" without).
 	Netns string
+	// Args, when set, is this node's whole command line (without the
+	// binary), in place of Options.Args and Options.ExtraArgs: for a node
+	// that must differ from the others (a wrong key, another id). Set it
+	// before the node starts.
+	Args func(n *Node) []string
 
 	c   *Cluster
 	log *logBuffer

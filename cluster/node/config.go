@@ -15,9 +15,13 @@ import (
 // Config configures a node. Every field has a default; the zero value runs a
 // single node with data in ./data and the API on 127.0.0.1:8080.
 type Config struct {
-	// Name identifies the node in logs and, later, in the cluster.
-	// Default: "troupe".
-	Name string
+	// NodeID is the node's stable id: its name in logs, its serf name and
+	// its NATS server name. Default: the id recorded in the data dir
+	// (node.json), or on first start "node-" and 8 random hex digits,
+	// recorded there. A data dir recorded for another id is refused.
+	NodeID string
+	// Version is the binary's version, gossiped to other nodes.
+	Version string
 	// DataDir holds the journal (journal/), the read store (read/), NATS's
 	// JetStream storage (nats/) and the plugin compilation cache (cache/).
 	// Default: "./data".
@@ -71,6 +75,36 @@ type Config struct {
 	RequestTimeout time.Duration
 	// ShutdownTimeout bounds a graceful shutdown. Default: 10s.
 	ShutdownTimeout time.Duration
+	// Gossip, when set ("host:port"), runs the node in a cluster: serf
+	// gossips there (UDP and TCP) and the embedded NATS server joins the
+	// other nodes' as a NATS cluster with JetStream clustered. Empty: a
+	// single node.
+	Gossip string
+	// GossipAdvertise is the gossip address other nodes dial, when it
+	// differs from Gossip (NAT, 0.0.0.0). Default: Gossip.
+	GossipAdvertise string
+	// Join are the gossip addresses of nodes to join. Empty: this node
+	// founds a new cluster (or, with a data dir that has been in one,
+	// waits for its members to come to it).
+	Join []string
+	// JoinTimeout bounds how long Start retries the seeds (with back-off)
+	// before it gives up with an error naming them. Default: 2 minutes.
+	JoinTimeout time.Duration
+	// ClusterPort is the NATS route port, on Gossip's host. Default 6222;
+	// -1 picks a free port.
+	ClusterPort int
+	// GossipKey encrypts gossip (16, 24 or 32 bytes, AES-GCM). Every node
+	// of a cluster needs the same key; a node with another is refused.
+	GossipKey []byte
+	// ClusterSecret is the password every NATS route between nodes must
+	// present. Default: derived from GossipKey (none without a key).
+	ClusterSecret string
+	// Roles are what this node does in a cluster: RoleShards (own shards)
+	// and RoleJetStream (store replicated streams). Default: both.
+	Roles []string
+	// ReapFailedAfter is how long a failed member stays listed before it
+	// is forgotten. Default: membership.DefaultReapFailedAfter.
+	ReapFailedAfter time.Duration
 	// Setup registers the node's entity kinds, projections and queries
 	// (for the demo: bank.Register). Nil registers nothing.
 	Setup func(rt *actors.Runtime) error
@@ -80,9 +114,6 @@ type Config struct {
 
 // withDefaults returns cfg with zero fields set to their defaults.
 func (cfg Config) withDefaults() Config {
-	if cfg.Name == "" {
-		cfg.Name = "troupe"
-	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data"
 	}
@@ -112,6 +143,21 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.JoinTimeout == 0 {
+		cfg.JoinTimeout = 2 * time.Minute
+	}
+	if cfg.ClusterPort == 0 {
+		cfg.ClusterPort = 6222
+	}
+	if len(cfg.Roles) == 0 {
+		cfg.Roles = []string{RoleShards, RoleJetStream}
+	}
+	if cfg.ClusterSecret == "" && len(cfg.GossipKey) > 0 {
+		cfg.ClusterSecret = deriveSecret(cfg.GossipKey)
 	}
 	return cfg
 }
@@ -157,8 +203,40 @@ func (cfg Config) Validate() error {
 	if cfg.MaxRequestBytes < 0 {
 		return errors.New("node: negative max request size")
 	}
-	if cfg.RequestTimeout < 0 || cfg.ShutdownTimeout < 0 {
+	if cfg.RequestTimeout < 0 || cfg.ShutdownTimeout < 0 || cfg.JoinTimeout < 0 {
 		return errors.New("node: negative timeout")
+	}
+	if cfg.NodeID != "" {
+		if err := ValidateNodeID(cfg.NodeID); err != nil {
+			return err
+		}
+	}
+	if !cfg.clustered() {
+		if len(cfg.Join) > 0 {
+			return errors.New("node: --join needs --gossip (this node's gossip address)")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(cfg.Gossip); err != nil {
+		return fmt.Errorf("node: gossip address %q: %w", cfg.Gossip, err)
+	}
+	for _, j := range cfg.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return fmt.Errorf("node: seed %q: want host:port of a node's gossip address: %w", j, err)
+		}
+	}
+	if cfg.ClusterPort < -1 || cfg.ClusterPort > 65535 {
+		return fmt.Errorf("node: cluster port %d out of range", cfg.ClusterPort)
+	}
+	switch len(cfg.GossipKey) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("node: gossip key of %d bytes: want 16, 24 or 32 (base64 of `head -c 32 /dev/urandom`)", len(cfg.GossipKey))
+	}
+	for _, r := range cfg.Roles {
+		if r != RoleShards && r != RoleJetStream {
+			return fmt.Errorf("node: role %q: want %s or %s", r, RoleShards, RoleJetStream)
+		}
 	}
 	return nil
 }

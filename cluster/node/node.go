@@ -60,6 +60,8 @@ type Node struct {
 	// closers run in reverse order of registration: reverse start order.
 	closers []closer
 
+	ident   identity
+	cluster *clusterState // nil for a single node
 	journal journal.Store
 	read    *actors.ReadStore
 	bus     *bus.Bus
@@ -92,7 +94,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), metrics: reg}
+	n := &Node{cfg: cfg, log: cfg.Logger, metrics: reg}
 	n.stopping, n.endStreams = context.WithCancel(context.Background())
 	return n, nil
 }
@@ -119,6 +121,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: data dir: %w", err)
 	}
 	t0 := time.Now()
+	if n.ident, err = loadIdentity(cfg.DataDir, cfg.NodeID); err != nil {
+		return err
+	}
+	n.log = cfg.Logger.With("node", n.ident.NodeID)
 
 	// 1. The write store (journal) and the read store.
 	if n.journal, err = OpenJournal(cfg, false, n.log); err != nil {
@@ -130,19 +136,47 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.onStop("read store", func(context.Context) error { return n.read.Close() })
 
-	// 2. The embedded NATS server.
-	port := cfg.NATSPort
-	if n.bus, err = bus.New(bus.Config{
-		Name: cfg.Name, Host: cfg.NATSHost, Port: port, NoListen: cfg.NATSNoListen,
+	// 2. In a cluster: membership (serf), which names the cluster and
+	// gives NATS its routes.
+	if cfg.clustered() {
+		if err := n.startMembership(ctx); err != nil {
+			return err
+		}
+	}
+
+	// 3. The embedded NATS server: a NATS cluster with JetStream
+	// clustered when the node is in a cluster.
+	bcfg := bus.Config{
+		Name: n.ident.NodeID, Host: cfg.NATSHost, Port: cfg.NATSPort, NoListen: cfg.NATSNoListen,
 		StoreDir: filepath.Join(cfg.DataDir, "nats"), Token: cfg.NATSToken, Nkeys: cfg.NATSNkeys,
 		MonitorPort: cfg.NATSMonitorPort, MaxPayload: int32(cfg.NATSMaxPayload), Logger: n.log,
-	}); err != nil {
+	}
+	if cfg.clustered() {
+		bcfg.Cluster = n.busCluster()
+		if !cfg.hasRole(RoleJetStream) {
+			bcfg.StoreDir = ""
+		}
+	}
+	if n.bus, err = bus.New(bcfg); err != nil {
 		return err
 	}
 	if err := n.bus.Start(ctx); err != nil {
 		return err
 	}
 	n.onStop("nats", n.bus.Shutdown)
+	if cfg.clustered() {
+		n.cluster.attachBus(n.bus)
+		if len(cfg.DurableTopics) > 0 {
+			// Durable topics are JetStream streams: wait for the
+			// cluster's JetStream (bounded) before declaring them.
+			wctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+			err := n.bus.WaitJetStream(wctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("node: durable topics: %w", err)
+			}
+		}
+	}
 
 	// 3. The actor system.
 	n.system = actors.NewSystem(n.log)
@@ -221,9 +255,23 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
+	if cfg.clustered() {
+		// Announce the API and NATS addresses, follow membership with the
+		// routes, and check readiness. On shutdown, leaving the cluster
+		// comes first, so that peers see "left" while this node still
+		// serves.
+		if err := n.clusterStarted(); err != nil {
+			return err
+		}
+		n.onStop("leave cluster", n.cluster.leave)
+	}
 	n.ready.Store(true)
-	n.log.Info("node ready", "http", n.HTTPAddr(), "nats", n.bus.ClientURL(), "data", cfg.DataDir,
-		"sync", cfg.Sync, "plugins", cfg.PluginDir, "took", time.Since(t0).Round(time.Millisecond))
+	attrs := []any{"http", n.HTTPAddr(), "nats", n.bus.ClientURL(), "data", cfg.DataDir,
+		"sync", cfg.Sync, "plugins", cfg.PluginDir}
+	if n.cluster != nil {
+		attrs = append(attrs, "cluster", n.cluster.clusterID, "gossip", n.cluster.mem.Addr(), "route", n.bus.RouteAddr())
+	}
+	n.log.Info("node ready", append(attrs, "took", time.Since(t0).Round(time.Millisecond))...)
 	return nil
 }
 
@@ -282,12 +330,13 @@ func (n *Node) startHTTP() error {
 	mux.Handle(troupev1connect.NewEventServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewProjectionServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewPluginServiceHandler(a, opts...))
+	mux.Handle(troupev1connect.NewClusterServiceHandler(clusterAPI{n}, opts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !n.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if ok, reason := n.Ready(); !ok {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -326,6 +375,22 @@ func (n *Node) startHTTP() error {
 	})
 	return nil
 }
+
+// Ready reports whether the node serves: started and not stopping, and in
+// a cluster, joined with a majority in sight and JetStream answering.
+// When not, reason says why.
+func (n *Node) Ready() (bool, string) {
+	if !n.ready.Load() {
+		return false, "starting or stopping"
+	}
+	if n.cluster != nil {
+		return n.cluster.readiness()
+	}
+	return true, ""
+}
+
+// ID is the node's id ("" before Start).
+func (n *Node) ID() string { return n.ident.NodeID }
 
 // HTTPAddr is the address the API listens on ("" before Start).
 func (n *Node) HTTPAddr() string {

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,9 +23,12 @@ import (
 
 func newDevCmd() *cobra.Command {
 	var (
-		cfg       node.Config
-		logLevel  string
-		logFormat string
+		cfg           node.Config
+		logLevel      string
+		logFormat     string
+		gossipKey     string
+		gossipKeyFile string
+		secretFile    string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -36,6 +44,15 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 				return err
 			}
 			cfg.Logger = log
+			cfg.Version = version
+			if cfg.GossipKey, err = readGossipKey(gossipKey, gossipKeyFile); err != nil {
+				return err
+			}
+			if secretFile != "" {
+				if cfg.ClusterSecret, err = readSecretFile("--cluster-secret-file", secretFile); err != nil {
+					return err
+				}
+			}
 			cfg.Setup = func(rt *actors.Runtime) error { return bank.Register(rt) }
 			return serve(cmd.Context(), cfg)
 		},
@@ -57,10 +74,59 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.Var(&cfg.Sync, "sync", "journal sync policy: always, interval or none")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", badgerstore.DefaultSyncInterval, "fsync period under --sync interval")
 	f.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", 1<<20, "largest API request body accepted")
-	f.StringVar(&cfg.Name, "name", "troupe", "node name, used in logs")
+	f.StringVar(&cfg.NodeID, "node-id", "", "this node's stable id (serf and NATS server name); default: the one recorded in the data dir, or a new one")
+	f.StringVar(&cfg.Gossip, "gossip", "", "HOST:PORT to gossip on (serf, UDP and TCP): runs the node in a cluster")
+	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "HOST:PORT other nodes dial for gossip (default: --gossip)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (HOST:PORT) of nodes to join, comma-separated; none: found a new cluster")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 2*time.Minute, "how long to retry the seeds before giving up")
+	f.IntVar(&cfg.ClusterPort, "cluster-port", 6222, "NATS route port between nodes, on the --gossip host (-1: pick a free one)")
+	f.StringVar(&gossipKey, "gossip-key", "", "base64 gossip encryption key (16, 24 or 32 bytes), the same on every node")
+	f.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the base64 gossip encryption key")
+	f.StringVar(&cfg.ClusterSecret, "cluster-secret", "", "password of the NATS routes between nodes (default: derived from the gossip key)")
+	f.StringVar(&secretFile, "cluster-secret-file", "", "file holding the NATS route password")
+	f.StringSliceVar(&cfg.Roles, "roles", []string{node.RoleShards, node.RoleJetStream}, "what this node does in a cluster: shards, jetstream")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// readGossipKey decodes the gossip key from the flag or from its file.
+func readGossipKey(key, file string) ([]byte, error) {
+	if key != "" && file != "" {
+		return nil, errors.New("--gossip-key and --gossip-key-file are exclusive")
+	}
+	name := "--gossip-key"
+	if file != "" {
+		var err error
+		if key, err = readSecretFile("--gossip-key-file", file); err != nil {
+			return nil, err
+		}
+		name = "--gossip-key-file " + file
+	}
+	if key == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not base64: %w", name, err)
+	}
+	if n := len(b); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("%s: the key is %d bytes: want 16, 24 or 32 (make one with: head -c 32 /dev/urandom | base64)", name, n)
+	}
+	return b, nil
+}
+
+// readSecretFile reads a secret from a file, without surrounding space.
+func readSecretFile(flag, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s: %s is empty", flag, path)
+	}
+	return s, nil
 }
 
 // serve runs a node until SIGINT or SIGTERM, then shuts it down gracefully.

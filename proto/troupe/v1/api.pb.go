@@ -1095,6 +1095,361 @@ func (x *ReloadResponse) GetError() string {
 	return ""
 }
 
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersRequest) ProtoMessage() {}
+
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{19}
+}
+
+type MembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersResponse) Reset() {
+	*x = MembersResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersResponse) ProtoMessage() {}
+
+func (x *MembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
+func (*MembersResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Member is one node of the cluster as this node sees it.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the node id (serf name and NATS server name).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// state is alive, suspect, failed, leaving or left.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// gossip is the member's serf address (host:port).
+	Gossip string `protobuf:"bytes,3,opt,name=gossip,proto3" json:"gossip,omitempty"`
+	// api, nats and route are the member's API URL, NATS client URL and
+	// NATS route address, from its gossiped tags.
+	Api     string   `protobuf:"bytes,4,opt,name=api,proto3" json:"api,omitempty"`
+	Nats    string   `protobuf:"bytes,5,opt,name=nats,proto3" json:"nats,omitempty"`
+	Route   string   `protobuf:"bytes,6,opt,name=route,proto3" json:"route,omitempty"`
+	Roles   []string `protobuf:"bytes,7,rep,name=roles,proto3" json:"roles,omitempty"`
+	Version string   `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	// last_heard is when this node last had evidence the member was alive
+	// (RFC 3339; empty when never).
+	LastHeard string `protobuf:"bytes,9,opt,name=last_heard,json=lastHeard,proto3" json:"last_heard,omitempty"`
+	// cluster_id is the cluster the member says it belongs to.
+	ClusterId     string `protobuf:"bytes,10,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Member) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Member) GetGossip() string {
+	if x != nil {
+		return x.Gossip
+	}
+	return ""
+}
+
+func (x *Member) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *Member) GetNats() string {
+	if x != nil {
+		return x.Nats
+	}
+	return ""
+}
+
+func (x *Member) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *Member) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetLastHeard() string {
+	if x != nil {
+		return x.LastHeard
+	}
+	return ""
+}
+
+func (x *Member) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+type ClusterServiceStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterServiceStatusRequest) Reset() {
+	*x = ClusterServiceStatusRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterServiceStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterServiceStatusRequest) ProtoMessage() {}
+
+func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterServiceStatusRequest.ProtoReflect.Descriptor instead.
+func (*ClusterServiceStatusRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
+}
+
+type ClusterServiceStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the answering node; clustered is false for a single node.
+	NodeId    string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Clustered bool   `protobuf:"varint,2,opt,name=clustered,proto3" json:"clustered,omitempty"`
+	ClusterId string `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// members counts members by state.
+	Members map[string]uint32 `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// meta_leader is the JetStream meta leader as this node knows it ("" if
+	// none); meta_size the size of the JetStream meta group.
+	MetaLeader string `protobuf:"bytes,5,opt,name=meta_leader,json=metaLeader,proto3" json:"meta_leader,omitempty"`
+	MetaSize   uint32 `protobuf:"varint,6,opt,name=meta_size,json=metaSize,proto3" json:"meta_size,omitempty"`
+	// routes are the node ids this node has a NATS route to.
+	Routes []string `protobuf:"bytes,7,rep,name=routes,proto3" json:"routes,omitempty"`
+	// ready and reason mirror /readyz.
+	Ready         bool   `protobuf:"varint,8,opt,name=ready,proto3" json:"ready,omitempty"`
+	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterServiceStatusResponse) Reset() {
+	*x = ClusterServiceStatusResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterServiceStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterServiceStatusResponse) ProtoMessage() {}
+
+func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterServiceStatusResponse.ProtoReflect.Descriptor instead.
+func (*ClusterServiceStatusResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ClusterServiceStatusResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ClusterServiceStatusResponse) GetClustered() bool {
+	if x != nil {
+		return x.Clustered
+	}
+	return false
+}
+
+func (x *ClusterServiceStatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterServiceStatusResponse) GetMembers() map[string]uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ClusterServiceStatusResponse) GetMetaLeader() string {
+	if x != nil {
+		return x.MetaLeader
+	}
+	return ""
+}
+
+func (x *ClusterServiceStatusResponse) GetMetaSize() uint32 {
+	if x != nil {
+		return x.MetaSize
+	}
+	return 0
+}
+
+func (x *ClusterServiceStatusResponse) GetRoutes() []string {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *ClusterServiceStatusResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *ClusterServiceStatusResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_troupe_v1_api_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_api_proto_rawDesc = "" +
@@ -1167,7 +1522,40 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\rReloadRequest\"W\n" +
 	"\x0eReloadResponse\x12/\n" +
 	"\aplugins\x18\x01 \x03(\v2\x15.troupe.v1.PluginInfoR\aplugins\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error2I\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x10\n" +
+	"\x0eMembersRequest\">\n" +
+	"\x0fMembersResponse\x12+\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.troupe.v1.MemberR\amembers\"\xf0\x01\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06gossip\x18\x03 \x01(\tR\x06gossip\x12\x10\n" +
+	"\x03api\x18\x04 \x01(\tR\x03api\x12\x12\n" +
+	"\x04nats\x18\x05 \x01(\tR\x04nats\x12\x14\n" +
+	"\x05route\x18\x06 \x01(\tR\x05route\x12\x14\n" +
+	"\x05roles\x18\a \x03(\tR\x05roles\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"last_heard\x18\t \x01(\tR\tlastHeard\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\n" +
+	" \x01(\tR\tclusterId\"\x1d\n" +
+	"\x1bClusterServiceStatusRequest\"\x84\x03\n" +
+	"\x1cClusterServiceStatusResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1c\n" +
+	"\tclustered\x18\x02 \x01(\bR\tclustered\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12N\n" +
+	"\amembers\x18\x04 \x03(\v24.troupe.v1.ClusterServiceStatusResponse.MembersEntryR\amembers\x12\x1f\n" +
+	"\vmeta_leader\x18\x05 \x01(\tR\n" +
+	"metaLeader\x12\x1b\n" +
+	"\tmeta_size\x18\x06 \x01(\rR\bmetaSize\x12\x16\n" +
+	"\x06routes\x18\a \x03(\tR\x06routes\x12\x14\n" +
+	"\x05ready\x18\b \x01(\bR\x05ready\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x1a:\n" +
+	"\fMembersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012I\n" +
 	"\x0eCommandService\x127\n" +
 	"\x04Send\x12\x16.troupe.v1.SendRequest\x1a\x17.troupe.v1.SendResponse2J\n" +
 	"\fQueryService\x12:\n" +
@@ -1181,7 +1569,10 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\aRebuild\x12\x19.troupe.v1.RebuildRequest\x1a\x1a.troupe.v1.RebuildResponse0\x012\x87\x01\n" +
 	"\rPluginService\x127\n" +
 	"\x04List\x12\x16.troupe.v1.ListRequest\x1a\x17.troupe.v1.ListResponse\x12=\n" +
-	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponse2\xad\x01\n" +
+	"\x0eClusterService\x12@\n" +
+	"\aMembers\x12\x19.troupe.v1.MembersRequest\x1a\x1a.troupe.v1.MembersResponse\x12Y\n" +
+	"\x06Status\x12&.troupe.v1.ClusterServiceStatusRequest\x1a'.troupe.v1.ClusterServiceStatusResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_api_proto_rawDescOnce sync.Once
@@ -1195,7 +1586,7 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_troupe_v1_api_proto_goTypes = []any{
 	(*SendRequest)(nil),                     // 0: troupe.v1.SendRequest
 	(*SendResponse)(nil),                    // 1: troupe.v1.SendResponse
@@ -1216,46 +1607,58 @@ var file_troupe_v1_api_proto_goTypes = []any{
 	(*ListResponse)(nil),                    // 16: troupe.v1.ListResponse
 	(*ReloadRequest)(nil),                   // 17: troupe.v1.ReloadRequest
 	(*ReloadResponse)(nil),                  // 18: troupe.v1.ReloadResponse
-	nil,                                     // 19: troupe.v1.SendRequest.MetadataEntry
-	(*structpb.Struct)(nil),                 // 20: google.protobuf.Struct
-	(*structpb.Value)(nil),                  // 21: google.protobuf.Value
-	(*Event)(nil),                           // 22: troupe.v1.Event
-	(*PluginInfo)(nil),                      // 23: troupe.v1.PluginInfo
+	(*MembersRequest)(nil),                  // 19: troupe.v1.MembersRequest
+	(*MembersResponse)(nil),                 // 20: troupe.v1.MembersResponse
+	(*Member)(nil),                          // 21: troupe.v1.Member
+	(*ClusterServiceStatusRequest)(nil),     // 22: troupe.v1.ClusterServiceStatusRequest
+	(*ClusterServiceStatusResponse)(nil),    // 23: troupe.v1.ClusterServiceStatusResponse
+	nil,                                     // 24: troupe.v1.SendRequest.MetadataEntry
+	nil,                                     // 25: troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	(*structpb.Struct)(nil),                 // 26: google.protobuf.Struct
+	(*structpb.Value)(nil),                  // 27: google.protobuf.Value
+	(*Event)(nil),                           // 28: troupe.v1.Event
+	(*PluginInfo)(nil),                      // 29: troupe.v1.PluginInfo
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	20, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	19, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	21, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	20, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	21, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	22, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
-	22, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	26, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	24, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	27, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	26, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	27, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	28, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	28, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
 	11, // 7: troupe.v1.ProjectionServiceStatusResponse.projections:type_name -> troupe.v1.ProjectionStatus
-	23, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
-	23, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
-	0,  // 10: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2,  // 11: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	4,  // 12: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
-	5,  // 13: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
-	8,  // 14: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
-	10, // 15: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
-	13, // 16: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
-	15, // 17: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
-	17, // 18: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
-	1,  // 19: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3,  // 20: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	6,  // 21: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
-	7,  // 22: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
-	9,  // 23: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
-	12, // 24: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
-	14, // 25: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
-	16, // 26: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
-	18, // 27: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	29, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
+	29, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
+	21, // 10: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
+	25, // 11: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	0,  // 12: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 13: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 14: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 15: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 16: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	10, // 17: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
+	13, // 18: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
+	15, // 19: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
+	17, // 20: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
+	19, // 21: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
+	22, // 22: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
+	1,  // 23: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 24: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 25: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 26: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 27: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // 28: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
+	14, // 29: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
+	16, // 30: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
+	18, // 31: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
+	20, // 32: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
+	23, // 33: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
+	23, // [23:34] is the sub-list for method output_type
+	12, // [12:23] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -1271,9 +1674,9 @@ func file_troupe_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   26,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_troupe_v1_api_proto_goTypes,
 		DependencyIndexes: file_troupe_v1_api_proto_depIdxs,

@@ -31,6 +31,8 @@ const (
 	ProjectionServiceName = "troupe.v1.ProjectionService"
 	// PluginServiceName is the fully-qualified name of the PluginService service.
 	PluginServiceName = "troupe.v1.PluginService"
+	// ClusterServiceName is the fully-qualified name of the ClusterService service.
+	ClusterServiceName = "troupe.v1.ClusterService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -61,6 +63,10 @@ const (
 	PluginServiceListProcedure = "/troupe.v1.PluginService/List"
 	// PluginServiceReloadProcedure is the fully-qualified name of the PluginService's Reload RPC.
 	PluginServiceReloadProcedure = "/troupe.v1.PluginService/Reload"
+	// ClusterServiceMembersProcedure is the fully-qualified name of the ClusterService's Members RPC.
+	ClusterServiceMembersProcedure = "/troupe.v1.ClusterService/Members"
+	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
+	ClusterServiceStatusProcedure = "/troupe.v1.ClusterService/Status"
 )
 
 // CommandServiceClient is a client for the troupe.v1.CommandService service.
@@ -539,4 +545,106 @@ func (UnimplementedPluginServiceHandler) List(context.Context, *connect.Request[
 
 func (UnimplementedPluginServiceHandler) Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.PluginService.Reload is not implemented"))
+}
+
+// ClusterServiceClient is a client for the troupe.v1.ClusterService service.
+type ClusterServiceClient interface {
+	// Members lists every member this node knows, itself included.
+	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
+	// Status is this node's view of the cluster: membership, the NATS
+	// routes that are up, the JetStream meta leader, and readiness.
+	Status(context.Context, *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error)
+}
+
+// NewClusterServiceClient constructs a client for the troupe.v1.ClusterService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ClusterServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	clusterServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("ClusterService").Methods()
+	return &clusterServiceClient{
+		members: connect.NewClient[v1.MembersRequest, v1.MembersResponse](
+			httpClient,
+			baseURL+ClusterServiceMembersProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Members")),
+			connect.WithClientOptions(opts...),
+		),
+		status: connect.NewClient[v1.ClusterServiceStatusRequest, v1.ClusterServiceStatusResponse](
+			httpClient,
+			baseURL+ClusterServiceStatusProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Status")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// clusterServiceClient implements ClusterServiceClient.
+type clusterServiceClient struct {
+	members *connect.Client[v1.MembersRequest, v1.MembersResponse]
+	status  *connect.Client[v1.ClusterServiceStatusRequest, v1.ClusterServiceStatusResponse]
+}
+
+// Members calls troupe.v1.ClusterService.Members.
+func (c *clusterServiceClient) Members(ctx context.Context, req *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error) {
+	return c.members.CallUnary(ctx, req)
+}
+
+// Status calls troupe.v1.ClusterService.Status.
+func (c *clusterServiceClient) Status(ctx context.Context, req *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error) {
+	return c.status.CallUnary(ctx, req)
+}
+
+// ClusterServiceHandler is an implementation of the troupe.v1.ClusterService service.
+type ClusterServiceHandler interface {
+	// Members lists every member this node knows, itself included.
+	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
+	// Status is this node's view of the cluster: membership, the NATS
+	// routes that are up, the JetStream meta leader, and readiness.
+	Status(context.Context, *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error)
+}
+
+// NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	clusterServiceMethods := v1.File_troupe_v1_api_proto.Services().ByName("ClusterService").Methods()
+	clusterServiceMembersHandler := connect.NewUnaryHandler(
+		ClusterServiceMembersProcedure,
+		svc.Members,
+		connect.WithSchema(clusterServiceMethods.ByName("Members")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceStatusHandler := connect.NewUnaryHandler(
+		ClusterServiceStatusProcedure,
+		svc.Status,
+		connect.WithSchema(clusterServiceMethods.ByName("Status")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/troupe.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ClusterServiceMembersProcedure:
+			clusterServiceMembersHandler.ServeHTTP(w, r)
+		case ClusterServiceStatusProcedure:
+			clusterServiceStatusHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedClusterServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedClusterServiceHandler struct{}
+
+func (UnimplementedClusterServiceHandler) Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ClusterService.Members is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Status(context.Context, *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ClusterService.Status is not implemented"))
 }

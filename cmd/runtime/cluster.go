@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
+)
+
+func newClusterCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Show the cluster a running node belongs to",
+	}
+	cmd.AddCommand(newClusterMembersCmd(), newClusterStatusCmd())
+	return cmd
+}
+
+func newClusterMembersCmd() *cobra.Command {
+	var (
+		node    string
+		timeout time.Duration
+		format  string
+	)
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the members as the node sees them: id, state, addresses, roles, version, last heard",
+		Example: `  troupe cluster members --node http://127.0.0.1:8081
+  troupe cluster members --format json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return fmt.Errorf("--format %q: want table or json", format)
+			}
+			c := troupev1connect.NewClusterServiceClient(httpClient(timeout), node)
+			resp, err := c.Members(cmd.Context(), connect.NewRequest(&troupev1.MembersRequest{}))
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			return writeMembers(cmd.OutOrStdout(), resp.Msg.GetMembers(), time.Now())
+		},
+	}
+	addNodeFlag(cmd, &node, &timeout)
+	cmd.Flags().StringVar(&format, "format", "table", "output: table or json")
+	return cmd
+}
+
+func newClusterStatusCmd() *cobra.Command {
+	var (
+		node    string
+		timeout time.Duration
+		format  string
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "The node's view of the cluster: members by state, NATS routes, JetStream meta leader, readiness",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return fmt.Errorf("--format %q: want table or json", format)
+			}
+			c := troupev1connect.NewClusterServiceClient(httpClient(timeout), node)
+			resp, err := c.Status(cmd.Context(), connect.NewRequest(&troupev1.ClusterServiceStatusRequest{}))
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			return writeStatus(cmd.OutOrStdout(), resp.Msg)
+		},
+	}
+	addNodeFlag(cmd, &node, &timeout)
+	cmd.Flags().StringVar(&format, "format", "table", "output: table or json")
+	return cmd
+}
+
+func writeJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+// writeMembers prints one member per line, sorted by id.
+func writeMembers(w io.Writer, ms []*troupev1.Member, now time.Time) error {
+	ms = slices.Clone(ms)
+	sort.Slice(ms, func(i, j int) bool { return ms[i].GetId() < ms[j].GetId() })
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tGOSSIP\tAPI\tNATS\tROUTE\tROLES\tVERSION\tLAST HEARD")
+	for _, m := range ms {
+		heard := "-"
+		if t, err := time.Parse(time.RFC3339Nano, m.GetLastHeard()); err == nil {
+			heard = now.Sub(t).Round(time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.GetId(), m.GetState(), dash(m.GetGossip()),
+			dash(m.GetApi()), dash(m.GetNats()), dash(m.GetRoute()), dash(strings.Join(m.GetRoles(), ",")),
+			dash(m.GetVersion()), heard)
+	}
+	return tw.Flush()
+}
+
+func writeStatus(w io.Writer, st *troupev1.ClusterServiceStatusResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "node\t%s\n", st.GetNodeId())
+	if !st.GetClustered() {
+		fmt.Fprintf(tw, "cluster\tnone (a single node)\n")
+	} else {
+		fmt.Fprintf(tw, "cluster\t%s\n", st.GetClusterId())
+	}
+	var states []string
+	for s, n := range st.GetMembers() {
+		states = append(states, fmt.Sprintf("%d %s", n, s))
+	}
+	sort.Strings(states)
+	fmt.Fprintf(tw, "members\t%s\n", strings.Join(states, ", "))
+	if st.GetClustered() {
+		fmt.Fprintf(tw, "jetstream meta leader\t%s (of %d)\n", dash(st.GetMetaLeader()), st.GetMetaSize())
+		fmt.Fprintf(tw, "routes up\t%s\n", dash(strings.Join(st.GetRoutes(), ", ")))
+	}
+	ready := "yes"
+	if !st.GetReady() {
+		ready = "no: " + st.GetReason()
+	}
+	fmt.Fprintf(tw, "ready\t%s\n", ready)
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
