@@ -342,6 +342,8 @@ func (n *Node) startHTTP() error {
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/ui/", n.dashboard()) // the web dashboard: dashboard.go
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
