@@ -12,17 +12,26 @@
 // Membership informs, it does not decide: who owns a shard is decided
 // elsewhere (leases); this package says who is alive and where.
 //
+//	changed := make(chan struct{}, 1)
 //	m, err := membership.New(membership.Config{
 //		NodeID:   "node-1",
 //		BindAddr: "10.0.0.1:7946",
 //		Key:      key, // 32 bytes, the same on every node
 //		Tags:     map[string]string{"api": "http://10.0.0.1:8080"},
-//		OnChange: func() { rebuild(m.Members()) },
+//		OnChange: func() {
+//			select {
+//			case changed <- struct{}{}:
+//			default:
+//			}
+//		},
 //	})
 //	if err != nil { ... }
 //	if err := m.Start(ctx); err != nil { ... }
 //	defer m.Close()
 //	if _, err := m.Join(ctx, []string{"10.0.0.1:7946", "10.0.0.2:7946"}, 10); err != nil { ... }
+//	for range changed { // in the goroutine that owns the placement
+//		rebuild(m.Members())
+//	}
 //	...
 //	m.Shutdown(ctx) // leave gracefully, then close
 //

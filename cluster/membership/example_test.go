@@ -24,24 +24,29 @@ func Example() {
 		},
 	})
 	if err != nil {
-		panic(err)
+		fmt.Println(err)
+		return
 	}
 	if err := a.Start(ctx); err != nil {
-		panic(err)
+		fmt.Println(err)
+		return
 	}
 	defer a.Close()
 
 	b, err := membership.New(membership.Config{NodeID: "b", BindAddr: "127.0.0.1:0",
 		Tags: map[string]string{"role": "worker"}})
 	if err != nil {
-		panic(err)
+		fmt.Println(err)
+		return
 	}
 	if err := b.Start(ctx); err != nil {
-		panic(err)
+		fmt.Println(err)
+		return
 	}
 	defer b.Close()
 	if _, err := b.Join(ctx, []string{a.Addr()}, 3); err != nil {
-		panic(err)
+		fmt.Println(err)
+		return
 	}
 
 	// a learns of b from the join; wait for its OnChange (bounded).
@@ -50,7 +55,8 @@ func Example() {
 		select {
 		case <-changed:
 		case <-timeout:
-			panic("a never saw b")
+			fmt.Println("a never saw b")
+			return
 		}
 	}
 	for _, m := range a.Members() {

@@ -141,7 +141,7 @@ func (m *Membership) Start(ctx context.Context) error {
 		m.wg.Add(1)
 		go m.notifier()
 	}
-	m.log.Info("gossip listening", "node", m.cfg.NodeID, "addr", m.Addr(),
+	m.log.Info("gossip listening", "addr", m.Addr(),
 		"encrypted", len(m.cfg.Key) > 0)
 	return nil
 }
@@ -297,7 +297,7 @@ func (m *Membership) Join(ctx context.Context, seeds []string, attempts int) (jo
 		return 0, err
 	}
 	if len(targets) == 0 {
-		m.log.Info("no seed to join but this node; starting alone", "node", m.cfg.NodeID)
+		m.log.Info("no seed to join but this node; starting alone")
 		return 0, nil
 	}
 	m.joinMu.Lock()
@@ -346,7 +346,7 @@ func (m *Membership) Join(ctx context.Context, seeds []string, attempts int) (jo
 			return 0, &JoinError{Seeds: targets, Attempts: attempt, Err: errors.Join(ctx.Err(), errors.Join(failures...))}
 		}
 		if joined > 0 {
-			m.log.Info("joined the cluster", "node", m.cfg.NodeID, "seeds_answered", joined,
+			m.log.Info("joined the cluster", "seeds_answered", joined,
 				"attempt", attempt)
 			return joined, nil
 		}
@@ -584,7 +584,7 @@ func (m *Membership) Leave(ctx context.Context) error {
 		go func() {
 			defer m.wg.Done()
 			defer close(done)
-			m.log.Info("leaving the cluster", "node", m.cfg.NodeID)
+			m.log.Info("leaving the cluster")
 			err := s.Leave()
 			m.mu.Lock()
 			m.leaveErr = err
