@@ -455,3 +455,57 @@ func TestClusterPartitionIsolatesOneNode(t *testing.T) {
 	waitMembers(t, c, []int{0, 1, 2}, 60*time.Second)
 	t.Logf("healed: one membership after %s", time.Since(t0).Round(time.Millisecond))
 }
+
+// TestClusterFirstBootSeeds boots new clusters the ways the README shows:
+// one founding node that the others join, and every node given every
+// node (itself included) as seeds, all started at once.
+func TestClusterFirstBootSeeds(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		seeds func(c *clustertest.Cluster, n *clustertest.Node) []string
+	}{
+		{"one seed", func(c *clustertest.Cluster, n *clustertest.Node) []string {
+			if n.Index == 0 {
+				return nil // founds the cluster
+			}
+			return []string{c.Node(0).GossipAddr()}
+		}},
+		{"three seeds", func(c *clustertest.Cluster, n *clustertest.Node) []string {
+			return []string{c.Node(0).GossipAddr(), c.Node(1).GossipAddr(), c.Node(2).GossipAddr()}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c *clustertest.Cluster
+			c = clustertest.New(t, clustertest.Options{Nodes: 3, Binary: troupeBin, Args: func(n *clustertest.Node) []string {
+				var args []string
+				for i := 0; i < len(clustertest.ClusterArgs(n)); i++ {
+					a := clustertest.ClusterArgs(n)[i]
+					if a == "--join" {
+						i++
+						continue
+					}
+					args = append(args, a)
+				}
+				if s := tc.seeds(c, n); len(s) > 0 {
+					args = append(args, "--join", strings.Join(s, ","))
+				}
+				return args
+			}})
+			if err := c.StartAll(); err != nil {
+				t.Fatal(err)
+			}
+			waitMembers(t, c, []int{0, 1, 2}, 30*time.Second)
+			ids := map[string]bool{}
+			for i := range c.Nodes() {
+				st, err := status(context.Background(), c, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids[st.GetClusterId()] = true
+			}
+			if len(ids) != 1 {
+				t.Fatalf("cluster ids %v: want one", ids)
+			}
+		})
+	}
+}
