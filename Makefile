@@ -12,7 +12,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # The standard NATS CLI, for the interop tests.
 NATSCLI_VERSION := v0.5.0
 
-.PHONY: all build run test test-race test-long proto proto-check tools wasm wasm-all toolchains lint bench clean
+.PHONY: all build run cluster test test-race test-long proto proto-check tools wasm wasm-all toolchains lint bench clean
 
 all: build
 
@@ -22,6 +22,10 @@ build:
 ## run: start the demo node (bank domain, example plugins) with data in ./data
 run: build wasm
 	PARTNER_API_TOKEN=$${PARTNER_API_TOKEN:-demo-token} ./$(BIN) dev --data-dir ./data --plugins $(PLUGINS_OUT)
+
+## cluster: start three nodes on this machine (deploy/local-cluster.sh); Ctrl-C stops them
+cluster: build
+	deploy/local-cluster.sh $(BIN) data/cluster
 
 ## test: vet, then the whole default suite (unit, integration, end-to-end)
 test: wasm $(TOOLS)/nats

@@ -203,7 +203,7 @@ func TestClusterFormsAndTheCLIShowsIt(t *testing.T) {
 func TestClusterKillDetectRestart(t *testing.T) {
 	runs := 3
 	if clustertest.Long() {
-		runs = 10
+		runs = 20
 	}
 	c := startCluster(t, clustertest.Options{Nodes: 3})
 	var detect []time.Duration
@@ -246,7 +246,8 @@ func TestClusterKillDetectRestart(t *testing.T) {
 	}
 	slices.Sort(detect)
 	median := detect[len(detect)/2]
-	t.Logf("failure detection over %d kills: min %s, median %s, max %s", len(detect), detect[0].Round(time.Millisecond), median.Round(time.Millisecond), detect[len(detect)-1].Round(time.Millisecond))
+	t.Logf("failure detection over %d kills: min %s, median %s, p90 %s, max %s", len(detect), detect[0].Round(time.Millisecond),
+		median.Round(time.Millisecond), detect[len(detect)*9/10].Round(time.Millisecond), detect[len(detect)-1].Round(time.Millisecond))
 	if median > 2*time.Second {
 		t.Fatalf("median failure detection %s, want at most 2s", median)
 	}
@@ -477,15 +478,7 @@ func TestClusterFirstBootSeeds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var c *clustertest.Cluster
 			c = clustertest.New(t, clustertest.Options{Nodes: 3, Binary: troupeBin, Args: func(n *clustertest.Node) []string {
-				var args []string
-				for i := 0; i < len(clustertest.ClusterArgs(n)); i++ {
-					a := clustertest.ClusterArgs(n)[i]
-					if a == "--join" {
-						i++
-						continue
-					}
-					args = append(args, a)
-				}
+				args := withoutFlag(clustertest.ClusterArgs(n), "--join")
 				if s := tc.seeds(c, n); len(s) > 0 {
 					args = append(args, "--join", strings.Join(s, ","))
 				}
@@ -508,4 +501,63 @@ func TestClusterFirstBootSeeds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCluster16Nodes (long run) starts 16 nodes as child processes on
+// this machine: three carry JetStream, all carry shards. Every node must
+// see 16 alive; the time to converge and each node's memory are reported.
+func TestCluster16Nodes(t *testing.T) {
+	if !clustertest.Long() {
+		t.Skip("long run: TROUPE_LONG=1 (docs/testing.md)")
+	}
+	const nodes = 16
+	var c *clustertest.Cluster
+	c = clustertest.New(t, clustertest.Options{Nodes: nodes, Binary: troupeBin, ReadyTimeout: 3 * time.Minute,
+		Args: func(n *clustertest.Node) []string {
+			args := withoutFlag(clustertest.ClusterArgs(n), "--join")
+			args = append(args, "--join", strings.Join([]string{c.Node(0).GossipAddr(), c.Node(1).GossipAddr(), c.Node(2).GossipAddr()}, ","))
+			if n.Index >= 3 {
+				args = append(args, "--roles", "shards")
+			}
+			return args
+		}})
+	t0 := time.Now()
+	if err := c.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	all := make([]int, nodes)
+	for i := range all {
+		all[i] = i
+	}
+	waitMembers(t, c, all, 3*time.Minute)
+	took := time.Since(t0)
+	var rss []int
+	for _, n := range c.Nodes() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var kb int
+			if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+				rss = append(rss, kb)
+			}
+		}
+	}
+	slices.Sort(rss)
+	t.Logf("%d nodes (3 with JetStream) see each other alive, ready, one meta leader: %s after the first start", nodes, took.Round(time.Millisecond))
+	t.Logf("resident memory per node: min %d MiB, median %d MiB, max %d MiB", rss[0]/1024, rss[len(rss)/2]/1024, rss[len(rss)-1]/1024)
+}
+
+// withoutFlag drops a flag and its value from args.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
