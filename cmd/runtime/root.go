@@ -32,7 +32,7 @@ flag's name in upper case with '-' as '_' (--data-dir is TROUPE_DATA_DIR).`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newDevCmd(), newSendCmd(), newQueryCmd(), newEventsCmd(), newProjectionsCmd(), newPluginsCmd(), newPublishCmd(), newSubscribeCmd(), newClusterCmd(), newVersionCmd())
+	root.AddCommand(newDevCmd(), newSendCmd(), newQueryCmd(), newEventsCmd(), newProjectionsCmd(), newPluginsCmd(), newPublishCmd(), newSubscribeCmd(), newClusterCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 
