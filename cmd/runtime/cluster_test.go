@@ -107,6 +107,11 @@ func waitMembers(t *testing.T, c *clustertest.Cluster, nodes []int, bound time.D
 			if !st.GetReady() {
 				return fmt.Errorf("%s not ready: %s", c.Node(i).ID, st.GetReason())
 			}
+			// A node without the jetstream role runs NATS without
+			// JetStream: it has no view of the meta group of its own.
+			if !slices.Contains(ms[c.Node(i).ID].GetRoles(), "jetstream") {
+				continue
+			}
 			leaders[st.GetMetaLeader()] = true
 			leader = st.GetMetaLeader()
 		}
