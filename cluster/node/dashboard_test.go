@@ -193,7 +193,7 @@ func (b *browser) saveArtifacts(t *testing.T) {
 	dir := t.ArtifactDir()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90)); err == nil {
+	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
 		path := filepath.Join(dir, "screenshot.png")
 		if os.WriteFile(path, png, 0o644) == nil {
 			t.Logf("screenshot: %s", path)
@@ -340,6 +340,16 @@ func waitText(b *browser, sel, want string) {
 	}
 }
 
+// waitJS polls a JavaScript expression until it is true.
+func waitJS(b *browser, expr string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+		b.t.Fatalf("never true: %s: %v", expr, err)
+	}
+}
+
 // TestDashboardScreenshot writes the screenshot of the dashboard in
 // docs/ (TROUPE_SCREENSHOT=docs/dashboard.png): the bank demo with some
 // traffic, as `make run` shows it.
@@ -378,10 +388,13 @@ func TestDashboardScreenshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	// Wait for a refresh that shows the rejection (validate-amount's
+	// rejects cell) and the rates.
+	waitJS(b, `document.querySelector('#plugins tr[data-plugin="validate-amount"] td:nth-of-type(6)')?.textContent.trim() === "1"`)
 	waitText(b, "#rates", "events/s, peak")
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}

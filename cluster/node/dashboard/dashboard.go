@@ -192,6 +192,12 @@ func (h *Handler) loadAssets() error {
 		"meta":      formatMeta,
 		"maxu":      func(a, b uint64) uint64 { return max(a, b) },
 		"mod8":      func(i int) int { return i % 8 },
+		"hostport": func(u string) string {
+			if _, rest, ok := strings.Cut(u, "://"); ok {
+				return rest
+			}
+			return u
+		},
 	}
 	h.pages = map[string]*template.Template{}
 	for _, name := range []string{"overview", "entity", "error"} {
