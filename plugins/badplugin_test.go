@@ -78,6 +78,7 @@ func TestBadPluginCall(t *testing.T) {
 		{"oob-result", "", "abi", ErrABI, "outside guest memory"},
 		{"bad-verdict", "", "verdict", ErrBadVerdict, "undecodable verdict"},
 		{"oob-log", "", "abi", ErrABI, "log message: range [2147483632, +100) outside guest memory"},
+		{"oob-log-long", "", "abi", ErrABI, "log message: range [60000, +10000) outside guest memory"},
 	}
 	for _, tt := range tests {
 		for _, policy := range []string{"reject", "pass"} {

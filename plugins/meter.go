@@ -32,7 +32,7 @@ import (
 // garbage collector cannot stop a goroutine that is inside wasm, so the chunk
 // bounds how long a collection (and with it the whole node) can wait for a
 // plugin call.
-const fuelChunk = 1 << 20
+const fuelChunk = 1 << 18
 
 // BoundError is the failure of a call (or of a load-time instantiation or
 // probe) that hit one of its bounds. It wraps ErrTimeout, or the context's
