@@ -354,7 +354,7 @@ func (n *Node) startHTTP() error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS on loopback
 	n.http = &http.Server{
-		Handler:           http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096),
+		Handler:           refuseUnsupportedEncoding(http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096)),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -26,11 +30,37 @@ func addNodeFlag(cmd *cobra.Command, node *string, timeout *time.Duration) {
 
 func httpClient(timeout time.Duration) *http.Client { return &http.Client{Timeout: timeout} }
 
+// sendRetryable reports whether a failed send may be retried with the same
+// idempotency key: the node did not answer in time (the command may or may
+// not have been applied) or could not take it now.
+func sendRetryable(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeDeadlineExceeded, connect.CodeUnavailable:
+		return true
+	}
+	return false
+}
+
+// newIdempotencyKey returns a fresh random key for one `troupe send`.
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "send-" + hex.EncodeToString(b[:])
+}
+
+// sendBackoff is the wait before retry n (1, 2, ...): 100 ms doubling, at
+// most 2 s.
+func sendBackoff(n int) time.Duration {
+	return min(100*time.Millisecond<<(n-1), 2*time.Second)
+}
+
 func newSendCmd() *cobra.Command {
 	var (
 		node, key string
 		timeout   time.Duration
 		verbose   bool
+		noKey     bool
+		retries   int
 	)
 	cmd := &cobra.Command{
 		Use:   "send KIND/ID [TYPE] JSON",
@@ -38,7 +68,14 @@ func newSendCmd() *cobra.Command {
 		Long: `Send a command to the entity KIND/ID of a running node and print its reply.
 
 TYPE names the command. Without it, the JSON object's "type" member names the
-command and its other members are the command's payload.`,
+command and its other members are the command's payload.
+
+A command that fails with deadline_exceeded may still have been applied: the
+outcome is unknown. So send gives every command an idempotency key (a fresh
+random one, unless you pass --idempotency-key) and retries a
+deadline_exceeded or unavailable answer with the same key, up to --retries
+times: the node applies a key at most once, so the command takes effect
+exactly once. --no-idempotency-key sends without a key and never retries.`,
 		Example: `  troupe send account/acc-1 Open '{"owner":"ada"}'
   troupe send account/acc-1 Deposit '{"amount":100}'
   troupe send account/acc-1 '{"type":"Withdraw","amount":30}'`,
@@ -68,12 +105,47 @@ command and its other members are the command's payload.`,
 			if err != nil {
 				return fmt.Errorf("payload: %v", err)
 			}
-			c := troupev1connect.NewCommandServiceClient(httpClient(timeout), node)
-			resp, err := c.Send(cmd.Context(), connect.NewRequest(&troupev1.SendRequest{
-				Kind: kind, Id: id, Type: typ, Payload: st, IdempotencyKey: key,
-			}))
-			if err != nil {
-				return err
+			switch {
+			case noKey && key != "":
+				return errors.New("--no-idempotency-key and --idempotency-key exclude each other")
+			case retries < 0:
+				return fmt.Errorf("--retries %d: want 0 or more", retries)
+			case noKey:
+				retries = 0 // without a key a retry could apply the command twice
+			case key == "":
+				key = newIdempotencyKey()
+			}
+			// Each attempt is bounded by --timeout through its context (the
+			// node learns the deadline from the request), not by the HTTP
+			// client, so that a timeout is reported as deadline_exceeded.
+			c := troupev1connect.NewCommandServiceClient(&http.Client{}, node)
+			req := &troupev1.SendRequest{Kind: kind, Id: id, Type: typ, Payload: st, IdempotencyKey: key}
+			var resp *connect.Response[troupev1.SendResponse]
+			for attempt := 0; ; attempt++ {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				resp, err = c.Send(ctx, connect.NewRequest(req))
+				cancel()
+				if err == nil {
+					break
+				}
+				if !sendRetryable(err) || cmd.Context().Err() != nil {
+					return err
+				}
+				if attempt >= retries {
+					if key == "" {
+						return err
+					}
+					return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s (the command may or may not have been applied: send it again with --idempotency-key %s, which applies it at most once)",
+						oneLineErr(err), key))
+				}
+				wait := sendBackoff(attempt + 1)
+				fmt.Fprintf(cmd.ErrOrStderr(), "troupe: %s: %s; retrying in %v with idempotency key %s (%d of %d)\n",
+					connect.CodeOf(err), oneLineErr(err), wait, key, attempt+1, retries)
+				select {
+				case <-time.After(wait):
+				case <-cmd.Context().Done():
+					return err
+				}
 			}
 			if verbose {
 				return printJSON(cmd, resp.Msg)
@@ -86,7 +158,9 @@ command and its other members are the command's payload.`,
 		},
 	}
 	addNodeFlag(cmd, &node, &timeout)
-	cmd.Flags().StringVar(&key, "idempotency-key", "", "make the command idempotent under this key")
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "make the command idempotent under this key (default: a fresh random key)")
+	cmd.Flags().BoolVar(&noKey, "no-idempotency-key", false, "send without an idempotency key, and never retry")
+	cmd.Flags().IntVar(&retries, "retries", 3, "retries of a deadline_exceeded or unavailable answer, with the same idempotency key (0: none)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the whole response (sequence, position, events)")
 	return cmd
 }
@@ -141,4 +215,13 @@ func printJSON(cmd *cobra.Command, m proto.Message) error {
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), string(b))
 	return nil
+}
+
+// oneLineErr renders an API error's message on one line.
+func oneLineErr(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return strings.ReplaceAll(ce.Message(), "\n", " ")
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
 }
