@@ -53,7 +53,30 @@ func demoNode(t *testing.T) *Node {
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1, PluginDir: plugins,
 		Setup: bank.Register, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	n := startNode(t, cfg)
+	// Compiling four Go plugins is most of a node's start (seconds each;
+	// minutes under the race detector). wazero's compilation cache is
+	// keyed by the module and wazero's version and written atomically, so
+	// test nodes share one, across runs too.
+	shared := filepath.Join(os.TempDir(), "troupe-test-wasm-cache")
+	if err := os.MkdirAll(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "cache"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(shared, filepath.Join(cfg.DataDir, "cache", "wasm")); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A cold cache under the race detector takes minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -239,6 +262,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		if entities := b.text("#entities"); !strings.Contains(entities, "acc-1") || !strings.Contains(entities, "transfer") {
 			t.Errorf("entities panel:\n%s", entities)
 		}
+		// Every control has a label a screen reader announces.
+		unlabelled, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("input, select, button, progress")]
+			.filter(el => !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.textContent.trim())
+			.map(el => el.outerHTML)`))
+		if err != nil || len(unlabelled) > 0 {
+			t.Errorf("controls without a label (%v): %v", err, unlabelled)
+		}
 		if errs := b.consoleErrors(); len(errs) > 0 {
 			t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 		}
@@ -294,6 +324,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		waitText(b, "#state", `"balance": 100`)
 		if errs := b.consoleErrors(); len(errs) > 0 {
 			t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
+		}
+	})
+
+	t.Run("the keyboard opens an entity", func(t *testing.T) {
+		b.bind(t)
+		// Type an id in the lookup form and press Enter.
+		b.do(10*time.Second,
+			chromedp.Navigate(api+"/ui/"),
+			chromedp.SendKeys(chromedp.CSS("#lookup-id"), "acc-2\r"),
+			chromedp.WaitVisible(chromedp.CSS(`#event-table tr[data-seq="1"]`)),
+		)
+		if h := b.text("h1"); h != "account/acc-2" {
+			t.Fatalf("Enter in the lookup form opened %q", h)
 		}
 	})
 
