@@ -25,7 +25,7 @@ import (
 // call's wall-clock deadline has passed, its context is done, or its fuel
 // (limits.fuel) is spent. Host functions that wait (http_call, the clock
 // capability's sleep) wait no longer than the deadline. See
-// docs/adr/0005-bounded-plugin-calls.md.
+// docs/adr/0009-bounded-plugin-calls.md.
 
 // fuelChunk is the fuel handed out per refuel: about a millisecond of the
 // tightest loop. Between two refuels a call never leaves wasm, and Go's
