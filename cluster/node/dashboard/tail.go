@@ -88,6 +88,9 @@ func (h *Handler) serveTail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	// The write deadlines set below stay on the connection: clear them
+	// for the requests that may follow on it.
+	defer rc.SetWriteDeadline(time.Time{})
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-store")
