@@ -56,7 +56,7 @@ func (a *api) Send(ctx context.Context, req *connect.Request[troupev1.SendReques
 	}
 	resp, err := a.n.sendCommand(ctx, cmd)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(unknownOutcome(err))
 	}
 	return connect.NewResponse(resp), nil
 }

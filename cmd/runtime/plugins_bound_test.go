@@ -209,6 +209,28 @@ func TestSendRetriesADeadlineExactlyOnce(t *testing.T) {
 	})
 	balance += 5
 	check()
+	// The API's own deadline error says that the outcome is unknown.
+	slowFor(time.Second)
+	req, _ := http.NewRequest("POST", p.url+"/troupe.v1.CommandService/Send",
+		strings.NewReader(`{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amount":7},"idempotencyKey":"raw-1"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Timeout-Ms", "300") // the node's deadline for this request
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(b), `"code":"deadline_exceeded"`) ||
+		!strings.Contains(string(b), "unknown outcome: the command may or may not have been applied; send it again with the same idempotency key") {
+		t.Fatalf("a command past the node's deadline: %d %s", resp.StatusCode, b)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		code, _ := post(t, p.url, "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amount":7},"idempotencyKey":"raw-1"}`)
+		return code == 200
+	})
+	balance += 7
+	check()
 	// --no-idempotency-key sends no key: nothing waits, nothing retries.
 	slowFor(time.Hour)
 	if _, stderr, code := cli(t, p.url, "send", "--no-idempotency-key", "--timeout", "3s", "account/acc-1", "Deposit", `{"amount":1}`); code != 0 {

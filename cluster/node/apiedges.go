@@ -5,7 +5,22 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/troupe-dev/troupe/actors/codes"
 )
+
+// unknownOutcome spells out what a command's deadline error means for the
+// client, in the error message every transport shows: the command may have
+// been applied after the deadline (its outcome is unknown), and the safe
+// retry is the same command with the same idempotency key. Other errors
+// pass unchanged.
+func unknownOutcome(err error) error {
+	if err == nil || codes.Of(err) != codes.DeadlineExceeded {
+		return err
+	}
+	return &codes.Error{Code: codes.DeadlineExceeded, Message: err.Error() +
+		" (unknown outcome: the command may or may not have been applied; send it again with the same idempotency key, which applies it at most once)"}
+}
 
 // apiEncodings are the request body encodings the API decodes (Connect's
 // defaults: identity and gzip).
