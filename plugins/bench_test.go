@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sort"
 	"testing"
 	"time"
 
@@ -194,4 +195,86 @@ func BenchmarkLoadGoWarmCache(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "warm-ms")
 	b.ReportMetric(float64(cold.Microseconds())/1000, "cold-ms")
+}
+
+// benchBoundCost measures the bound against the unbounded call it replaced
+// on a noisy machine: four hosts of the same plugin in one process
+// (unbounded trusted as before issue 15, bounded trusted, bounded
+// untrusted, and untrusted under WithCloseOnContextDone as before), called
+// in alternating blocks of 200 commands. Each b.N iteration is one round of
+// the four blocks; the reported figures are medians over rounds of the
+// per-command time, and the median of the per-round ratio bounded /
+// unbounded, which cancels most of the load that other processes put on the
+// machine.
+func benchBoundCost(b *testing.B, wasm []byte) {
+	type variant struct {
+		name    string
+		trusted bool
+		mode    meterMode
+		h       *Host
+		ns      []float64
+	}
+	vs := []*variant{
+		{name: "unbounded", trusted: true, mode: meterNone},
+		{name: "bounded", trusted: true, mode: meterFuel},
+		{name: "untrusted", trusted: false, mode: meterFuel},
+		{name: "closeondone", trusted: false, mode: meterCloseOnDone},
+	}
+	for _, v := range vs {
+		dir := b.TempDir()
+		writePlugin(b, dir, "p", wasm, fmt.Sprintf("name = \"p\"\ntrusted = %v\n[limits]\nmemory_pages = 4096\n[hooks]\ncommands = [\"*\"]\n", v.trusted))
+		h, err := New(Config{Dir: dir, CacheDir: cacheDir, NoWatch: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close()
+		h.mode = v.mode
+		if err := h.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		if in := h.List(); len(in) != 1 || in[0].State != StateReady {
+			b.Fatalf("%+v", in)
+		}
+		v.h = h
+	}
+	const block = 200
+	ctx := context.Background()
+	cmd := benchCommand()
+	var ratios, untrustedRatios []float64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, v := range vs {
+			start := time.Now()
+			for range block {
+				if d, err := v.h.Command(ctx, cmd); err != nil || d.Rejected {
+					b.Fatal(d, err)
+				}
+			}
+			v.ns = append(v.ns, float64(time.Since(start).Nanoseconds())/block)
+		}
+		ratios = append(ratios, vs[1].ns[i]/vs[0].ns[i])
+		untrustedRatios = append(untrustedRatios, vs[2].ns[i]/vs[0].ns[i])
+	}
+	b.StopTimer()
+	for _, v := range vs {
+		b.ReportMetric(median(v.ns), v.name+"-ns")
+	}
+	b.ReportMetric(100*(median(ratios)-1), "bound-added-%")
+	b.ReportMetric(100*(median(untrustedRatios)-1), "untrusted-added-%")
+	b.ReportMetric(median(vs[3].ns)/median(vs[0].ns), "closeondone-x")
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func BenchmarkBoundCostWAT(b *testing.B) { benchBoundCost(b, buildWAT(b, "allow")) }
+func BenchmarkBoundCostGo(b *testing.B) {
+	benchBoundCost(b, buildGo(b, "plugins/testdata/goallow"))
 }

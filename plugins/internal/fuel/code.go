@@ -223,8 +223,11 @@ func (m *module) codeSection(body, scratch []byte) ([]byte, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("%w: code section: function %d: %v", ErrMalformed, i, r.err)
 		}
+		if int(i) >= len(m.funcTypes) || int(m.funcTypes[i]) >= len(m.typeParams) {
+			return nil, fmt.Errorf("%w: function %d has no valid type", ErrMalformed, m.importedFuncs+i)
+		}
 		var err error
-		if scratch, err = m.function(fn, scratch[:0], &w); err != nil {
+		if scratch, err = m.function(fn, scratch[:0], m.typeParams[m.funcTypes[i]], &w); err != nil {
 			return nil, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
 		}
 		out = appendU32(out, uint32(len(scratch)))
@@ -245,21 +248,35 @@ type work struct {
 }
 
 // edit is a place where the output differs from the input: a checkpoint
-// after a loop header, or a function index to shift.
+// after a loop header, the counter written back to the global before a
+// call or a return, reloaded after a call, or a function index to shift.
 type edit struct {
-	pos, end int // input bytes [pos, end) are replaced (empty for a checkpoint)
+	pos, end int // input bytes [pos, end) are replaced (empty for an insertion)
 	idx      uint32
-	loop     bool
+	what     int
 }
+
+const (
+	editShift = iota
+	editCheckpoint
+	editStore // local.get $f global.set $fuel
+	editLoad  // global.get $fuel local.set $f
+)
 
 // function rewrites one body: the first pass decodes it, sums each
 // region's instructions and notes the edits; the second copies the bytes
 // between edits, inserting a checkpoint at the start and after each loop
 // header.
-func (m *module) function(fn, out []byte, w *work) ([]byte, error) {
+//
+// Inside a function the counter lives in a local of its own (a register in
+// compiled code, so a loop's check has no memory round trip); it is loaded
+// from the global at entry and after each call, and stored back before
+// each call and each way out of the function.
+func (m *module) function(fn, out []byte, params uint32, w *work) ([]byte, error) {
 	w.costs, w.regions, w.ctrl, w.edits = w.costs[:0], w.regions[:0], w.ctrl[:0], w.edits[:0]
 	r := &reader{b: fn}
 	nl := r.u32()
+	groupsStart := r.off
 	var locals uint64
 	for i := uint32(0); i < nl && r.err == nil; i++ {
 		locals += uint64(r.u32())
@@ -268,10 +285,11 @@ func (m *module) function(fn, out []byte, w *work) ([]byte, error) {
 	if r.err != nil {
 		return out, fmt.Errorf("%w: locals: %v", ErrMalformed, r.err)
 	}
-	if locals > MaxLocals {
+	if locals+1 > MaxLocals {
 		return out, fmt.Errorf("%w: %d locals, at most %d", ErrUnsupported, locals, MaxLocals)
 	}
 	codeStart := r.off
+	m.local = params + uint32(locals)
 
 	w.costs = append(w.costs, 0)
 	w.regions = append(w.regions, 0)
@@ -287,6 +305,17 @@ func (m *module) function(fn, out []byte, w *work) ([]byte, error) {
 		if w.costs[top] < math.MaxInt32 {
 			w.costs[top]++
 		}
+		switch in.op {
+		case 0x11: // call_indirect
+			w.edits = append(w.edits, edit{pos: in.start, end: in.start, what: editStore},
+				edit{pos: in.end, end: in.end, what: editLoad})
+		case 0x13, 0x0F: // return_call_indirect, return
+			w.edits = append(w.edits, edit{pos: in.start, end: in.start, what: editStore})
+		case 0x0C, 0x0D, 0x0E: // br, br_if, br_table: one to the function's label returns
+			if branchesOut(fn[in.start+1:in.end], in.op, uint32(len(w.ctrl))) {
+				w.edits = append(w.edits, edit{pos: in.start, end: in.start, what: editStore})
+			}
+		}
 		switch in.kind {
 		case kindBlock:
 			w.ctrl = append(w.ctrl, kindBlock)
@@ -294,17 +323,25 @@ func (m *module) function(fn, out []byte, w *work) ([]byte, error) {
 			w.ctrl = append(w.ctrl, kindLoop)
 			w.regions = append(w.regions, len(w.costs))
 			w.costs = append(w.costs, 0)
-			w.edits = append(w.edits, edit{pos: in.end, end: in.end, loop: true})
+			w.edits = append(w.edits, edit{pos: in.end, end: in.end, what: editCheckpoint})
 		case kindFuncRef:
+			call := in.op == 0x10 || in.op == 0x12
+			if call {
+				w.edits = append(w.edits, edit{pos: in.start, end: in.start, what: editStore})
+			}
 			if m.shift(in.idx) != in.idx {
-				w.edits = append(w.edits, edit{pos: in.idxOff, end: in.end, idx: m.shift(in.idx)})
+				w.edits = append(w.edits, edit{pos: in.idxOff, end: in.end, idx: m.shift(in.idx), what: editShift})
+			}
+			if in.op == 0x10 {
+				w.edits = append(w.edits, edit{pos: in.end, end: in.end, what: editLoad})
 			}
 		case kindEnd:
 			if len(w.ctrl) == 0 {
 				if r.off != len(fn) {
 					return out, fmt.Errorf("%w: bytes after the body's end", ErrMalformed)
 				}
-				return m.emitFunction(fn, out, codeStart, w), nil
+				w.edits = append(w.edits, edit{pos: in.start, end: in.start, what: editStore})
+				return m.emitFunction(fn, out, nl, groupsStart, codeStart, w), nil
 			}
 			if w.ctrl[len(w.ctrl)-1] == kindLoop {
 				w.regions = w.regions[:len(w.regions)-1]
@@ -314,17 +351,42 @@ func (m *module) function(fn, out []byte, w *work) ([]byte, error) {
 	}
 }
 
-func (m *module) emitFunction(fn, out []byte, codeStart int, w *work) []byte {
-	out = append(out, fn[:codeStart]...)
+// branchesOut reports whether a branch's immediates (imm) name depth, the
+// function body's label.
+func branchesOut(imm []byte, op byte, depth uint32) bool {
+	r := &reader{b: imm}
+	if op != 0x0E {
+		return r.u32() == depth
+	}
+	n := r.u32()
+	for i := uint32(0); i <= n && r.err == nil; i++ {
+		if r.u32() == depth {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *module) emitFunction(fn, out []byte, groups uint32, groupsStart, codeStart int, w *work) []byte {
+	// The locals with one more group: (1 x i64), the counter.
+	out = appendU32(out, groups+1)
+	out = append(out, fn[groupsStart:codeStart]...)
+	out = append(out, 0x01, 0x7E)
+	out = m.load(out)
 	out = m.checkpoint(out, w.costs[0])
 	next := 1
 	cur := codeStart
 	for _, e := range w.edits {
 		out = append(out, fn[cur:e.pos]...)
-		if e.loop {
+		switch e.what {
+		case editCheckpoint:
 			out = m.checkpoint(out, w.costs[next])
 			next++
-		} else {
+		case editStore:
+			out = m.store(out)
+		case editLoad:
+			out = m.load(out)
+		default:
 			out = appendU32(out, e.idx)
 		}
 		cur = e.end
@@ -332,23 +394,37 @@ func (m *module) emitFunction(fn, out []byte, codeStart int, w *work) []byte {
 	return append(out, fn[cur:]...)
 }
 
-// checkpoint appends:
-//
-//	global.get $fuel  i64.const cost  i64.sub  global.set $fuel
-//	global.get $fuel  i64.const 0  i64.lt_s
-//	if  call $refuel  global.set $fuel  end
-func (m *module) checkpoint(out []byte, cost uint32) []byte {
+// load appends global.get $fuel local.set $f.
+func (m *module) load(out []byte) []byte {
 	out = append(out, 0x23)
 	out = appendU32(out, m.fuelGlobal)
+	out = append(out, 0x21)
+	return appendU32(out, m.local)
+}
+
+// store appends local.get $f global.set $fuel.
+func (m *module) store(out []byte) []byte {
+	out = append(out, 0x20)
+	out = appendU32(out, m.local)
+	out = append(out, 0x24)
+	return appendU32(out, m.fuelGlobal)
+}
+
+// checkpoint appends, with $f the function's counter local:
+//
+//	local.get $f  i64.const cost  i64.sub  local.tee $f
+//	i64.const 0  i64.lt_s
+//	if  call $refuel  local.set $f  end
+func (m *module) checkpoint(out []byte, cost uint32) []byte {
+	out = append(out, 0x20)
+	out = appendU32(out, m.local)
 	out = append(out, 0x42)
 	out = appendS64(out, int64(cost))
-	out = append(out, 0x7D, 0x24)
-	out = appendU32(out, m.fuelGlobal)
-	out = append(out, 0x23)
-	out = appendU32(out, m.fuelGlobal)
+	out = append(out, 0x7D, 0x22)
+	out = appendU32(out, m.local)
 	out = append(out, 0x42, 0x00, 0x53, 0x04, 0x40, 0x10)
 	out = appendU32(out, m.refuelFunc)
-	out = append(out, 0x24)
-	out = appendU32(out, m.fuelGlobal)
+	out = append(out, 0x21)
+	out = appendU32(out, m.local)
 	return append(out, 0x0B)
 }

@@ -16,7 +16,7 @@ const (
 	ExportGlobal = "troupe:fuel"
 	// Version changes whenever Instrument's output for the same input
 	// changes: it belongs in the key of any cache of instrumented modules.
-	Version = 1
+	Version = 2
 )
 
 var (
@@ -69,13 +69,16 @@ type section struct {
 type module struct {
 	sections []section
 
-	types           uint32 // entries in the type section
+	types           uint32   // entries in the type section
+	typeParams      []uint32 // parameter count of each type
+	funcTypes       []uint32 // type of each defined function
 	importedFuncs   uint32
 	importedGlobals uint32
 	definedGlobals  uint32
 
 	// indices of what Instrument adds
 	refuelType, refuelFunc, fuelGlobal uint32
+	local                              uint32 // the counter local of the function being rewritten
 }
 
 // Instrument returns a metered copy of the module wasm (see the package
@@ -192,8 +195,10 @@ func parse(wasm []byte) (*module, error) {
 		var err error
 		switch id {
 		case secType:
-			m.types, err = checkTypes(body)
-		case secFunction, secTable, secMemory:
+			m.types, m.typeParams, err = checkTypes(body)
+		case secFunction:
+			m.funcTypes, err = readFuncTypes(body)
+		case secTable, secMemory:
 			_, err = vecLen(body)
 		case secData:
 			err = checkData(body)
@@ -228,28 +233,54 @@ func vecLen(body []byte) (uint32, error) {
 }
 
 // checkTypes checks the shape of the type section (function types whose
-// parameter and result lists fit in the section) and returns its length.
-func checkTypes(body []byte) (uint32, error) {
+// parameter and result lists fit in the section) and returns its length
+// and each type's parameter count.
+func checkTypes(body []byte) (uint32, []uint32, error) {
 	n, err := vecLen(body)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	r := &reader{b: body}
 	r.u32()
+	params := make([]uint32, 0, n)
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		if form := r.byte(); form != 0x60 && r.err == nil {
-			return 0, fmt.Errorf("%w: type %d: form 0x%02x", ErrUnsupported, i, form)
+			return 0, nil, fmt.Errorf("%w: type %d: form 0x%02x", ErrUnsupported, i, form)
 		}
-		r.bytes(r.u32()) // parameter types, one byte each
+		np := r.u32()
+		r.bytes(np)      // parameter types, one byte each
 		r.bytes(r.u32()) // result types
+		params = append(params, np)
 	}
 	if r.err == nil && r.off != len(body) {
 		r.err = errTrailing
 	}
 	if r.err != nil {
-		return 0, fmt.Errorf("%w: type section: %v", ErrMalformed, r.err)
+		return 0, nil, fmt.Errorf("%w: type section: %v", ErrMalformed, r.err)
 	}
-	return n, nil
+	return n, params, nil
+}
+
+// readFuncTypes reads the function section: the type of each defined
+// function.
+func readFuncTypes(body []byte) ([]uint32, error) {
+	n, err := vecLen(body)
+	if err != nil {
+		return nil, err
+	}
+	r := &reader{b: body}
+	r.u32()
+	out := make([]uint32, 0, n)
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		out = append(out, r.u32())
+	}
+	if r.err == nil && r.off != len(body) {
+		r.err = errTrailing
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: function section: %v", ErrMalformed, r.err)
+	}
+	return out, nil
 }
 
 // checkData checks that every data segment's bytes lie in the section.
