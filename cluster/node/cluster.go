@@ -118,19 +118,35 @@ func (n *Node) startMembership(ctx context.Context) error {
 	return mem.SetTags(n.tags(id, ""))
 }
 
+// settleWindow is how long the membership of new nodes must stay the same
+// before the one with the smallest id names their cluster: nodes started
+// together find each other through their seeds within it.
+const settleWindow = time.Second
+
 // settleClusterID decides which cluster this node is in. A data dir that
 // has been in a cluster keeps its id and refuses another cluster; a new
-// node adopts the id its seeds carry; the founding node, or the first of
-// several new nodes (the smallest id), makes one up.
+// node adopts the id its seeds carry; the founding node (no seeds) makes
+// one up, and so does, among new nodes that found only each other, the one
+// with the smallest id once their membership has been stable for
+// settleWindow (the others wait for its id).
 func (n *Node) settleClusterID(ctx context.Context, cs *clusterState) (string, error) {
 	self := n.ident.NodeID
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
 	defer cancel()
+	var (
+		view        string
+		stableSince time.Time
+	)
 	for {
 		others := map[string][]string{} // cluster id -> members
 		smallest := true
+		var alive []string
 		for _, m := range cs.mem.Members() {
-			if m.ID == self || (m.State != membership.Alive && m.State != membership.Suspect) {
+			if m.State != membership.Alive && m.State != membership.Suspect {
+				continue
+			}
+			alive = append(alive, m.ID)
+			if m.ID == self {
 				continue
 			}
 			if id := m.Tags[tagCluster]; id != "" {
@@ -138,6 +154,9 @@ func (n *Node) settleClusterID(ctx context.Context, cs *clusterState) (string, e
 			} else if m.ID < self {
 				smallest = false
 			}
+		}
+		if v := strings.Join(alive, ","); v != view {
+			view, stableSince = v, time.Now()
 		}
 		for _, m := range cs.mem.Members() {
 			if m.ID == self || m.State != membership.Alive {
@@ -168,9 +187,9 @@ func (n *Node) settleClusterID(ctx context.Context, cs *clusterState) (string, e
 				n.log.Info("joining cluster", "cluster", id)
 				return id, nil
 			}
-		case smallest || len(n.cfg.Join) == 0:
+		case len(n.cfg.Join) == 0 || (smallest && time.Since(stableSince) >= settleWindow):
 			id := randomHex(8)
-			n.log.Info("new cluster", "cluster", id)
+			n.log.Info("new cluster", "cluster", id, "members", view)
 			return id, nil
 		}
 		// Another new node with a smaller id names the cluster.
