@@ -31,15 +31,22 @@ type Outcome struct {
 	Reply []byte
 	// Sequence is the stream's last sequence after the command.
 	Sequence uint64
-	// Position is the global position of the command's last event (or of
-	// the stream's last event when the command appended nothing).
-	Position uint64
+	// Partition is the partition of the log the entity's events are in,
+	// and Position the position in it of the command's last event (or of
+	// the stream's last event when the command appended nothing). On a
+	// single node the partition is 0 and the position global.
+	Partition int
+	Position  uint64
 	// Events are the types of the appended events, in order.
 	Events []string
 	// Duplicate reports a repeated idempotency key: nothing was appended
 	// and Reply is the original reply.
 	Duplicate bool
 }
+
+// Token is the consistency token of the command's last event: a query
+// given it sees the command's effect.
+func (o *Outcome) Token() journal.Token { return journal.TokenAt(o.Partition, o.Position) }
 
 // System event types, recorded in the entity's own stream with the tag
 // timersTag. They are the runtime's, not the domain's: appliers never see

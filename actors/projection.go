@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,16 +16,22 @@ import (
 	"github.com/troupe-dev/troupe/journal"
 )
 
-// Projection builds a read model from the journal's global log.
+// Projection builds a read model from the journal's log. The log has one
+// partition on a single node and several in a cluster: a projection
+// consumes each partition in order, the partitions concurrently, each
+// batch in its own read-store transaction with that partition's
+// checkpoint (transactions that collide are retried).
 type Projection struct {
 	// Name identifies the projection and namespaces its read model.
 	Name string
 	// Filter selects the events it consumes (all, one kind, or one tag).
 	Filter journal.Filter
 	// Apply folds one event into the read model within tx. It runs on the
-	// projection's goroutine, one event at a time, in global order. An
-	// error stops the projection (it is retried after a back-off) without
-	// advancing the checkpoint past the failed event.
+	// projection's goroutine of the event's partition, one event at a time,
+	// in the partition's order: the events of one entity come in order,
+	// those of entities in different partitions may interleave. An error
+	// stops the partition (it is retried after a back-off) without
+	// advancing its checkpoint past the failed event.
 	Apply func(tx *Tx, ev journal.Event) error
 	// Flush, when set, runs after a batch's Apply calls and before the
 	// transaction that advances the checkpoint commits. A projection whose
@@ -55,8 +62,11 @@ type Query struct {
 // Answer is a query's result.
 type Answer struct {
 	Result any
-	// Position is the global position the read model had applied.
+	// Position is the position the read model had applied in partition 0
+	// (on a single node, the whole log).
 	Position uint64
+	// Token is what the read model had applied in every partition.
+	Token journal.Token
 }
 
 // UnknownQueryError is a query nobody registered.
@@ -65,19 +75,27 @@ type UnknownQueryError struct{ Name string }
 func (e *UnknownQueryError) Error() string { return fmt.Sprintf("actors: unknown query %q", e.Name) }
 
 // PositionTimeoutError is a query whose projection did not reach the
-// requested position in time.
+// requested position (of a consistency token) in time.
 type PositionTimeoutError struct {
 	Query, Projection string
-	Want, Reached     uint64
-	Head              uint64
-	Waited            time.Duration
+	// Partition is the partition of the log the position is in.
+	Partition     int
+	Want, Reached uint64
+	// Head is the partition's last position (0 for a partition the log
+	// does not have).
+	Head   uint64
+	Waited time.Duration
 }
 
 func (e *PositionTimeoutError) Error() string {
-	if e.Want > e.Head {
-		return fmt.Sprintf("actors: query %q: position %d does not exist yet (the log ends at %d); waited %s", e.Query, e.Want, e.Head, e.Waited)
+	where := ""
+	if e.Partition != 0 {
+		where = fmt.Sprintf(" of partition %d", e.Partition)
 	}
-	return fmt.Sprintf("actors: query %q: projection %q reached position %d, not %d, within %s", e.Query, e.Projection, e.Reached, e.Want, e.Waited)
+	if e.Want > e.Head {
+		return fmt.Sprintf("actors: query %q: position %d%s does not exist yet (the log ends at %d); waited %s", e.Query, e.Want, where, e.Head, e.Waited)
+	}
+	return fmt.Sprintf("actors: query %q: projection %q reached position %d%s, not %d, within %s", e.Query, e.Projection, e.Reached, where, e.Want, e.Waited)
 }
 
 // RegisterProjection adds a projection; call before Start.
@@ -87,10 +105,13 @@ func (rt *Runtime) RegisterProjection(p Projection) error {
 	if p.Name == "" || p.Apply == nil {
 		return errors.New("actors: projection needs a Name and an Apply")
 	}
+	if strings.IndexByte(p.Name, 0) >= 0 {
+		return fmt.Errorf("actors: projection name %q holds a NUL byte", p.Name)
+	}
 	if _, dup := rt.projections[p.Name]; dup {
 		return fmt.Errorf("actors: projection %q registered twice", p.Name)
 	}
-	rt.projections[p.Name] = &projection{def: p, rt: rt, changed: make(chan struct{})}
+	rt.projections[p.Name] = &projection{def: p, rt: rt, changed: make(chan struct{}), pos: make([]uint64, rt.journal.Partitions())}
 	return nil
 }
 
@@ -111,10 +132,11 @@ func (rt *Runtime) RegisterQuery(q Query) error {
 	return nil
 }
 
-// Query answers a named query. With minPosition > 0 it first waits until
-// the query's projection has applied that global position (read-your-
+// Query answers a named query. Given a consistency token (a command's
+// Outcome.Token, or several merged), it first waits until the query's
+// projection has applied every position the token names (read-your-
 // writes), at most the runtime's QueryTimeout or ctx's deadline.
-func (rt *Runtime) Query(ctx context.Context, name string, params json.RawMessage, minPosition uint64) (Answer, error) {
+func (rt *Runtime) Query(ctx context.Context, name string, params json.RawMessage, min journal.Token) (Answer, error) {
 	rt.mu.Lock()
 	q, ok := rt.queries[name]
 	var p *projection
@@ -132,23 +154,24 @@ func (rt *Runtime) Query(ctx context.Context, name string, params json.RawMessag
 	if len(params) == 0 {
 		params = json.RawMessage("{}")
 	}
-	if minPosition > 0 {
-		if err := p.waitFor(ctx, q.Name, minPosition, rt.cfg.QueryTimeout); err != nil {
+	if !min.IsZero() {
+		if err := p.waitFor(ctx, q.Name, min, rt.cfg.QueryTimeout); err != nil {
 			return Answer{}, err
 		}
 	}
 	var ans Answer
 	err := rt.cfg.ReadStore.db.View(func(txn *badger.Txn) error {
-		// The checkpoint read in the same transaction is the position this
+		// The checkpoints read in the same transaction are what this
 		// answer reflects.
-		it, err := txn.Get(checkpointKey(p.def.Name))
-		if err == nil {
-			_ = it.Value(func(v []byte) error {
-				if len(v) == 8 {
-					ans.Position = binary.BigEndian.Uint64(v)
-				}
-				return nil
-			})
+		for part := range len(p.pos) {
+			pos, err := readCheckpoint(txn, p.def.Name, part)
+			if err != nil {
+				return err
+			}
+			if part == 0 {
+				ans.Position = pos
+			}
+			ans.Token = ans.Token.Merge(journal.TokenAt(part, pos))
 		}
 		res, err := q.Handle(ctx, &View{txn: txn, projection: p.def.Name}, params)
 		ans.Result = res
@@ -170,10 +193,15 @@ func (rt *Runtime) QueryNames() []string {
 
 // ProjectionStatus describes a projection's progress.
 type ProjectionStatus struct {
-	Name      string
-	Position  uint64 // last global position applied
-	Head      uint64 // last global position in the journal
-	LastError string
+	Name string
+	// Position is the sum over the log's partitions of the last position
+	// applied; Head the sum of the partitions' last positions. Head -
+	// Position is the lag in events. On a single node (one partition) they
+	// are the global positions.
+	Position, Head uint64
+	// Positions and Heads are the same, partition by partition.
+	Positions, Heads []uint64
+	LastError        string
 	// Reactor marks reactors (their side effects make them unsafe to
 	// rebuild); Internal marks the runtime's and the node's own
 	// projections, whose names start with "$" (the timer index, the events
@@ -185,12 +213,17 @@ type ProjectionStatus struct {
 func (rt *Runtime) Projections() []ProjectionStatus {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	head := rt.journal.LastPosition()
+	heads := make([]uint64, rt.journal.Partitions())
+	var head uint64
+	for part := range heads {
+		heads[part] = rt.journal.LastPosition(part)
+		head += heads[part]
+	}
 	out := make([]ProjectionStatus, 0, len(rt.projections))
 	for _, p := range rt.projections {
 		pos, lastErr := p.status()
-		out = append(out, ProjectionStatus{Name: p.def.Name, Position: pos, Head: head, LastError: lastErr,
-			Reactor: p.def.perEvent, Internal: strings.HasPrefix(p.def.Name, "$")})
+		out = append(out, ProjectionStatus{Name: p.def.Name, Position: sum(pos), Head: head, Positions: pos, Heads: heads,
+			LastError: lastErr, Reactor: p.def.perEvent, Internal: strings.HasPrefix(p.def.Name, "$")})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -229,15 +262,17 @@ func (rt *Runtime) RebuildProjection(ctx context.Context, name string) error {
 		return fmt.Errorf("actors: rebuild %s: %w", name, err)
 	}
 	p.mu.Lock()
-	p.pos, p.lastErr = 0, ""
+	p.pos, p.lastErr = make([]uint64, len(p.pos)), ""
 	p.mu.Unlock()
-	rt.log.Info("projection rebuild started", "projection", name, "head", rt.journal.LastPosition())
+	rt.log.Info("projection rebuild started", "projection", name, "head", journal.Heads(rt.journal).String())
 	p.start()
 	return nil
 }
 
-// WaitProjection blocks until the projection has applied position pos, or
-// ctx ends; it reports progress to the callback on each advance.
+// WaitProjection blocks until the projection has applied pos events (the
+// sum over the partitions of the positions applied, as
+// ProjectionStatus.Position counts them), or ctx ends; it reports progress
+// to the callback on each advance.
 func (rt *Runtime) WaitProjection(ctx context.Context, name string, pos uint64, progress func(applied uint64)) error {
 	rt.mu.Lock()
 	p, ok := rt.projections[name]
@@ -247,7 +282,7 @@ func (rt *Runtime) WaitProjection(ctx context.Context, name string, pos uint64, 
 	}
 	for {
 		p.mu.Lock()
-		cur, ch := p.pos, p.changed
+		cur, ch := sum(p.pos), p.changed
 		p.mu.Unlock()
 		if progress != nil {
 			progress(cur)
@@ -268,23 +303,41 @@ type projection struct {
 	rt  *Runtime
 
 	mu      sync.Mutex
-	pos     uint64        // checkpoint: last global position applied
+	pos     []uint64      // checkpoints: last position applied, by partition
 	changed chan struct{} // closed and replaced whenever pos advances
 	lastErr string
-	cancel  context.CancelFunc // stops the running goroutine
-	done    chan struct{}      // closed when it has stopped
+	cancel  context.CancelFunc // stops the running goroutines
+	done    chan struct{}      // closed when they have stopped
 }
 
-// start runs the projection's goroutine; stop cancels it and waits.
+func sum(xs []uint64) uint64 {
+	var n uint64
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// start runs the projection's goroutines, one per partition; stop cancels
+// them and waits.
 func (p *projection) start() {
 	ctx, cancel := context.WithCancel(p.rt.ctx)
 	done := make(chan struct{})
 	p.mu.Lock()
 	p.cancel, p.done = cancel, done
+	parts := len(p.pos)
 	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for part := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(ctx, part)
+		}()
+	}
 	go func() {
-		defer close(done)
-		p.run(ctx)
+		wg.Wait()
+		close(done)
 	}()
 }
 
@@ -300,7 +353,7 @@ func (p *projection) stop() {
 }
 
 func (p *projection) load() error {
-	pos, err := p.rt.cfg.ReadStore.checkpoint(p.def.Name)
+	pos, err := p.rt.cfg.ReadStore.checkpoints(p.def.Name, len(p.pos))
 	if err != nil {
 		return fmt.Errorf("actors: projection %q: %w", p.def.Name, err)
 	}
@@ -310,13 +363,20 @@ func (p *projection) load() error {
 	return nil
 }
 
-func (p *projection) status() (uint64, string) {
+// status returns a copy of the checkpoints and the last error.
+func (p *projection) status() ([]uint64, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.pos, p.lastErr
+	return slices.Clone(p.pos), p.lastErr
 }
 
-func (p *projection) advance(pos uint64, err error) {
+func (p *projection) position(part int) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pos[part]
+}
+
+func (p *projection) advance(part int, pos uint64, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
@@ -324,23 +384,41 @@ func (p *projection) advance(pos uint64, err error) {
 	} else {
 		p.lastErr = ""
 	}
-	if pos > p.pos {
-		p.pos = pos
+	if pos > p.pos[part] {
+		p.pos[part] = pos
 		close(p.changed)
 		p.changed = make(chan struct{})
 	}
 }
 
-func (p *projection) waitFor(ctx context.Context, query string, want uint64, bound time.Duration) error {
+// waitFor waits until the projection has applied every position of want.
+func (p *projection) waitFor(ctx context.Context, query string, want journal.Token, bound time.Duration) error {
 	start := time.Now()
 	timer := time.NewTimer(bound)
 	defer timer.Stop()
 	for {
 		p.mu.Lock()
-		pos, ch := p.pos, p.changed
+		ch := p.changed
+		part, reached, ok := -1, uint64(0), true
+		for _, tp := range want.Partitions() {
+			if tp >= len(p.pos) || p.pos[tp] < want.Position(tp) {
+				part, ok = tp, false
+				if tp < len(p.pos) {
+					reached = p.pos[tp]
+				}
+				break
+			}
+		}
 		p.mu.Unlock()
-		if pos >= want {
+		if ok {
 			return nil
+		}
+		timeout := func() error {
+			return &PositionTimeoutError{Query: query, Projection: p.def.Name, Partition: part, Want: want.Position(part),
+				Reached: reached, Head: p.rt.journal.LastPosition(part), Waited: time.Since(start)}
+		}
+		if part >= len(p.pos) {
+			return timeout() // a partition the log does not have: never
 		}
 		select {
 		case <-ch:
@@ -351,7 +429,7 @@ func (p *projection) waitFor(ctx context.Context, query string, want uint64, bou
 				return ctx.Err()
 			}
 		}
-		return &PositionTimeoutError{Query: query, Projection: p.def.Name, Want: want, Reached: pos, Head: p.rt.journal.LastPosition(), Waited: time.Since(start)}
+		return timeout()
 	}
 }
 
@@ -374,18 +452,21 @@ func (p *projection) intercept(ctx context.Context, ev *journal.Event) (skip boo
 // batchSize bounds the events applied in one read-store transaction.
 const batchSize = 256
 
-// run consumes the global log until ctx ends.
-func (p *projection) run(ctx context.Context) {
+// run consumes one partition of the log until ctx ends.
+func (p *projection) run(ctx context.Context, part int) {
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		pos, _ := p.status()
-		caughtUp, err := p.step(ctx, pos)
+		pos := p.position(part)
+		caughtUp, err := p.step(ctx, part, pos)
+		if errors.Is(err, badger.ErrConflict) {
+			continue // another partition's batch wrote the same keys first
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			p.rt.log.Error("projection failed; retrying", "projection", p.def.Name, "position", pos, "err", err)
-			p.advance(0, err)
+			p.rt.log.Error("projection failed; retrying", "projection", p.def.Name, "partition", part, "position", pos, "err", err)
+			p.advance(part, 0, err)
 			select {
 			case <-ctx.Done():
 				return
@@ -396,21 +477,21 @@ func (p *projection) run(ctx context.Context) {
 		}
 		backoff = 10 * time.Millisecond
 		if caughtUp {
-			cur, _ := p.status()
-			if _, err := p.rt.journal.WaitPosition(ctx, cur); err != nil {
+			if _, err := p.rt.journal.WaitPosition(ctx, part, p.position(part)); err != nil {
 				return
 			}
 		}
 	}
 }
 
-// step applies up to batchSize events after pos in one transaction together
-// with the new checkpoint, and reports whether it reached the log's head.
-func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err error) {
+// step applies up to batchSize events of a partition after pos in one
+// transaction together with the partition's new checkpoint, and reports
+// whether it reached the partition's head.
+func (p *projection) step(ctx context.Context, part int, pos uint64) (caughtUp bool, err error) {
 	// Read the head first: every position up to it is committed, so when
 	// the filtered read comes back short the projection has seen all of
 	// them and may advance its checkpoint to the head.
-	head := p.rt.journal.LastPosition()
+	head := p.rt.journal.LastPosition(part)
 	if head <= pos {
 		return true, nil
 	}
@@ -423,7 +504,7 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 		limit = 1
 	}
 	n, last := 0, pos
-	for ev, err := range p.rt.journal.ReadAll(ctx, pos+1, p.def.Filter, limit) {
+	for ev, err := range p.rt.journal.ReadAll(ctx, part, pos+1, p.def.Filter, limit) {
 		if err != nil {
 			return false, err
 		}
@@ -459,13 +540,13 @@ func (p *projection) step(ctx context.Context, pos uint64) (caughtUp bool, err e
 	}
 	var cp [8]byte
 	binary.BigEndian.PutUint64(cp[:], last)
-	if err := txn.Set(checkpointKey(p.def.Name), cp[:]); err != nil {
+	if err := txn.Set(checkpointKey(p.def.Name, part), cp[:]); err != nil {
 		return false, err
 	}
 	if err := txn.Commit(); err != nil {
 		return false, err
 	}
-	p.advance(last, nil)
+	p.advance(part, last, nil)
 	if n > 0 && p.def.committed != nil {
 		p.def.committed()
 	}

@@ -61,7 +61,10 @@ func OpenReadStore(cfg ReadStoreConfig) (*ReadStore, error) {
 func (s *ReadStore) Close() error { return s.db.Close() }
 
 // Key layout: 'm' <projection> 0x00 <key> holds read-model values;
-// 'c' <projection> holds the checkpoint (big-endian uint64).
+// 'c' <projection> holds the checkpoint (big-endian uint64) of partition 0
+// of the log, 'c' <projection> 0x00 <partition, big-endian uint32> that of
+// another partition. (A single node's log has one partition, so its keys
+// are those from before partitions existed.)
 func modelKey(projection, key string) []byte {
 	b := make([]byte, 0, 2+len(projection)+len(key))
 	b = append(b, 'm')
@@ -70,35 +73,61 @@ func modelKey(projection, key string) []byte {
 	return append(b, key...)
 }
 
-func checkpointKey(projection string) []byte { return append([]byte{'c'}, projection...) }
+func checkpointKey(projection string, partition int) []byte {
+	k := append([]byte{'c'}, projection...)
+	if partition == 0 {
+		return k
+	}
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
 
-func (s *ReadStore) checkpoint(projection string) (uint64, error) {
-	var pos uint64
+// checkpoints reads a projection's checkpoint in each of partitions
+// partitions of the log.
+func (s *ReadStore) checkpoints(projection string, partitions int) ([]uint64, error) {
+	pos := make([]uint64, partitions)
 	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(checkpointKey(projection))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("checkpoint of projection %q is %d bytes, want 8", projection, len(v))
+		for p := range pos {
+			v, err := readCheckpoint(txn, projection, p)
+			if err != nil {
+				return err
 			}
-			pos = binary.BigEndian.Uint64(v)
-			return nil
-		})
+			pos[p] = v
+		}
+		return nil
 	})
 	return pos, err
 }
 
-// reset deletes a projection's read model and checkpoint.
+// readCheckpoint reads one checkpoint within txn (0: none yet).
+func readCheckpoint(txn *badger.Txn, projection string, partition int) (uint64, error) {
+	it, err := txn.Get(checkpointKey(projection, partition))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var pos uint64
+	err = it.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("checkpoint of projection %q in partition %d is %d bytes, want 8", projection, partition, len(v))
+		}
+		pos = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return pos, err
+}
+
+// reset deletes a projection's read model and checkpoints.
 func (s *ReadStore) reset(projection string) error {
 	if err := s.db.DropPrefix(modelKey(projection, "")); err != nil {
 		return err
 	}
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(checkpointKey(projection)) })
+	if err := s.db.DropPrefix(append(checkpointKey(projection, 0), 0)); err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(checkpointKey(projection, 0)) })
 }
 
 // Tx is a read-write view of one projection's read model inside the

@@ -376,6 +376,9 @@ func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external, ma
 	}
 	select {
 	case r := <-reply:
+		if r.out != nil {
+			r.out.Partition = rt.journal.PartitionOf(stream)
+		}
 		return r.out, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()

@@ -327,7 +327,7 @@ func TestProjectionResumesWithoutDoubleApplication(t *testing.T) {
 	kill.Store(false)
 	n = n.Restart(t)
 	var m struct{ Sum, Count int }
-	if _, err := n.Query(ctx, "total", nil, 400, &m); err != nil {
+	if _, err := n.Query(ctx, "total", nil, journal.TokenAt(0, 400), &m); err != nil {
 		t.Fatal(err)
 	}
 	if m.Sum != want || m.Count != 400 {
@@ -360,7 +360,7 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	if _, err := n.Query(ctx, "nope", nil, 0, nil); err == nil || !strings.Contains(err.Error(), `unknown query "nope"`) {
+	if _, err := n.Query(ctx, "nope", nil, journal.Token{}, nil); err == nil || !strings.Contains(err.Error(), `unknown query "nope"`) {
 		t.Fatalf("unknown query: %v", err)
 	}
 	if info, _ := n.Journal.Info(ctx, "counter/x"); info.LastSequence != 0 {
@@ -405,13 +405,13 @@ func TestEventSidecarSkipsAndRewritesEventsForProjections(t *testing.T) {
 			return nil
 		}
 	}, sum)
-	var last uint64
+	var last journal.Token
 	for i := 1; i <= 3; i++ {
 		out, err := n.Send(ctx, "counter", "s", Add{i})
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = out.Position
+		last = out.Token()
 	}
 	var total int
 	if _, err := n.Query(ctx, "total", nil, last, &total); err != nil {

@@ -17,8 +17,11 @@ type Event struct {
 	Stream string
 	// Sequence is the event's position within its stream, from 1, gap-free.
 	Sequence uint64
-	// Position is the event's position in the global log, from 1, gap-free,
-	// in commit order.
+	// Partition is the partition of the log the event is in: the stream's
+	// (Store.PartitionOf). A single node's log has one partition, 0.
+	Partition int
+	// Position is the event's position in its partition of the log, from
+	// 1, gap-free, in commit order.
 	Position uint64
 	// Time is the commit time.
 	Time time.Time
@@ -59,7 +62,9 @@ type AppendRequest struct {
 type AppendResult struct {
 	// FirstSequence and LastSequence bound the appended events in the stream.
 	FirstSequence, LastSequence uint64
-	// FirstPosition and LastPosition bound them in the global log.
+	// Partition is the stream's partition of the log; FirstPosition and
+	// LastPosition bound the events in it.
+	Partition                   int
 	FirstPosition, LastPosition uint64
 	// Duplicate reports that IdempotencyKey was seen before; the other
 	// fields are those of the first append.
@@ -68,7 +73,10 @@ type AppendResult struct {
 	Reply []byte
 }
 
-// Filter selects events of the global log. The zero Filter selects all.
+// Token is the consistency token of the append's last event.
+func (r AppendResult) Token() Token { return TokenAt(r.Partition, r.LastPosition) }
+
+// Filter selects events of the log. The zero Filter selects all.
 type Filter struct {
 	// Kind selects the events of streams of one entity kind.
 	Kind string
@@ -100,9 +108,10 @@ type Snapshot struct {
 
 // Stats summarises a store.
 type Stats struct {
-	Streams      uint64
-	Events       uint64
-	LastPosition uint64
+	Streams uint64
+	Events  uint64
+	// Heads holds the last position of each partition, by partition.
+	Heads []uint64
 }
 
 // Store is an event store. All methods are safe for concurrent use by many
@@ -110,6 +119,11 @@ type Stats struct {
 // commit) and each returns only once its events are durable per the store's
 // sync policy. Iterators must be consumed (or stopped) before the store is
 // closed; they read a consistent snapshot taken when iteration starts.
+//
+// The log is divided into Partitions() partitions: every stream belongs to
+// one (PartitionOf), and each partition orders its events with gap-free
+// positions. There is no order between partitions. A single node's log
+// has one partition; in a cluster each partition is a replicated stream.
 type Store interface {
 	// Append atomically appends events to one stream. If ctx ends before
 	// the store has taken the append, nothing is written and ctx.Err() is
@@ -118,19 +132,25 @@ type Store interface {
 	// Read yields the events of a stream with Sequence >= from, in order,
 	// at most limit of them (limit <= 0: no limit).
 	Read(ctx context.Context, stream string, from uint64, limit int) iter.Seq2[Event, error]
-	// ReadAll yields the events of the global log selected by f with
-	// Position >= from, in global order, at most limit (<= 0: no limit).
-	ReadAll(ctx context.Context, from uint64, f Filter, limit int) iter.Seq2[Event, error]
+	// Partitions is the number of partitions of the log, fixed for the
+	// life of its data.
+	Partitions() int
+	// PartitionOf is the partition of a stream's events.
+	PartitionOf(stream string) int
+	// ReadAll yields the events of one partition of the log selected by f
+	// with Position >= from, in order, at most limit (<= 0: no limit).
+	ReadAll(ctx context.Context, partition int, from uint64, f Filter, limit int) iter.Seq2[Event, error]
 	// Idempotent looks up an idempotency key of a stream: the result of the
 	// append that recorded it (with Duplicate set and its Reply), or
 	// ok=false. A stream's single writer checks it before deciding, so that
 	// a repeated command returns its first reply without running again.
 	Idempotent(ctx context.Context, stream, key string) (res AppendResult, ok bool, err error)
-	// LastPosition is the position of the last committed event (0: empty).
-	LastPosition() uint64
-	// WaitPosition blocks until the global log's last position exceeds
+	// LastPosition is the position of the last committed event of a
+	// partition (0: empty).
+	LastPosition(partition int) uint64
+	// WaitPosition blocks until the last position of a partition exceeds
 	// after, or ctx ends, and returns the last position.
-	WaitPosition(ctx context.Context, after uint64) (uint64, error)
+	WaitPosition(ctx context.Context, partition int, after uint64) (uint64, error)
 	// Info describes one stream; an unknown stream has zero LastSequence.
 	Info(ctx context.Context, stream string) (StreamInfo, error)
 	// Streams yields the ids of the streams of one kind ("" for all), in
@@ -151,6 +171,19 @@ type Store interface {
 	// methods return ErrClosed.
 	Close() error
 }
+
+// Heads is the token of every partition's last position.
+func Heads(s Store) Token {
+	var t Token
+	for p := range s.Partitions() {
+		t = t.Merge(TokenAt(p, s.LastPosition(p)))
+	}
+	return t
+}
+
+// ErrNoPartition is wrapped by errors about a partition the log does not
+// have.
+var ErrNoPartition = fmt.Errorf("%w: no such partition", ErrInvalid)
 
 var (
 	// ErrClosed is returned by methods of a closed store.

@@ -3,7 +3,6 @@ package journal
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -84,8 +83,8 @@ func (t Token) String() string {
 	return tokenPrefix + base64.RawURLEncoding.EncodeToString(buf)
 }
 
-// ErrBadToken is wrapped by ParseToken's errors.
-var ErrBadToken = errors.New("journal: bad consistency token")
+// ErrBadToken is wrapped by ParseToken's errors; it wraps ErrInvalid.
+var ErrBadToken = fmt.Errorf("%w: bad consistency token", ErrInvalid)
 
 // ParseToken reads one or several tokens separated by commas and merges
 // them. Each is a token's text form, or a plain decimal position, which is

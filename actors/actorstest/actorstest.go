@@ -118,6 +118,11 @@ type Config struct {
 	// Runtime is passed to actors.NewRuntime (Journal and ReadStore are
 	// filled in).
 	Runtime actors.Config
+	// Journal, when set, is the journal instead of a Badger one in Dir
+	// (e.g. a journaltest.MemStore with several partitions, as a
+	// cluster's log has). The test owns it: Close leaves it open, and
+	// Restart runs on it again.
+	Journal journal.Store
 	// Durable makes the journal fsync every append (sync policy always).
 	// Off by default: unsynced writes still survive the in-process
 	// restarts tests do, and tests run faster.
@@ -149,9 +154,12 @@ func Start(t testing.TB, cfg Config) *Node {
 	if cfg.Durable {
 		sync = badgerstore.SyncAlways
 	}
-	j, err := badgerstore.Open(badgerstore.Config{Dir: filepath.Join(cfg.Dir, "journal"), Sync: sync, Logger: cfg.Logger})
-	if err != nil {
-		t.Fatal(err)
+	j := cfg.Journal
+	if j == nil {
+		var err error
+		if j, err = badgerstore.Open(badgerstore.Config{Dir: filepath.Join(cfg.Dir, "journal"), Sync: sync, Logger: cfg.Logger}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rs, err := actors.OpenReadStore(actors.ReadStoreConfig{Dir: filepath.Join(cfg.Dir, "read"), Logger: cfg.Logger})
 	if err != nil {
@@ -188,7 +196,9 @@ func (n *Node) Close() {
 	n.closed = true
 	n.RT.Close()
 	n.Read.Close()
-	n.Journal.Close()
+	if n.cfg.Journal == nil {
+		n.Journal.Close()
+	}
 }
 
 // Restart closes the node and starts a new one on the same data.
@@ -214,13 +224,14 @@ func (n *Node) SendKey(ctx context.Context, kind, id, key string, cmd any) (*act
 }
 
 // Query runs a named query with params encoded as JSON, waiting for
-// minPosition, and decodes the result into out (when non-nil).
-func (n *Node) Query(ctx context.Context, name string, params any, minPosition uint64, out any) (actors.Answer, error) {
+// min (a command's Outcome.Token, or the zero token), and decodes the
+// result into out (when non-nil).
+func (n *Node) Query(ctx context.Context, name string, params any, min journal.Token, out any) (actors.Answer, error) {
 	p, err := json.Marshal(params)
 	if err != nil {
 		return actors.Answer{}, err
 	}
-	ans, err := n.RT.Query(ctx, name, p, minPosition)
+	ans, err := n.RT.Query(ctx, name, p, min)
 	if err != nil || out == nil {
 		return ans, err
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/troupe-dev/troupe/actors/codes"
+	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -56,7 +57,7 @@ func (a *api) Send(ctx context.Context, req *connect.Request[troupev1.SendReques
 	}
 	resp, err := a.n.sendCommand(ctx, cmd)
 	if err != nil {
-		return nil, toConnect(unknownOutcome(err))
+		return nil, toConnect(err)
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -79,7 +80,11 @@ func (a *api) Query(ctx context.Context, req *connect.Request[troupev1.QueryRequ
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Millisecond)
 		defer cancel()
 	}
-	ans, err := a.n.rt.Query(ctx, m.GetName(), params, m.GetMinPosition())
+	min, err := journal.ParseToken(m.GetMinPosition())
+	if err != nil {
+		return nil, toConnect(invalid("min_position: %v", err))
+	}
+	ans, err := a.n.rt.Query(ctx, m.GetName(), params, min)
 	if err != nil {
 		if a.n.queries[m.GetName()] {
 			a.m.queries.WithLabelValues(m.GetName(), codes.Of(err).String()).Inc()
@@ -95,5 +100,5 @@ func (a *api) Query(ctx context.Context, req *connect.Request[troupev1.QueryRequ
 	if err := protojson.Unmarshal(b, v); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("result does not encode: %w", err))
 	}
-	return connect.NewResponse(&troupev1.QueryResponse{Result: v, Position: ans.Position}), nil
+	return connect.NewResponse(&troupev1.QueryResponse{Result: v, Position: ans.Position, Token: ans.Token.String()}), nil
 }

@@ -68,7 +68,8 @@ func traceContext(traceparent, tracestate string) *troupev1.TraceContext {
 
 // sendCommand runs one client command, bounded by Config.RequestTimeout,
 // and records its metrics. Errors are those of the actors runtime and the
-// journal (classified by codes.Of).
+// journal (classified by codes.Of); a deadline says that the outcome is
+// unknown.
 func (n *Node) sendCommand(ctx context.Context, cmd *troupev1.Command) (*troupev1.SendResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
@@ -79,13 +80,17 @@ func (n *Node) sendCommand(ctx context.Context, cmd *troupev1.Command) (*troupev
 		if n.kinds[kind] {
 			n.api.m.commands.WithLabelValues(kind, codes.Of(err).String()).Inc()
 		}
-		return nil, err
+		// Every transport says the same about a deadline: the outcome is
+		// unknown, and how to retry safely.
+		return nil, unknownOutcome(err)
 	}
 	n.api.m.latency.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	n.api.m.commands.WithLabelValues(kind, "ok").Inc()
 	resp := &troupev1.SendResponse{
 		Sequence:  out.Sequence,
 		Position:  out.Position,
+		Partition: uint32(out.Partition),
+		Token:     out.Token().String(),
 		Events:    out.Events,
 		Duplicate: out.Duplicate,
 	}

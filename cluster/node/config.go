@@ -61,6 +61,10 @@ type Config struct {
 	CommandSubjectPrefix string
 	// PluginDir is the directory of Wasm plugins ("" = none).
 	PluginDir string
+	// PluginMemoryBudget bounds, in bytes, the linear memory of all plugin
+	// instances together (plugins.Config.MemoryBudget). Default: a quarter
+	// of the machine's (or the cgroup's) memory, at least 256 MiB.
+	PluginMemoryBudget int64
 	// Sync is the journal's sync policy: SyncAlways (the zero value and
 	// default: a command is acknowledged only once its events are
 	// fsynced), SyncInterval or SyncNone. It is a flag value
@@ -199,6 +203,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.SyncInterval < 0 {
 		return errors.New("node: negative sync interval")
+	}
+	if cfg.PluginMemoryBudget < 0 {
+		return errors.New("node: negative plugin memory budget")
 	}
 	if cfg.MaxRequestBytes < 0 {
 		return errors.New("node: negative max request size")

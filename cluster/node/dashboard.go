@@ -126,7 +126,7 @@ func (s *dashboardSource) Overview(ctx context.Context) (dashboard.Overview, err
 		ids, active := n.rt.ActiveEntities(k.Name(), 50)
 		ov.Kinds = append(ov.Kinds, dashboard.Kind{Name: k.Name(), Commands: k.CommandTypes(), Active: active, ActiveIDs: ids})
 	}
-	ov.Totals = totals(n.journal.LastPosition(), byName)
+	ov.Totals = totals(n.head(), byName)
 	return ov, nil
 }
 
@@ -236,12 +236,31 @@ func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Se
 
 func (s *dashboardSource) Members(context.Context) ([]dashboard.Member, error) {
 	n := s.n
-	// A single node: itself, owning every shard. The cluster's membership
-	// replaces this list when the node runs in a cluster.
-	return []dashboard.Member{{
-		Name: n.ident.NodeID, State: "alive", API: "http://" + n.HTTPAddr(), NATS: n.bus.ClientURL(),
-		Self: true, Shards: cluster.DefaultShards,
-	}}, nil
+	var out []dashboard.Member
+	for _, m := range n.Members() {
+		dm := dashboard.Member{
+			Name: m.GetId(), State: m.GetState(), API: m.GetApi(), NATS: m.GetNats(),
+			Self: m.GetId() == n.ident.NodeID,
+			// Until shards are owned by leases, every node serves every
+			// shard of its own data.
+			Shards: cluster.DefaultShards,
+			Tags:   map[string]string{},
+		}
+		if r := m.GetRoles(); len(r) > 0 {
+			dm.Tags["roles"] = strings.Join(r, ",")
+		}
+		if v := m.GetVersion(); v != "" {
+			dm.Tags["version"] = v
+		}
+		if g := m.GetGossip(); g != "" {
+			dm.Tags["gossip"] = g
+		}
+		if l := m.GetLastHeard(); l != "" {
+			dm.Tags["last heard"] = l
+		}
+		out = append(out, dm)
+	}
+	return out, nil
 }
 
 // checkKind maps a kind the node did not register to ErrUnknownKind.
@@ -304,7 +323,8 @@ func (s *dashboardSource) Tail(ctx context.Context, kind string, from uint64, la
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.n.stopping, cancel)()
-	err := Tail(ctx, s.n.journal, journal.Filter{Kind: kind}, from, last, true, yield)
+	// Partition 0: a node's Badger journal has one partition (its global log).
+	err := Tail(ctx, s.n.journal, 0, journal.Filter{Kind: kind}, from, last, true, yield)
 	if ctx.Err() != nil {
 		return nil
 	}

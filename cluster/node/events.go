@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,6 +17,7 @@ func EventToProto(e journal.Event) *troupev1.Event {
 		StreamId:       e.Stream,
 		Sequence:       e.Sequence,
 		GlobalPosition: e.Position,
+		Partition:      uint32(e.Partition),
 		TimeUnixNano:   e.Time.UnixNano(),
 		Type:           e.Type,
 		Payload:        e.Payload,
@@ -30,6 +32,7 @@ func EventFromProto(e *troupev1.Event) journal.Event {
 	return journal.Event{
 		Stream:      e.GetStreamId(),
 		Sequence:    e.GetSequence(),
+		Partition:   int(e.GetPartition()),
 		Position:    e.GetGlobalPosition(),
 		Time:        time.Unix(0, e.GetTimeUnixNano()),
 		Type:        e.GetType(),
@@ -40,22 +43,26 @@ func EventFromProto(e *troupev1.Event) journal.Event {
 	}
 }
 
-// Tail yields the events of the global log selected by f from position
-// from (0: the last `last` positions), in order; with follow it then waits
-// for new events until ctx ends. It is what `troupe events tail` runs, both
-// against a running node and on a stopped node's data directory.
-func Tail(ctx context.Context, j journal.Store, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
+// Tail yields the events of one partition of the log (a single node's has
+// one, 0) selected by f from position from (0: the last `last` positions),
+// in order; with follow it then waits for new events until ctx ends. It is
+// what `troupe events tail` runs, both against a running node and on a
+// stopped node's data directory.
+func Tail(ctx context.Context, j journal.Store, partition int, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
+	if partition < 0 || partition >= j.Partitions() {
+		return fmt.Errorf("%w: %d (the log has %d)", journal.ErrNoPartition, partition, j.Partitions())
+	}
 	if from == 0 {
-		head := j.LastPosition()
+		head := j.LastPosition(partition)
 		from = 1
 		if uint64(last) < head {
 			from = head - uint64(last) + 1
 		}
 	}
 	for {
-		head := j.LastPosition()
+		head := j.LastPosition(partition)
 		if from <= head {
-			for ev, err := range j.ReadAll(ctx, from, f, 0) {
+			for ev, err := range j.ReadAll(ctx, partition, from, f, 0) {
 				if err != nil {
 					return err
 				}
@@ -71,7 +78,7 @@ func Tail(ctx context.Context, j journal.Store, f journal.Filter, from uint64, l
 		if !follow {
 			return nil
 		}
-		if _, err := j.WaitPosition(ctx, from-1); err != nil {
+		if _, err := j.WaitPosition(ctx, partition, from-1); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -108,7 +115,7 @@ func (a *api) Tail(ctx context.Context, req *connect.Request[troupev1.TailReques
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(a.n.stopping, cancel)()
-	err := Tail(ctx, a.n.journal, f, m.GetFrom(), int(m.GetLast()), m.GetFollow(), func(ev journal.Event) error {
+	err := Tail(ctx, a.n.journal, int(m.GetPartition()), f, m.GetFrom(), int(m.GetLast()), m.GetFollow(), func(ev journal.Event) error {
 		return out.Send(&troupev1.TailResponse{Event: EventToProto(ev)})
 	})
 	if err != nil {
@@ -122,5 +129,9 @@ func (a *api) Stats(ctx context.Context, _ *connect.Request[troupev1.StatsReques
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(&troupev1.StatsResponse{Streams: s.Streams, Events: s.Events, LastPosition: s.LastPosition}), nil
+	var last uint64
+	for _, h := range s.Heads {
+		last += h
+	}
+	return connect.NewResponse(&troupev1.StatsResponse{Streams: s.Streams, Events: s.Events, LastPosition: last, Heads: s.Heads}), nil
 }

@@ -185,7 +185,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// 4. The plugin host.
 	if n.plugins, err = plugins.New(plugins.Config{
 		Dir: cfg.PluginDir, CacheDir: filepath.Join(cfg.DataDir, "cache", "wasm"),
-		Logger: n.log, Metrics: n.metrics,
+		Logger: n.log, Metrics: n.metrics, MemoryBudget: cfg.PluginMemoryBudget,
 	}); err != nil {
 		return err
 	}
@@ -413,6 +413,16 @@ func (n *Node) Bus() *bus.Bus { return n.bus }
 
 // Plugins is the node's plugin host (nil before Start).
 func (n *Node) Plugins() *plugins.Host { return n.plugins }
+
+// head is the number of positions in the log: the sum over its partitions
+// of their last positions (on a single node, the last global position).
+func (n *Node) head() uint64 {
+	var h uint64
+	for p := range n.journal.Partitions() {
+		h += n.journal.LastPosition(p)
+	}
+	return h
+}
 
 // Metrics is the registry served on /metrics.
 func (n *Node) Metrics() *prometheus.Registry { return n.metrics }

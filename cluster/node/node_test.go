@@ -111,12 +111,16 @@ func TestNodeServesAPIAndStopsCleanly(t *testing.T) {
 
 	q := troupev1connect.NewQueryServiceClient(&http.Client{Transport: h2cTransport()}, url, connect.WithGRPC())
 	params, _ := structpb.NewStruct(map[string]any{"id": "a1"})
-	ans, err := q.Query(ctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: params, MinPosition: r.GetPosition()}))
+	ans, err := q.Query(ctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: params, MinPosition: r.GetToken()}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ans.Msg.GetResult().GetNumberValue() != 42 || ans.Msg.GetPosition() < 2 {
-		t.Fatalf("query answer %v", ans.Msg)
+	if ans.Msg.GetResult().GetNumberValue() != 42 || ans.Msg.GetPosition() < 2 || ans.Msg.GetToken() == "" || r.GetToken() == "" {
+		t.Fatalf("query answer %v (command token %q)", ans.Msg, r.GetToken())
+	}
+	// A token that is not one is refused, naming the field.
+	if _, err := q.Query(ctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: params, MinPosition: "nonsense"})); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "min_position") {
+		t.Fatalf("bad token: %v", err)
 	}
 
 	if err := n.Shutdown(ctx); err != nil {
@@ -159,6 +163,13 @@ func TestConfigValidation(t *testing.T) {
 		{"bad http address", Config{HTTPAddr: "nohost"}, "http address"},
 		{"bad sync", Config{Sync: 7}, `sync policy SyncPolicy(7)`},
 		{"bad nats port", Config{NATSPort: 99999}, "nats port"},
+		{"negative plugin budget", Config{PluginMemoryBudget: -1}, "plugin memory budget"},
+		{"bad node id", Config{NodeID: "a b"}, `node id "a b"`},
+		{"join without gossip", Config{Join: []string{"127.0.0.1:7946"}}, "--join needs --gossip"},
+		{"bad gossip address", Config{Gossip: "nohost"}, `gossip address "nohost"`},
+		{"bad seed", Config{Gossip: "127.0.0.1:7946", Join: []string{"x"}}, `seed "x"`},
+		{"short gossip key", Config{Gossip: "127.0.0.1:7946", GossipKey: []byte("short")}, "gossip key of 5 bytes"},
+		{"unknown role", Config{Gossip: "127.0.0.1:7946", Roles: []string{"boss"}}, `role "boss"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

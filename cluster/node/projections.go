@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"strconv"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,7 @@ func (a *api) Rebuild(ctx context.Context, req *connect.Request[troupev1.Rebuild
 	if name == "" {
 		return toConnect(invalid(`missing "name" (the projection to rebuild)`))
 	}
-	target := a.n.journal.LastPosition()
+	target := a.n.head()
 	if err := a.n.rt.RebuildProjection(ctx, name); err != nil {
 		return toConnect(err)
 	}
@@ -61,9 +62,9 @@ func newProjectionCollector(rt *actors.Runtime) *projectionCollector {
 	return &projectionCollector{
 		rt: rt,
 		position: prometheus.NewDesc("troupe_projection_position",
-			"Last global log position a projection has applied.", []string{"projection"}, nil),
+			"Last position of a partition of the log that a projection has applied (a single node's log has one partition, 0).", []string{"projection", "partition"}, nil),
 		lag: prometheus.NewDesc("troupe_projection_lag_events",
-			"Global log positions a projection still has to apply (head minus position).", []string{"projection"}, nil),
+			"Events of a partition of the log a projection still has to apply (head minus position).", []string{"projection", "partition"}, nil),
 	}
 }
 
@@ -74,11 +75,14 @@ func (c *projectionCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *projectionCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c.rt.Projections() {
-		ch <- prometheus.MustNewConstMetric(c.position, prometheus.GaugeValue, float64(s.Position), s.Name)
-		lag := uint64(0)
-		if s.Head > s.Position {
-			lag = s.Head - s.Position
+		for p, pos := range s.Positions {
+			part := strconv.Itoa(p)
+			ch <- prometheus.MustNewConstMetric(c.position, prometheus.GaugeValue, float64(pos), s.Name, part)
+			lag := uint64(0)
+			if p < len(s.Heads) && s.Heads[p] > pos {
+				lag = s.Heads[p] - pos
+			}
+			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(lag), s.Name, part)
 		}
-		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(lag), s.Name)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
 )
@@ -295,17 +296,17 @@ func runBench(ctx context.Context, c benchConfig, stdout, stderr io.Writer) erro
 	// and transfers have money to move. Not measured.
 	start := time.Now()
 	setupCtx, cancel := context.WithTimeout(ctx, maxBenchDuration)
-	lastPos, err := benchSetup(setupCtx, c, clients)
+	written, err := benchSetup(setupCtx, c, clients)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
 	// Queries read projections: wait until they have applied the setup.
-	if lastPos > 0 {
+	if !written.IsZero() {
 		p, _ := structpb.NewStruct(map[string]any{"id": accountID(c.prefix, c.entities-1)})
 		wctx, cancel := context.WithTimeout(ctx, time.Minute)
 		for _, cl := range clients {
-			if _, err := cl.query.Query(wctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: p, MinPosition: lastPos, TimeoutMs: 60_000})); err != nil {
+			if _, err := cl.query.Query(wctx, connect.NewRequest(&troupev1.QueryRequest{Name: "balance", Params: p, MinPosition: written.String(), TimeoutMs: 60_000})); err != nil {
 				cancel()
 				return fmt.Errorf("setup: waiting for the read models: %v", err)
 			}
@@ -418,11 +419,12 @@ func describeMix(mix []benchOp) string {
 func accountID(prefix string, i int) string { return prefix + "-" + strconv.Itoa(i) }
 
 // benchSetup opens the accounts, concurrency at a time, and returns the
-// position of the last event it appended.
-func benchSetup(ctx context.Context, c benchConfig, clients []benchClients) (uint64, error) {
+// consistency token of everything it appended.
+func benchSetup(ctx context.Context, c benchConfig, clients []benchClients) (journal.Token, error) {
 	var (
 		next    atomic.Int64
-		lastPos atomic.Uint64
+		mu      sync.Mutex
+		written journal.Token
 		wg      sync.WaitGroup
 		errOnce sync.Once
 		first   error
@@ -450,28 +452,25 @@ func benchSetup(ctx context.Context, c benchConfig, clients []benchClients) (uin
 					cancel()
 					return
 				}
-				for {
-					cur := lastPos.Load()
-					if pos <= cur || lastPos.CompareAndSwap(cur, pos) {
-						break
-					}
-				}
+				mu.Lock()
+				written = written.Merge(pos)
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	if first != nil {
-		return 0, first
+		return journal.Token{}, first
 	}
-	return lastPos.Load(), ctx.Err()
+	return written, ctx.Err()
 }
 
 // benchSend sends one command; key makes it idempotent (a setup run again with
 // the same --prefix repeats nothing).
-func benchSend(ctx context.Context, cl benchClients, kind, id, typ string, payload map[string]any, key string) (uint64, error) {
+func benchSend(ctx context.Context, cl benchClients, kind, id, typ string, payload map[string]any, key string) (journal.Token, error) {
 	st, err := structpb.NewStruct(payload)
 	if err != nil {
-		return 0, err
+		return journal.Token{}, err
 	}
 	req := &troupev1.SendRequest{Kind: kind, Id: id, Type: typ, Payload: st}
 	if key != "" {
@@ -479,9 +478,9 @@ func benchSend(ctx context.Context, cl benchClients, kind, id, typ string, paylo
 	}
 	resp, err := cl.cmd.Send(ctx, connect.NewRequest(req))
 	if err != nil {
-		return 0, err
+		return journal.Token{}, err
 	}
-	return resp.Msg.GetPosition(), nil
+	return journal.ParseToken(resp.Msg.GetToken())
 }
 
 // pick chooses an operation by weight.

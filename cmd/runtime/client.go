@@ -168,7 +168,7 @@ exactly once. --no-idempotency-key sends without a key and never retries.`,
 func newQueryCmd() *cobra.Command {
 	var (
 		node    string
-		minPos  uint64
+		minPos  string
 		timeout time.Duration
 		verbose bool
 	)
@@ -176,7 +176,7 @@ func newQueryCmd() *cobra.Command {
 		Use:   "query NAME [JSON]",
 		Short: "Run a named query against a running node",
 		Example: `  troupe query balance '{"id":"acc-1"}'
-  troupe query balance '{"id":"acc-1"}' --min-position 42`,
+  troupe query balance '{"id":"acc-1"}' --min-position t1.AL0C`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			params := map[string]any{}
@@ -203,7 +203,7 @@ func newQueryCmd() *cobra.Command {
 		},
 	}
 	addNodeFlag(cmd, &node, &timeout)
-	cmd.Flags().Uint64Var(&minPos, "min-position", 0, "wait until the read model has applied this global position")
+	cmd.Flags().StringVar(&minPos, "min-position", "", "wait until the read model has applied this consistency token (a command's \"token\", from troupe send -v; several comma-separated; or a position of a single node)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the whole response (with the position)")
 	return cmd
 }

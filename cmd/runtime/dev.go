@@ -61,6 +61,7 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "./data", "directory of the journal, read store, NATS storage and caches")
 	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "address of the API, /healthz, /readyz and /metrics")
 	f.StringVar(&cfg.PluginDir, "plugins", "", "directory of Wasm plugins (.wasm files with their manifests)")
+	f.Int64Var(&cfg.PluginMemoryBudget, "plugin-memory-budget", 0, "bytes of linear memory all plugin instances may use together (0: a quarter of the machine's memory)")
 	f.StringVar(&cfg.NATSHost, "nats-host", "127.0.0.1", "address external NATS clients connect to")
 	f.IntVar(&cfg.NATSPort, "nats-port", 4222, "NATS client port (-1: pick a free one)")
 	f.BoolVar(&cfg.NATSNoListen, "nats-no-listen", false, "serve NATS in-process only, with no TCP port")

@@ -27,7 +27,7 @@ import (
 // directory (opened read-only) or a running node's API.
 type eventSource interface {
 	read(ctx context.Context, stream string, from uint64, limit int) iter.Seq2[journal.Event, error]
-	tail(ctx context.Context, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error
+	tail(ctx context.Context, partition int, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error
 	stats(ctx context.Context) (journal.Stats, error)
 	close() error
 }
@@ -64,9 +64,9 @@ func (l *localSource) read(ctx context.Context, stream string, from uint64, limi
 	return l.j.Read(ctx, stream, from, limit)
 }
 
-func (l *localSource) tail(ctx context.Context, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
+func (l *localSource) tail(ctx context.Context, partition int, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
 	// Nothing appends to a stopped node's journal: never follow.
-	return node.Tail(ctx, l.j, f, from, last, false, yield)
+	return node.Tail(ctx, l.j, partition, f, from, last, false, yield)
 }
 
 func (l *localSource) stats(ctx context.Context) (journal.Stats, error) { return l.j.Stats(ctx) }
@@ -95,8 +95,8 @@ func (r *remoteSource) read(ctx context.Context, stream string, from uint64, lim
 	}
 }
 
-func (r *remoteSource) tail(ctx context.Context, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
-	s, err := r.c.Tail(ctx, connect.NewRequest(&troupev1.TailRequest{Kind: f.Kind, Tag: f.Tag, From: from, Last: uint32(last), Follow: follow}))
+func (r *remoteSource) tail(ctx context.Context, partition int, f journal.Filter, from uint64, last int, follow bool, yield func(journal.Event) error) error {
+	s, err := r.c.Tail(ctx, connect.NewRequest(&troupev1.TailRequest{Kind: f.Kind, Tag: f.Tag, From: from, Last: uint32(last), Follow: follow, Partition: uint32(partition)}))
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (r *remoteSource) stats(ctx context.Context) (journal.Stats, error) {
 		return journal.Stats{}, err
 	}
 	m := resp.Msg
-	return journal.Stats{Streams: m.GetStreams(), Events: m.GetEvents(), LastPosition: m.GetLastPosition()}, nil
+	return journal.Stats{Streams: m.GetStreams(), Events: m.GetEvents(), Heads: m.GetHeads()}, nil
 }
 
 func (r *remoteSource) close() error { return nil }
@@ -189,6 +189,7 @@ func newTailCmd() *cobra.Command {
 		last      int
 		format    string
 		noFollow  bool
+		partition int
 	)
 	cmd := &cobra.Command{
 		Use:   "tail",
@@ -212,7 +213,7 @@ func newTailCmd() *cobra.Command {
 			defer s.close()
 			ctx, cancel := withTimeout(cmd.Context(), src.timeout)
 			defer cancel()
-			err = s.tail(ctx, journal.Filter{Kind: kind, Tag: tag}, from, last, !noFollow, func(ev journal.Event) error {
+			err = s.tail(ctx, partition, journal.Filter{Kind: kind, Tag: tag}, from, last, !noFollow, func(ev journal.Event) error {
 				pr.print(ev)
 				return pr.flush()
 			})
@@ -225,7 +226,8 @@ func newTailCmd() *cobra.Command {
 	src.add(cmd)
 	cmd.Flags().StringVar(&kind, "kind", "", "only events of this entity kind")
 	cmd.Flags().StringVar(&tag, "tag", "", "only events with this tag")
-	cmd.Flags().Uint64Var(&from, "from", 0, "first global position (0: start with the last --last positions)")
+	cmd.Flags().Uint64Var(&from, "from", 0, "first position (0: start with the last --last positions)")
+	cmd.Flags().IntVar(&partition, "partition", 0, "the partition of the log to tail (a single node's log has one, 0)")
 	cmd.Flags().IntVar(&last, "last", 10, "with --from 0: how many of the latest positions to print first")
 	cmd.Flags().BoolVar(&noFollow, "no-follow", false, "stop after the events already committed")
 	cmd.Flags().StringVar(&format, "format", "json", "output format: json (one event per line) or table")
@@ -250,7 +252,14 @@ func newStatsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "streams        %d\nevents         %d\nlast position  %d\n", st.Streams, st.Events, st.LastPosition)
+			fmt.Fprintf(cmd.OutOrStdout(), "streams        %d\nevents         %d\n", st.Streams, st.Events)
+			if len(st.Heads) == 1 {
+				fmt.Fprintf(cmd.OutOrStdout(), "last position  %d\n", st.Heads[0])
+			} else {
+				for p, h := range st.Heads {
+					fmt.Fprintf(cmd.OutOrStdout(), "partition %-4d last position %d\n", p, h)
+				}
+			}
 			return nil
 		},
 	}

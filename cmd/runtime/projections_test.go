@@ -54,7 +54,7 @@ func TestProjectionsStatusAndRebuild(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`troupe_projection_position{projection="balances"} 51`, `troupe_projection_lag_events{projection="balances"} 0`} {
+	for _, want := range []string{`troupe_projection_position{partition="0",projection="balances"} 51`, `troupe_projection_lag_events{partition="0",projection="balances"} 0`} {
 		if !strings.Contains(string(body), want) {
 			t.Fatalf("/metrics lacks %s", want)
 		}

@@ -152,7 +152,7 @@ func TestCloseWithPendingAppends(t *testing.T) {
 			}
 		}()
 	}
-	if _, err := s.WaitPosition(context.Background(), 200); err != nil {
+	if _, err := s.WaitPosition(context.Background(), 0, 200); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -195,11 +195,11 @@ func TestDeleteCoveredEvents(t *testing.T) {
 	if len(evs) != 10 || evs[0].Sequence != n-9 {
 		t.Fatalf("read %d events", len(evs))
 	}
-	all := journaltest.Collect(t, s.ReadAll(ctx, 0, journal.Filter{}, 0))
+	all := journaltest.Collect(t, s.ReadAll(ctx, 0, 0, journal.Filter{}, 0))
 	if len(all) != 12 || all[0].Stream != "other/1" || all[1].Sequence != n-9 {
 		t.Fatalf("global log yields %d events", len(all))
 	}
-	if st, _ := s.Stats(ctx); st.Events != 12 || st.LastPosition != n+2 {
+	if st, _ := s.Stats(ctx); st.Events != 12 || len(st.Heads) != 1 || st.Heads[0] != n+2 {
 		t.Fatalf("stats %+v", st)
 	}
 	// Delete everything: the head survives.
@@ -241,7 +241,7 @@ func TestReadOnly(t *testing.T) {
 	}
 	ro := openT(t, Config{Dir: dir, ReadOnly: true})
 	ctx := context.Background()
-	if ro.LastPosition() != 2 || len(journaltest.Collect(t, ro.Read(ctx, "a/1", 0, 0))) != 2 {
+	if ro.LastPosition(0) != 2 || len(journaltest.Collect(t, ro.Read(ctx, "a/1", 0, 0))) != 2 {
 		t.Fatal("read-only store does not read")
 	}
 	if _, err := ro.Append(ctx, journal.AppendRequest{Stream: "a/1", Expected: 2, Events: []journal.Event{ev("E", "")}}); !errors.Is(err, journal.ErrReadOnly) {
@@ -365,7 +365,7 @@ func TestCorruptBytes(t *testing.T) {
 		{
 			name:    "event payload, read by position",
 			corrupt: flip(codec.EventKey(nil, "acc/1", 2)),
-			read:    func(s *Store) error { return firstErr(s.ReadAll(ctx, 0, journal.Filter{}, 0)) },
+			read:    func(s *Store) error { return firstErr(s.ReadAll(ctx, 0, 0, journal.Filter{}, 0)) },
 			want:    journal.CorruptError{Stream: "acc/1", Sequence: 2, Position: 3},
 		},
 		{
@@ -377,13 +377,13 @@ func TestCorruptBytes(t *testing.T) {
 		{
 			name:    "global log chunk",
 			corrupt: flip(codec.LogKey(nil, 3)),
-			read:    func(s *Store) error { return firstErr(s.ReadAll(ctx, 0, journal.Filter{}, 0)) },
+			read:    func(s *Store) error { return firstErr(s.ReadAll(ctx, 0, 0, journal.Filter{}, 0)) },
 			want:    journal.CorruptError{Stream: "(global log)", Position: 3},
 		},
 		{
 			name:    "missing event",
 			corrupt: func(txn *badger.Txn) error { return txn.Delete(codec.EventKey(nil, "acc/1", 2)) },
-			read:    func(s *Store) error { return firstErr(s.ReadAll(ctx, 0, journal.Filter{Kind: "acc"}, 0)) },
+			read:    func(s *Store) error { return firstErr(s.ReadAll(ctx, 0, 0, journal.Filter{Kind: "acc"}, 0)) },
 			want:    journal.CorruptError{Stream: "acc/1", Sequence: 2, Position: 3},
 		},
 		{
@@ -587,7 +587,7 @@ func TestSyncFailure(t *testing.T) {
 	if n := syncs.Load(); n != 1 {
 		t.Fatalf("%d syncs after the failure, want 1", n)
 	}
-	if p := s.LastPosition(); p != 1 {
+	if p := s.LastPosition(0); p != 1 {
 		t.Fatalf("last position %d published, want 1", p)
 	}
 	if _, err := s.Append(context.Background(), journal.AppendRequest{Stream: "f/0", Expected: 1, Events: []journal.Event{ev("E", "")}}); !errors.Is(err, errDisk) {
@@ -629,7 +629,7 @@ func TestAppendRoundTrip(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if p := s.LastPosition(); p < res.LastPosition {
+				if p := s.LastPosition(0); p < res.LastPosition {
 					t.Errorf("append at position %d returned with position %d published", res.LastPosition, p)
 				}
 				want[w] = append(want[w], e)

@@ -364,7 +364,7 @@ func BenchmarkReadAll(b *testing.B) {
 	t0 := time.Now()
 	for range b.N {
 		n := 0
-		for _, err := range s.ReadAll(context.Background(), 0, journal.Filter{}, 0) {
+		for _, err := range s.ReadAll(context.Background(), 0, 0, journal.Filter{}, 0) {
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -428,7 +428,7 @@ func BenchmarkReadAllInterleaved(b *testing.B) {
 	t0 := time.Now()
 	for range b.N {
 		n := 0
-		for _, err := range s.ReadAll(context.Background(), 0, journal.Filter{}, 0) {
+		for _, err := range s.ReadAll(context.Background(), 0, 0, journal.Filter{}, 0) {
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -314,10 +314,10 @@ func verifyCrash(t *testing.T, dir string, acked []crashAck) {
 		events += uint64(len(evs))
 	}
 	st, err := s.Stats(ctx)
-	if err != nil || st.Events != events || st.LastPosition != uint64(len(all)) {
+	if err != nil || st.Events != events || len(st.Heads) != 1 || st.Heads[0] != uint64(len(all)) {
 		t.Fatalf("stats %+v, counted %d events, log of %d (%v)", st, events, len(all), err)
 	}
-	if tagged := journaltest.Collect(t, s.ReadAll(ctx, 0, journal.Filter{Tag: "crash"}, 0)); len(tagged) != len(all) {
+	if tagged := journaltest.Collect(t, s.ReadAll(ctx, 0, 0, journal.Filter{Tag: "crash"}, 0)); len(tagged) != len(all) {
 		t.Fatalf("tag index holds %d of %d events", len(tagged), len(all))
 	}
 }
@@ -339,8 +339,8 @@ func verifyReadOnly(t *testing.T, dir string, acked []crashAck) {
 	for _, a := range acked {
 		maxPos = max(maxPos, a.lastPos)
 	}
-	if s.LastPosition() < maxPos {
-		t.Fatalf("read-only open sees position %d, acknowledged %d", s.LastPosition(), maxPos)
+	if s.LastPosition(0) < maxPos {
+		t.Fatalf("read-only open sees position %d, acknowledged %d", s.LastPosition(0), maxPos)
 	}
 	journaltest.CheckGlobalLog(t, s)
 }

@@ -111,11 +111,15 @@ func (s *Store) iterErr(ctx context.Context) error {
 	return nil
 }
 
-// ReadAll yields the events of the global log selected by f with Position >=
-// from, in global order, up to limit (<= 0: no limit). Events deleted because
-// a snapshot covered them are skipped.
-func (s *Store) ReadAll(ctx context.Context, from uint64, f journal.Filter, limit int) iter.Seq2[journal.Event, error] {
+// ReadAll yields the events of the global log (partition 0, the only one)
+// selected by f with Position >= from, in global order, up to limit (<= 0:
+// no limit). Events deleted because a snapshot covered them are skipped.
+func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journal.Filter, limit int) iter.Seq2[journal.Event, error] {
 	return func(yield func(journal.Event, error) bool) {
+		if err := checkPartition(partition); err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
 		var prefix []byte
 		switch {
 		case f.Kind != "" && f.Tag != "":

@@ -301,13 +301,36 @@ func (s *Store) isClosing() bool {
 	}
 }
 
-// LastPosition is the position of the last acknowledged event.
-func (s *Store) LastPosition() uint64 { return s.lastPos.Load() }
+// Partitions is 1: a node's Badger journal is one log, its global log.
+func (s *Store) Partitions() int { return 1 }
+
+// PartitionOf is 0 for every stream.
+func (s *Store) PartitionOf(string) int { return 0 }
+
+// checkPartition refuses every partition but 0.
+func checkPartition(p int) error {
+	if p != 0 {
+		return fmt.Errorf("%w: %d (a Badger journal has one, 0)", journal.ErrNoPartition, p)
+	}
+	return nil
+}
+
+// LastPosition is the position of the last acknowledged event (0 for a
+// partition other than 0).
+func (s *Store) LastPosition(partition int) uint64 {
+	if partition != 0 {
+		return 0
+	}
+	return s.lastPos.Load()
+}
 
 // WaitPosition blocks until the last acknowledged position exceeds after, ctx
 // ends, or the store closes. It does not poll: every commit wakes waiters
 // through a channel that is closed and replaced.
-func (s *Store) WaitPosition(ctx context.Context, after uint64) (uint64, error) {
+func (s *Store) WaitPosition(ctx context.Context, partition int, after uint64) (uint64, error) {
+	if err := checkPartition(partition); err != nil {
+		return 0, err
+	}
 	for {
 		ch := s.notify.Load()
 		if p := s.lastPos.Load(); p > after {
@@ -343,7 +366,7 @@ func (s *Store) Stats(ctx context.Context) (journal.Stats, error) {
 		return journal.Stats{}, journal.ErrClosed
 	}
 	st := s.stats.Load()
-	return journal.Stats{Streams: st.Streams, Events: st.Events, LastPosition: st.LastPos}, nil
+	return journal.Stats{Streams: st.Streams, Events: st.Events, Heads: []uint64{st.LastPos}}, nil
 }
 
 // CommitStats counts the committer's work since Open.

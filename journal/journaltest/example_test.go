@@ -14,7 +14,7 @@ func ExampleNewMemStore() {
 	ctx := context.Background()
 	s.Append(ctx, journal.AppendRequest{Stream: "order/1", Events: []journal.Event{{Type: "Placed"}}})
 	s.Append(ctx, journal.AppendRequest{Stream: "invoice/1", Events: []journal.Event{{Type: "Issued"}}})
-	for ev, err := range s.ReadAll(ctx, 0, journal.Filter{Kind: "order"}, 0) {
+	for ev, err := range s.ReadAll(ctx, 0, 0, journal.Filter{Kind: "order"}, 0) {
 		fmt.Println(ev.Position, ev.Stream, ev.Type, err)
 	}
 	// Output:

@@ -3,6 +3,7 @@ package journaltest
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"iter"
 	"maps"
 	"slices"
@@ -27,6 +28,12 @@ type MemConfig struct {
 	MaxSnapshotSize int
 	// DeleteCoveredEvents deletes the events a saved snapshot covers.
 	DeleteCoveredEvents bool
+	// Partitions divides the log into this many partitions (as a cluster's
+	// replicated log is). Default 1, as a single node's.
+	Partitions int
+	// PartitionOf maps a stream to its partition. Default: FNV-1a of the
+	// stream id modulo Partitions.
+	PartitionOf func(stream string) int
 }
 
 // MemStore is an in-memory journal.Store with the semantics and errors of
@@ -43,7 +50,7 @@ type MemStore struct {
 type memData struct {
 	mu      sync.Mutex
 	streams map[string]*memStream
-	log     []memRef // log[i] is position i+1
+	logs    [][]memRef // logs[p][i] is position i+1 of partition p
 	events  uint64
 	idem    map[string]journal.AppendResult
 	notify  chan struct{}
@@ -83,7 +90,19 @@ func NewMemStore(cfg MemConfig) *MemStore {
 	if cfg.MaxSnapshotSize == 0 {
 		cfg.MaxSnapshotSize = 4 << 20
 	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 1
+	}
+	if cfg.PartitionOf == nil {
+		n := uint32(cfg.Partitions)
+		cfg.PartitionOf = func(stream string) int {
+			h := fnv.New32a()
+			h.Write([]byte(stream))
+			return int(h.Sum32() % n)
+		}
+	}
 	m := &MemStore{cfg: cfg, d: &memData{
+		logs:    make([][]memRef, cfg.Partitions),
 		streams: make(map[string]*memStream),
 		idem:    make(map[string]journal.AppendResult),
 		notify:  make(chan struct{}),
@@ -254,17 +273,18 @@ func (m *MemStore) Append(ctx context.Context, req journal.AppendRequest) (journ
 	if s.created.IsZero() {
 		s.created = now
 	}
-	res := journal.AppendResult{FirstSequence: last + 1, FirstPosition: uint64(len(d.log)) + 1}
+	part := m.PartitionOf(req.Stream)
+	res := journal.AppendResult{FirstSequence: last + 1, Partition: part, FirstPosition: uint64(len(d.logs[part])) + 1}
 	for _, e := range req.Events {
 		e = cloneEvent(e)
 		s.lastSeq++
-		d.log = append(d.log, memRef{req.Stream, s.lastSeq})
-		e.Stream, e.Sequence, e.Position, e.Time = req.Stream, s.lastSeq, uint64(len(d.log)), now
+		d.logs[part] = append(d.logs[part], memRef{req.Stream, s.lastSeq})
+		e.Stream, e.Sequence, e.Partition, e.Position, e.Time = req.Stream, s.lastSeq, part, uint64(len(d.logs[part])), now
 		s.events = append(s.events, e)
 	}
 	d.events += uint64(len(req.Events))
 	s.lastTime = now
-	res.LastSequence, res.LastPosition = s.lastSeq, uint64(len(d.log))
+	res.LastSequence, res.LastPosition = s.lastSeq, uint64(len(d.logs[part]))
 	if req.IdempotencyKey != "" {
 		res.Reply = slices.Clone(req.Reply)
 		d.idem[ikey] = res
@@ -310,9 +330,26 @@ func (m *MemStore) Read(ctx context.Context, stream string, from uint64, limit i
 	}
 }
 
-// ReadAll yields the global log; see journal.Store.
-func (m *MemStore) ReadAll(ctx context.Context, from uint64, f journal.Filter, limit int) iter.Seq2[journal.Event, error] {
+// Partitions is the number of partitions; see journal.Store.
+func (m *MemStore) Partitions() int { return m.cfg.Partitions }
+
+// PartitionOf is a stream's partition; see journal.Store.
+func (m *MemStore) PartitionOf(stream string) int { return m.cfg.PartitionOf(stream) }
+
+func (m *MemStore) checkPartition(p int) error {
+	if p < 0 || p >= m.cfg.Partitions {
+		return fmt.Errorf("%w: %d (the log has %d)", journal.ErrNoPartition, p, m.cfg.Partitions)
+	}
+	return nil
+}
+
+// ReadAll yields a partition of the log; see journal.Store.
+func (m *MemStore) ReadAll(ctx context.Context, partition int, from uint64, f journal.Filter, limit int) iter.Seq2[journal.Event, error] {
 	return func(yield func(journal.Event, error) bool) {
+		if err := m.checkPartition(partition); err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
 		if f.Kind != "" && f.Tag != "" {
 			yield(journal.Event{}, fmt.Errorf("%w: filter sets both Kind and Tag", journal.ErrInvalid))
 			return
@@ -327,8 +364,9 @@ func (m *MemStore) ReadAll(ctx context.Context, from uint64, f journal.Filter, l
 		}
 		from = max(from, 1)
 		var evs []journal.Event
-		for p := from; p <= uint64(len(m.d.log)); p++ {
-			ref := m.d.log[p-1]
+		log := m.d.logs[partition]
+		for p := from; p <= uint64(len(log)); p++ {
+			ref := log[p-1]
 			if f.Kind != "" && !strings.HasPrefix(ref.stream, f.Kind+"/") {
 				continue
 			}
@@ -358,21 +396,28 @@ func (m *MemStore) ReadAll(ctx context.Context, from uint64, f journal.Filter, l
 	}
 }
 
-// LastPosition is the position of the last event.
-func (m *MemStore) LastPosition() uint64 {
+// LastPosition is the position of a partition's last event (0 for a
+// partition the log does not have).
+func (m *MemStore) LastPosition(partition int) uint64 {
+	if m.checkPartition(partition) != nil {
+		return 0
+	}
 	m.d.mu.Lock()
 	defer m.d.mu.Unlock()
-	return uint64(len(m.d.log))
+	return uint64(len(m.d.logs[partition]))
 }
 
-// WaitPosition blocks until the last position exceeds after; see
+// WaitPosition blocks until a partition's last position exceeds after; see
 // journal.Store.
-func (m *MemStore) WaitPosition(ctx context.Context, after uint64) (uint64, error) {
+func (m *MemStore) WaitPosition(ctx context.Context, partition int, after uint64) (uint64, error) {
+	if err := m.checkPartition(partition); err != nil {
+		return 0, err
+	}
 	for {
 		if err := m.lock(); err != nil {
-			return m.LastPosition(), err
+			return m.LastPosition(partition), err
 		}
-		last, ch := uint64(len(m.d.log)), m.d.notify
+		last, ch := uint64(len(m.d.logs[partition])), m.d.notify
 		m.d.mu.Unlock()
 		if last > after {
 			return last, nil
@@ -528,5 +573,9 @@ func (m *MemStore) Stats(ctx context.Context) (journal.Stats, error) {
 		return journal.Stats{}, err
 	}
 	defer m.d.mu.Unlock()
-	return journal.Stats{Streams: uint64(len(m.d.streams)), Events: m.d.events, LastPosition: uint64(len(m.d.log))}, nil
+	heads := make([]uint64, len(m.d.logs))
+	for p, l := range m.d.logs {
+		heads[p] = uint64(len(l))
+	}
+	return journal.Stats{Streams: uint64(len(m.d.streams)), Events: m.d.events, Heads: heads}, nil
 }

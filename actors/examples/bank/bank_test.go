@@ -134,7 +134,7 @@ func openAccount(t *testing.T, n *actorstest.Node, id string, amount int64) uint
 // query runs a query that must succeed.
 func query(t *testing.T, n *actorstest.Node, name string, params any, minPosition uint64, out any) actors.Answer {
 	t.Helper()
-	ans, err := n.Query(context.Background(), name, params, minPosition, out)
+	ans, err := n.Query(context.Background(), name, params, journal.TokenAt(0, minPosition), out)
 	if err != nil {
 		t.Fatalf("query %s %v: %v", name, params, err)
 	}
@@ -152,7 +152,7 @@ func balanceOf(t *testing.T, n *actorstest.Node, id string, minPosition uint64) 
 // text.
 func queryError(t *testing.T, n *actorstest.Node, name, params string, minPosition uint64, wantType any, wantText string) {
 	t.Helper()
-	_, err := n.RT.Query(context.Background(), name, json.RawMessage(params), minPosition)
+	_, err := n.RT.Query(context.Background(), name, json.RawMessage(params), journal.TokenAt(0, minPosition))
 	if err == nil {
 		t.Fatalf("query %s %s succeeded, want an error containing %q", name, params, wantText)
 	}

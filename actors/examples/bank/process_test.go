@@ -23,7 +23,7 @@ func waitTransfer(t *testing.T, n *actorstest.Node, id string) (Transfer, actors
 	var ans actors.Answer
 	actorstest.Eventually(t, wait, func() bool {
 		var err error
-		ans, err = n.Query(context.Background(), "transfer", map[string]string{"id": id}, 0, &tr)
+		ans, err = n.Query(context.Background(), "transfer", map[string]string{"id": id}, journal.Token{}, &tr)
 		var nf *actors.NotFoundError
 		if err != nil && !errors.As(err, &nf) {
 			t.Fatalf("transfer query: %v", err)
@@ -40,7 +40,7 @@ func settle(t *testing.T, n *actorstest.Node) uint64 {
 	t.Helper()
 	var head uint64
 	actorstest.Eventually(t, wait, func() bool {
-		head = n.Journal.LastPosition()
+		head = n.Journal.LastPosition(0)
 		for _, p := range n.RT.Projections() {
 			if p.Name == TransferProcessName {
 				return p.Position >= head && p.LastError == ""
@@ -383,7 +383,7 @@ func TestTransfersSurviveRestart(t *testing.T) {
 	// which is the truth the read model may lag behind.
 	terminalInJournal := func(n *actorstest.Node) int {
 		done := 0
-		for ev, err := range n.Journal.ReadAll(ctx, 1, journal.Filter{Kind: TransferKind}, 0) {
+		for ev, err := range n.Journal.ReadAll(ctx, 0, 1, journal.Filter{Kind: TransferKind}, 0) {
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -118,14 +118,19 @@ type SendResponse struct {
 	Reply *structpb.Value `protobuf:"bytes,1,opt,name=reply,proto3" json:"reply,omitempty"`
 	// Stream sequence after the command (unchanged when nothing was appended).
 	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// Global log position of the command's last event; pass it as
-	// QueryRequest.min_position to read your own write.
+	// Position of the command's last event in its partition of the log (on
+	// a single node, the global log).
 	Position uint64 `protobuf:"varint,3,opt,name=position,proto3" json:"position,omitempty"`
 	// Types of the events the command appended, in order.
 	Events []string `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
 	// True when the idempotency key was seen before and the original reply is
 	// returned without appending.
-	Duplicate     bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The partition of the log the entity's events are in.
+	Partition uint32 `protobuf:"varint,6,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Consistency token of the command's last event (opaque): pass it as
+	// QueryRequest.min_position, on any node, to read your own write.
+	Token         string `protobuf:"bytes,7,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,17 +200,35 @@ func (x *SendResponse) GetDuplicate() bool {
 	return false
 }
 
+func (x *SendResponse) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *SendResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 type QueryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Query name, e.g. "balance".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Query parameters as JSON.
 	Params *structpb.Struct `protobuf:"bytes,2,opt,name=params,proto3" json:"params,omitempty"`
-	// When non-zero, wait until the read model has applied this global
-	// position before answering (read-your-writes), bounded by timeout_ms.
-	MinPosition uint64 `protobuf:"varint,3,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
-	// Upper bound on that wait, in milliseconds (0: the node's default).
-	TimeoutMs     uint32 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Upper bound on the wait for min_position, in milliseconds (0: the
+	// node's default).
+	TimeoutMs uint32 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Wait until the read model has applied this consistency token before
+	// answering (read-your-writes): a SendResponse.token, or several
+	// separated by commas (the query waits for all of them). A plain number
+	// is a position of partition 0, a single node's global log. Empty: no
+	// wait.
+	MinPosition   string `protobuf:"bytes,5,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,13 +277,6 @@ func (x *QueryRequest) GetParams() *structpb.Struct {
 	return nil
 }
 
-func (x *QueryRequest) GetMinPosition() uint64 {
-	if x != nil {
-		return x.MinPosition
-	}
-	return 0
-}
-
 func (x *QueryRequest) GetTimeoutMs() uint32 {
 	if x != nil {
 		return x.TimeoutMs
@@ -268,11 +284,22 @@ func (x *QueryRequest) GetTimeoutMs() uint32 {
 	return 0
 }
 
+func (x *QueryRequest) GetMinPosition() string {
+	if x != nil {
+		return x.MinPosition
+	}
+	return ""
+}
+
 type QueryResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Result *structpb.Value        `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
-	// Global position the read model had applied when it answered.
-	Position      uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Position the read model had applied in partition 0 when it answered
+	// (on a single node, the global log).
+	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Consistency token of what the read model had applied, in every
+	// partition.
+	Token         string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -319,6 +346,13 @@ func (x *QueryResponse) GetPosition() uint64 {
 		return x.Position
 	}
 	return 0
+}
+
+func (x *QueryResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
 }
 
 type ReadRequest struct {
@@ -395,7 +429,9 @@ type TailRequest struct {
 	// With from = 0: how many of the latest events to return first.
 	Last uint32 `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
 	// Keep the stream open and send new events as they are committed.
-	Follow        bool `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	Follow bool `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	// The partition of the log to tail (a single node's log has one, 0).
+	Partition     uint32 `protobuf:"varint,6,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -463,6 +499,13 @@ func (x *TailRequest) GetFollow() bool {
 		return x.Follow
 	}
 	return false
+}
+
+func (x *TailRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
 }
 
 type ReadResponse struct {
@@ -590,10 +633,14 @@ func (*StatsRequest) Descriptor() ([]byte, []int) {
 }
 
 type StatsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Streams       uint64                 `protobuf:"varint,1,opt,name=streams,proto3" json:"streams,omitempty"`
-	Events        uint64                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	LastPosition  uint64                 `protobuf:"varint,3,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Streams uint64                 `protobuf:"varint,1,opt,name=streams,proto3" json:"streams,omitempty"`
+	Events  uint64                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// Sum over the partitions of their last positions (on a single node, the
+	// global log's last position).
+	LastPosition uint64 `protobuf:"varint,3,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	// Last position of each partition, by partition.
+	Heads         []uint64 `protobuf:"varint,4,rep,packed,name=heads,proto3" json:"heads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +696,13 @@ func (x *StatsResponse) GetLastPosition() uint64 {
 	return 0
 }
 
+func (x *StatsResponse) GetHeads() []uint64 {
+	if x != nil {
+		return x.Heads
+	}
+	return nil
+}
+
 type ProjectionServiceStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -688,16 +742,20 @@ func (*ProjectionServiceStatusRequest) Descriptor() ([]byte, []int) {
 type ProjectionStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Last global position the projection has applied.
+	// Positions applied, summed over the log's partitions (on a single node,
+	// the last global position applied); head - position is the lag.
 	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
-	// Last global position of the journal.
+	// Last positions of the log, summed over its partitions.
 	Head uint64 `protobuf:"varint,3,opt,name=head,proto3" json:"head,omitempty"`
 	// The error of its last attempt, if it failed ("" when healthy).
 	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// Reactors drive side effects (process managers); they cannot be rebuilt.
 	Reactor bool `protobuf:"varint,5,opt,name=reactor,proto3" json:"reactor,omitempty"`
 	// The runtime's own projections (e.g. the timer index).
-	Internal      bool `protobuf:"varint,6,opt,name=internal,proto3" json:"internal,omitempty"`
+	Internal bool `protobuf:"varint,6,opt,name=internal,proto3" json:"internal,omitempty"`
+	// Position applied and last position, partition by partition.
+	Positions     []uint64 `protobuf:"varint,7,rep,packed,name=positions,proto3" json:"positions,omitempty"`
+	Heads         []uint64 `protobuf:"varint,8,rep,packed,name=heads,proto3" json:"heads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -772,6 +830,20 @@ func (x *ProjectionStatus) GetInternal() bool {
 		return x.Internal
 	}
 	return false
+}
+
+func (x *ProjectionStatus) GetPositions() []uint64 {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+func (x *ProjectionStatus) GetHeads() []uint64 {
+	if x != nil {
+		return x.Heads
+	}
+	return nil
 }
 
 type ProjectionServiceStatusResponse struct {
@@ -1464,42 +1536,47 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\bmetadata\x18\x06 \x03(\v2$.troupe.v1.SendRequest.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x01\n" +
 	"\fSendResponse\x12,\n" +
 	"\x05reply\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x05reply\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1a\n" +
 	"\bposition\x18\x03 \x01(\x04R\bposition\x12\x16\n" +
 	"\x06events\x18\x04 \x03(\tR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"\x95\x01\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\x12\x1c\n" +
+	"\tpartition\x18\x06 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05token\x18\a \x01(\tR\x05token\"\x9b\x01\n" +
 	"\fQueryRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
-	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x12!\n" +
-	"\fmin_position\x18\x03 \x01(\x04R\vminPosition\x12\x1d\n" +
+	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\"[\n" +
+	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\x12!\n" +
+	"\fmin_position\x18\x05 \x01(\tR\vminPositionJ\x04\b\x03\x10\x04\"q\n" +
 	"\rQueryResponse\x12.\n" +
 	"\x06result\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06result\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"O\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"O\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"s\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x91\x01\n" +
 	"\vTailRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\x04R\x04from\x12\x12\n" +
 	"\x04last\x18\x04 \x01(\rR\x04last\x12\x16\n" +
-	"\x06follow\x18\x05 \x01(\bR\x06follow\"6\n" +
+	"\x06follow\x18\x05 \x01(\bR\x06follow\x12\x1c\n" +
+	"\tpartition\x18\x06 \x01(\rR\tpartition\"6\n" +
 	"\fReadResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.troupe.v1.EventR\x05event\"6\n" +
 	"\fTailResponse\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.troupe.v1.EventR\x05event\"\x0e\n" +
-	"\fStatsRequest\"f\n" +
+	"\fStatsRequest\"|\n" +
 	"\rStatsResponse\x12\x18\n" +
 	"\astreams\x18\x01 \x01(\x04R\astreams\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12#\n" +
-	"\rlast_position\x18\x03 \x01(\x04R\flastPosition\" \n" +
-	"\x1eProjectionServiceStatusRequest\"\xab\x01\n" +
+	"\rlast_position\x18\x03 \x01(\x04R\flastPosition\x12\x14\n" +
+	"\x05heads\x18\x04 \x03(\x04R\x05heads\" \n" +
+	"\x1eProjectionServiceStatusRequest\"\xdf\x01\n" +
 	"\x10ProjectionStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x12\n" +
@@ -1507,7 +1584,9 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12\x18\n" +
 	"\areactor\x18\x05 \x01(\bR\areactor\x12\x1a\n" +
-	"\binternal\x18\x06 \x01(\bR\binternal\"`\n" +
+	"\binternal\x18\x06 \x01(\bR\binternal\x12\x1c\n" +
+	"\tpositions\x18\a \x03(\x04R\tpositions\x12\x14\n" +
+	"\x05heads\x18\b \x03(\x04R\x05heads\"`\n" +
 	"\x1fProjectionServiceStatusResponse\x12=\n" +
 	"\vprojections\x18\x01 \x03(\v2\x1b.troupe.v1.ProjectionStatusR\vprojections\"$\n" +
 	"\x0eRebuildRequest\x12\x12\n" +

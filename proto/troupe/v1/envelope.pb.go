@@ -203,7 +203,8 @@ type Event struct {
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	// Position within the stream, starting at 1, without gaps.
 	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// Position in the node's global log, starting at 1, without gaps.
+	// Position in the event's partition of the log (on a single node, the
+	// global log), starting at 1, without gaps.
 	GlobalPosition uint64 `protobuf:"varint,3,opt,name=global_position,json=globalPosition,proto3" json:"global_position,omitempty"`
 	// Commit time in Unix nanoseconds.
 	TimeUnixNano int64 `protobuf:"varint,4,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
@@ -216,7 +217,9 @@ type Event struct {
 	// Tags index the event in the global log (readable per tag).
 	Tags []string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty"`
 	// Free-form metadata (e.g. idempotency key, causation id).
-	Metadata      map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The partition of the log the event is in (0 on a single node).
+	Partition     uint32 `protobuf:"varint,10,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +317,13 @@ func (x *Event) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *Event) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
 var File_troupe_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_envelope_proto_rawDesc = "" +
@@ -337,7 +347,7 @@ const file_troupe_v1_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate\"\xed\x02\n" +
+	"tracestate\"\x8b\x03\n" +
 	"\x05Event\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12'\n" +
@@ -347,7 +357,9 @@ const file_troupe_v1_envelope_proto_rawDesc = "" +
 	"\apayload\x18\x06 \x01(\fR\apayload\x12!\n" +
 	"\fcontent_type\x18\a \x01(\tR\vcontentType\x12\x12\n" +
 	"\x04tags\x18\b \x03(\tR\x04tags\x12:\n" +
-	"\bmetadata\x18\t \x03(\v2\x1e.troupe.v1.Event.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\t \x03(\v2\x1e.troupe.v1.Event.MetadataEntryR\bmetadata\x12\x1c\n" +
+	"\tpartition\x18\n" +
+	" \x01(\rR\tpartition\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
