@@ -16,7 +16,8 @@ import (
 // connected to one server and whose responder to another, so that both
 // legs cross the route: between two of our buses (clustered, JetStream
 // on, as two Troupe nodes run them) and, in the same run, between two bare
-// nats-server instances with nothing but a cluster block (the ceiling).
+// nats-server instances with nothing but a cluster block (the ceiling),
+// and two bare instances with JetStream clustered too.
 //
 //	go test -run '^$' -bench RequestAcrossRoute -benchtime 20000x -count 3 ./cluster/bus/
 func BenchmarkRequestAcrossRoute(b *testing.B) {
@@ -32,7 +33,15 @@ func BenchmarkRequestAcrossRoute(b *testing.B) {
 		})
 	})
 	b.Run("bare", func(b *testing.B) {
-		s1, s2 := startBare(b)
+		s1, s2 := startBare(b, false)
+		benchRequests(b, s1.ClientURL(), s2.ClientURL(), func() bool {
+			return s1.NumRoutes() > 0 && s2.NumRoutes() > 0
+		})
+	})
+	// The same with JetStream clustered, to tell what JetStream costs a
+	// route from what our configuration does.
+	b.Run("bare-jetstream", func(b *testing.B) {
+		s1, s2 := startBare(b, true)
 		benchRequests(b, s1.ClientURL(), s2.ClientURL(), func() bool {
 			return s1.NumRoutes() > 0 && s2.NumRoutes() > 0
 		})
@@ -63,15 +72,19 @@ func startBenchBuses(b *testing.B) ([]*Bus, []string) {
 	return buses, addrs
 }
 
-func startBare(b *testing.B) (*server.Server, *server.Server) {
+func startBare(b *testing.B, js bool) (*server.Server, *server.Server) {
 	p1, p2 := freePort(b), freePort(b)
 	mk := func(name string, port, peer int) *server.Server {
 		u, _ := url.Parse(fmt.Sprintf("nats-route://127.0.0.1:%d", peer))
-		s, err := server.NewServer(&server.Options{
+		opts := &server.Options{
 			ServerName: name, Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
 			Cluster: server.ClusterOpts{Name: "bare", Host: "127.0.0.1", Port: port},
 			Routes:  []*url.URL{u},
-		})
+		}
+		if js {
+			opts.JetStream, opts.StoreDir = true, b.TempDir()
+		}
+		s, err := server.NewServer(opts)
 		if err != nil {
 			b.Fatal(err)
 		}
