@@ -232,9 +232,20 @@ func TestAmbassadorDeadline(t *testing.T) {
 		t.Fatalf("err = %T %v, want *CallError", err, err)
 	}
 	t.Logf("failed after %v: %v", took, err)
-	// The plugin still serves.
+	// The plugin still serves: the interrupted instance was discarded and a
+	// new one takes its place. Under the race detector on a loaded machine,
+	// instantiating the 2.7 MB Go guest can itself overrun its load bound
+	// (wazero copies its data segments in instrumented Go), so a few
+	// attempts are allowed; a plugin broken for good fails them all.
 	p.delay.Store(0)
-	if _, err := h.Call(context.Background(), "partner-api", charge("acc-1", 1)); err != nil {
-		t.Fatalf("after a deadline: %v", err)
+	for attempt := 1; ; attempt++ {
+		_, err := h.Call(context.Background(), "partner-api", charge("acc-1", 1))
+		if err == nil {
+			break
+		}
+		if attempt == 5 {
+			t.Fatalf("after a deadline, %d calls failed; the last: %v", attempt, err)
+		}
+		t.Logf("after a deadline, call %d: %v", attempt, err)
 	}
 }
