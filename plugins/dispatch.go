@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,6 +122,7 @@ func (h *Host) runSidecar(ctx context.Context, v *version, hook troupev1.Hook, p
 			if d.Reason == "" {
 				d.Reason = "rejected by plugin " + v.name
 			}
+			d.Code, d.RetryAfter = rejectionHints(vd.GetMetadata())
 			return
 		}
 		apply(msg, vd)
@@ -233,6 +236,17 @@ func (h *Host) failed(v *version, hook troupev1.Hook, err error) error {
 	v.log.Warn("plugin call failed", slog.String("hook", hookName(hook)),
 		slog.String("policy", v.man.OnFailure.String()), slog.Any("err", err))
 	return ce
+}
+
+// rejectionHints reads a rejecting verdict's code and retry hint.
+func rejectionHints(md map[string]string) (code string, after time.Duration) {
+	if c := md[MetaCode]; slices.Contains(RejectCodes, c) {
+		code = c
+	}
+	if ms, err := strconv.ParseUint(md[MetaRetryAfterMS], 10, 32); err == nil {
+		after = time.Duration(ms) * time.Millisecond
+	}
+	return code, after
 }
 
 // apply merges a verdict's replacement and metadata into the message.

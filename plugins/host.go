@@ -82,7 +82,32 @@ type Decision struct {
 	// Err is the plugin's failure when the rejection came from the
 	// failure policy rather than a verdict (a *CallError).
 	Err error
+	// Code is the error code the plugin asked the client to see for its
+	// rejection (the verdict's metadata MetaCode): one of
+	// RejectCodes; "" means failed_precondition, the default for a
+	// rejection.
+	Code string
+	// RetryAfter is the plugin's hint of when the same command may
+	// succeed (the verdict's metadata MetaRetryAfterMS); 0 when none.
+	RetryAfter time.Duration
 }
+
+// Verdict metadata keys a rejecting plugin may set to shape the error its
+// rejection becomes (see docs/errors.md). They are read only on a
+// rejection and never reach the message's metadata.
+const (
+	// MetaCode names the error code of a rejection, one of RejectCodes:
+	// "resource_exhausted" for a rate limit, "invalid_argument" for a
+	// malformed payload, "permission_denied" for a refused caller.
+	MetaCode = "troupe-code"
+	// MetaRetryAfterMS is a retry hint in milliseconds (a decimal
+	// integer), shown to the client (HTTP Retry-After, NATS header).
+	MetaRetryAfterMS = "troupe-retry-after-ms"
+)
+
+// RejectCodes are the codes a plugin's rejection may carry (MetaCode);
+// any other value is failed_precondition.
+var RejectCodes = []string{"failed_precondition", "invalid_argument", "permission_denied", "resource_exhausted", "unavailable"}
 
 // Host loads plugins from a directory and runs them. All methods are safe for
 // concurrent use. Command, Event, Topic and Call run guest code on the

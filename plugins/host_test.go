@@ -126,6 +126,9 @@ func TestValidateAmountRejects(t *testing.T) {
 		{"missing", "Deposit", `{}`, true, "amount is required"},
 		{"not json", "Deposit", `amount=5`, true, "payload is not a JSON object"},
 		{"fraction", "Withdraw", `{"amount":1.5}`, true, "amount must be a whole number, got 1.5"},
+		{"huge exponent", "Deposit", `{"amount":1e300}`, true, "amount 1e300 exceeds the limit of 1000000"},
+		{"whole exponent", "Deposit", `{"amount":1e3}`, false, ""},
+		{"tiny fraction", "Deposit", `{"amount":1e-3}`, true, "amount must be a whole number, got 1e-3"},
 		{"open not hooked", "Open", `{"amount":-5}`, false, ""},
 	}
 	for _, tt := range tests {
@@ -142,8 +145,8 @@ func TestValidateAmountRejects(t *testing.T) {
 			}
 		})
 	}
-	if got := h.metric(t, "troupe_plugin_rejects_total", map[string]string{"plugin": "validate-amount", "hook": "command"}); got != 6 {
-		t.Errorf("rejects_total = %v, want 6", got)
+	if got := h.metric(t, "troupe_plugin_rejects_total", map[string]string{"plugin": "validate-amount", "hook": "command"}); got != 8 {
+		t.Errorf("rejects_total = %v, want 8", got)
 	}
 }
 
@@ -235,6 +238,11 @@ burst = "5"
 	}
 	if want := "rate limit exceeded for account/acc-1: at most 1 commands/s (burst 5)"; last.Reason != want {
 		t.Fatalf("reason = %q, want %q", last.Reason, want)
+	}
+	// The rejection asks for resource_exhausted with a retry hint: one
+	// token comes back within a second at 1/s.
+	if last.Code != "resource_exhausted" || last.RetryAfter <= 0 || last.RetryAfter > time.Second {
+		t.Fatalf("code %q retry after %v, want resource_exhausted within 1s", last.Code, last.RetryAfter)
 	}
 	other := bankCmd("Deposit", `{"amount":1}`)
 	other.EntityId = "acc-2"

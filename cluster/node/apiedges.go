@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -15,8 +16,9 @@ import (
 // retry is the same command with the same idempotency key. Other errors
 // pass unchanged.
 func unknownOutcome(err error) error {
-	if err == nil || codes.Of(err) != codes.DeadlineExceeded {
-		return err
+	var pf *pluginFailure
+	if err == nil || codes.Of(err) != codes.DeadlineExceeded || errors.As(err, &pf) {
+		return err // a plugin that timed out: the command was not applied
 	}
 	return &codes.Error{Code: codes.DeadlineExceeded, Message: err.Error() +
 		" (unknown outcome: the command may or may not have been applied; send it again with the same idempotency key, which applies it at most once)"}

@@ -78,7 +78,8 @@ func (n *Node) sendCommand(ctx context.Context, cmd *troupev1.Command) (*troupev
 	kind := cmd.GetKind()
 	if err != nil {
 		if n.kinds[kind] {
-			n.api.m.commands.WithLabelValues(kind, codes.Of(err).String()).Inc()
+			code, _, _ := contract(err)
+			n.api.m.commands.WithLabelValues(kind, code.String()).Inc()
 		}
 		// Every transport says the same about a deadline: the outcome is
 		// unknown, and how to retry safely.
@@ -122,14 +123,6 @@ var connectCodes = map[codes.Code]connect.Code{
 	codes.Canceled:           connect.CodeCanceled,
 	codes.Internal:           connect.CodeInternal,
 	codes.Unknown:            connect.CodeInternal,
-}
-
-// toConnect is the Connect adapter of the error contract.
-func toConnect(err error) error {
-	if err == nil {
-		return nil
-	}
-	return connect.NewError(connectCodes[codes.Of(err)], err)
 }
 
 func newID() string {

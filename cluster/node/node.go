@@ -25,6 +25,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/codes"
 	"github.com/troupe-dev/troupe/actors/topics"
 	"github.com/troupe-dev/troupe/cluster/bus"
 	"github.com/troupe-dev/troupe/journal"
@@ -310,20 +313,34 @@ func (n *Node) interceptEvent(ctx context.Context, projection string, ev *journa
 func (n *Node) Topics() *topics.Topics { return n.topics }
 
 // intercept runs the sidecar plugin chain on a command.
+// A rejection is failed_precondition unless the plugin named another code
+// (a rate limit: resource_exhausted with a retry hint); a plugin that
+// failed under on_failure = "reject" is the server's fault (unavailable,
+// or deadline_exceeded when it ran out of time), see docs/errors.md.
 func (n *Node) intercept(ctx context.Context, cmd *troupev1.Command) error {
 	d, err := n.plugins.Command(ctx, cmd)
 	if err != nil {
 		return err
 	}
-	if d.Rejected {
-		return &actors.RejectedError{Reason: fmt.Sprintf("plugin %s: %s", d.Plugin, d.Reason)}
+	if !d.Rejected {
+		return nil
 	}
-	return nil
+	if d.Err != nil {
+		return &pluginFailure{plugin: d.Plugin, err: d.Err}
+	}
+	if d.Code != "" && d.Code != codes.FailedPrecondition.String() {
+		msg := fmt.Sprintf("rejected: plugin %s: %s", d.Plugin, d.Reason)
+		if d.RetryAfter > 0 {
+			msg += fmt.Sprintf(" (retry after %v)", d.RetryAfter)
+		}
+		return &retryAfterError{err: &codes.Error{Code: codes.Parse(d.Code), Message: msg}, after: d.RetryAfter}
+	}
+	return &actors.RejectedError{Reason: fmt.Sprintf("plugin %s: %s", d.Plugin, d.Reason)}
 }
 
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(n.cfg.MaxRequestBytes)}
+	opts := append(codecOptions(), connect.WithReadMaxBytes(n.cfg.MaxRequestBytes))
 	a := n.api
 	mux.Handle(troupev1connect.NewCommandServiceHandler(a, opts...))
 	mux.Handle(troupev1connect.NewQueryServiceHandler(a, opts...))
@@ -344,6 +361,18 @@ func (n *Node) startHTTP() error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
 	mux.Handle("/ui/", n.dashboard()) // the web dashboard: dashboard.go
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		code, msg := edgeError(r, http.StatusNotFound, "", n.cfg.MaxRequestBytes)
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			// A gRPC client reads a status, not a body.
+			w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+			w.Header().Set("Grpc-Status", strconv.Itoa(int(connectCodes[codes.Parse(code)])))
+			w.Header().Set("Grpc-Message", grpcPercentEncode(msg))
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		writeJSONError(w, http.StatusNotFound, code, msg)
+	})
 
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
@@ -354,7 +383,7 @@ func (n *Node) startHTTP() error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS on loopback
 	n.http = &http.Server{
-		Handler:           refuseUnsupportedEncoding(http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096)),
+		Handler:           errorBodies(n.cfg.MaxRequestBytes, refuseUnsupportedEncoding(http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/troupe-dev/troupe/actors"
-	"github.com/troupe-dev/troupe/actors/codes"
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -148,12 +146,15 @@ func (cr *commandRequests) serve(m *nats.Msg) {
 	out := nats.NewMsg(m.Reply)
 	switch {
 	case err != nil:
-		code := codes.Of(err)
+		code, msg, after := contract(err)
 		out.Header.Set("Troupe-Error", code.String())
+		if after > 0 {
+			out.Header.Set("Retry-After", retryAfterSeconds(after))
+		}
 		out.Data, _ = json.Marshal(struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
-		}{code.String(), err.Error()})
+		}{code.String(), msg})
 	case pb:
 		out.Data, _ = proto.Marshal(resp)
 		out.Header.Set("Content-Type", "application/protobuf")
@@ -165,6 +166,10 @@ func (cr *commandRequests) serve(m *nats.Msg) {
 
 // command decodes a command request and runs it on the node's command path.
 func (cr *commandRequests) command(m *nats.Msg, pb bool) (*troupev1.SendResponse, error) {
+	if len(m.Data) > cr.n.cfg.MaxRequestBytes {
+		// The HTTP API's limit, so that both accept the same requests.
+		return nil, invalid("%s", tooLargeMessage(cr.n.cfg.MaxRequestBytes))
+	}
 	req, err := parseCommandRequest(cr.n.cfg.CommandSubjectPrefix, m.Subject, m.Data, pb)
 	if err != nil {
 		return nil, err
@@ -184,18 +189,17 @@ func parseCommandRequest(prefix, subject string, body []byte, pb bool) (*troupev
 	if !ok || !ok2 || kind == "" || id == "" || strings.Contains(id, ".") {
 		return nil, invalid("subject %q: want %s.<kind>.<id>", subject, prefix)
 	}
+	// Decoded as the HTTP and gRPC paths decode (errors.go): the same
+	// bodies are accepted and refused, with the same messages.
 	req := &troupev1.SendRequest{}
 	var err error
-	switch {
-	case len(body) == 0:
-		err = errors.New("empty body")
-	case pb:
-		err = proto.Unmarshal(body, req)
-	default:
-		err = protojson.Unmarshal(body, req)
+	if pb {
+		err = decodeRequestProto(body, req)
+	} else {
+		err = decodeRequestJSON(body, req)
 	}
 	if err != nil {
-		return nil, invalid("body: %v", err)
+		return nil, err
 	}
 	if (req.GetKind() != "" && req.GetKind() != kind) || (req.GetId() != "" && req.GetId() != id) {
 		return nil, invalid("body names %s/%s but the subject names %s/%s", req.GetKind(), req.GetId(), kind, id)

@@ -29,8 +29,11 @@ func TestParseCommandRequest(t *testing.T) {
 		{"no id", "troupe.cmd.account", `{}`, false, "want troupe.cmd.<kind>.<id>", "", ""},
 		{"dotted id", "troupe.cmd.account.a.b", `{}`, false, "want troupe.cmd.<kind>.<id>", "", ""},
 		{"other prefix", "other.account.x", `{}`, false, "want troupe.cmd.<kind>.<id>", "", ""},
-		{"empty body", "troupe.cmd.account.x", ``, false, "empty body", "", ""},
-		{"bad json", "troupe.cmd.account.x", `{"type":`, false, "body:", "", ""},
+		// As on HTTP: an empty body is the empty message (newCommand then
+		// asks for "type"), and unknown top-level fields are ignored.
+		{"empty body", "troupe.cmd.account.x", ``, false, "", "account", ""},
+		{"unknown field", "troupe.cmd.account.x", `{"type":"Deposit","future":1}`, false, "", "account", "Deposit"},
+		{"bad json", "troupe.cmd.account.x", `{"type":`, false, "request body ends too early", "", ""},
 		{"mismatch", "troupe.cmd.account.x", `{"kind":"dragon"}`, false, "body names dragon/ but the subject names account/x", "", ""},
 	}
 	for _, tt := range tests {

@@ -237,19 +237,19 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		code     string
 		contains string
 	}{
-		{"malformed json", "CommandService/Send", `{"kind":"account",`, 400, "invalid_argument", "unmarshal"},
+		{"malformed json", "CommandService/Send", `{"kind":"account",`, 400, "invalid_argument", "request body ends too early"},
 		{"unknown kind", "CommandService/Send", `{"kind":"dragon","id":"d1","type":"Open"}`, 400, "invalid_argument", `unknown entity kind "dragon"`},
 		{"missing id", "CommandService/Send", `{"kind":"account","type":"Open"}`, 400, "invalid_argument", `missing "id"`},
 		{"missing type", "CommandService/Send", `{"kind":"account","id":"acc-1"}`, 400, "invalid_argument", `missing "type"`},
 		{"unknown command", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Steal"}`, 400, "invalid_argument", `no command "Steal"`},
-		{"payload does not decode", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amount":"lots"}}`, 400, "invalid_argument", "payload does not decode"},
+		{"payload does not decode", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amount":"lots"}}`, 400, "invalid_argument", `payload: field "amount": want a whole number, got a string`},
 		{"unknown payload field", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"amuont":5}}`, 400, "invalid_argument", `unknown field "amuont"`},
 		{"overdraw", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Withdraw","payload":{"amount":500}}`, 400, "failed_precondition", "insufficient funds: balance 100, withdrawal 500"},
 		{"internal command", "CommandService/Send", `{"kind":"transfer","id":"t1","type":"MarkDebited","payload":{}}`, 403, "permission_denied", `command "MarkDebited" of kind "transfer" is internal`},
 		{"closed account", "CommandService/Send", `{"kind":"account","id":"acc-gone","type":"Deposit","payload":{"amount":5}}`, 400, "failed_precondition", "account acc-gone is closed"},
-		{"oversized body", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"pad":"` + strings.Repeat("x", 8192) + `"}}`, 429, "resource_exhausted", "larger than configured max"},
+		{"oversized body", "CommandService/Send", `{"kind":"account","id":"acc-1","type":"Deposit","payload":{"pad":"` + strings.Repeat("x", 8192) + `"}}`, 413, "invalid_argument", "request body is larger than the limit of 4096 bytes"},
 		{"unknown query", "QueryService/Query", `{"name":"nope"}`, 400, "invalid_argument", `unknown query "nope"`},
-		{"query without id", "QueryService/Query", `{"name":"balance","params":{}}`, 400, "failed_precondition", `missing "id"`},
+		{"query without id", "QueryService/Query", `{"name":"balance","params":{}}`, 400, "invalid_argument", `missing "id"`},
 		{"query unknown account", "QueryService/Query", `{"name":"balance","params":{"id":"zzz"}}`, 404, "not_found", `account "zzz" not found`},
 		{"position that never arrives", "QueryService/Query", `{"name":"balance","params":{"id":"acc-1"},"minPosition":"999999","timeoutMs":200}`, 400, "out_of_range", "position 999999 does not exist yet"},
 	}

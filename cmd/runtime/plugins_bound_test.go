@@ -102,7 +102,7 @@ func TestTrustedLoopingPluginCannotFreezeTheNode(t *testing.T) {
 				if strings.HasPrefix(a, "error:") {
 					continue
 				}
-				if !strings.Contains(a, "plugin loop: failed: plugins: deadline exceeded: call ") {
+				if !strings.Contains(a, `"code":"deadline_exceeded","message":"plugin loop did not decide in time (deadline exceeded: call `) {
 					t.Errorf("a looping command answered %s", a)
 				}
 			}

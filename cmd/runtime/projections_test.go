@@ -44,7 +44,7 @@ func TestProjectionsStatusAndRebuild(t *testing.T) {
 		t.Fatalf("rebuild of a reactor: %d %q", code, stderr)
 	}
 	_, stderr, code = cli(t, p.url, "projections", "rebuild", "nope")
-	if code == 0 || !strings.Contains(stderr, `not_found: actors: unknown projection "nope"`) {
+	if code == 0 || !strings.Contains(stderr, `not_found: unknown projection "nope"`) {
 		t.Fatalf("rebuild of an unknown projection: %d %q", code, stderr)
 	}
 

@@ -36,7 +36,6 @@
 package bank
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"math"
@@ -301,10 +300,10 @@ func lookup(query string, v *actors.View, params json.RawMessage) (Balance, erro
 		ID string `json:"id"`
 	}
 	if err := json.Unmarshal(params, &p); err != nil {
-		return Balance{}, actors.Reject("%s query: params do not decode: %v", query, err)
+		return Balance{}, badParams(query, "params: %s", describeJSONError(err))
 	}
 	if p.ID == "" {
-		return Balance{}, actors.Reject(`%s query: missing "id"`, query)
+		return Balance{}, badParams(query, `missing "id"`)
 	}
 	var b Balance
 	ok, err := v.GetJSON(p.ID, &b)
@@ -317,27 +316,13 @@ func lookup(query string, v *actors.View, params json.RawMessage) (Balance, erro
 	return b, nil
 }
 
-// decodeParams decodes a query's params strictly: an unknown field (a typo
-// such as "limt") is a rejection that names it, not a silent default.
-func decodeParams(query string, params json.RawMessage, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(params))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return actors.Reject("%s query: params do not decode: %v", query, err)
-	}
-	if dec.More() {
-		return actors.Reject("%s query: params do not decode: trailing data after the JSON value", query)
-	}
-	return nil
-}
-
 // pageLimit applies a query's default and maximum page size.
 func pageLimit(query string, limit, def, max int) (int, error) {
 	switch {
 	case limit == 0:
 		return def, nil
 	case limit < 0 || limit > max:
-		return 0, actors.Reject(`%s query: "limit" must be between 1 and %d, got %d`, query, max, limit)
+		return 0, badParams(query, `"limit" must be between 1 and %d, got %d`, max, limit)
 	}
 	return limit, nil
 }

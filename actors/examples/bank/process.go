@@ -276,7 +276,7 @@ var TransferQuery = actors.Query{
 			return nil, err
 		}
 		if p.ID == "" {
-			return nil, actors.Reject(`%s query: missing "id"`, q)
+			return nil, badParams(q, `missing "id"`)
 		}
 		var t Transfer
 		ok, err := v.GetJSON(p.ID, &t)

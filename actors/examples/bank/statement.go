@@ -103,7 +103,8 @@ type StatementParams struct {
 	ID string `json:"id"`
 	// After is the cursor of the page to read: "" for the first page,
 	// then the previous page's Next.
-	After string `json:"after,omitempty"`
+	// A number is accepted too (Cursor).
+	After Cursor `json:"after,omitempty"`
 	// Limit is the page size: DefaultStatementLimit when 0, at most
 	// MaxStatementLimit.
 	Limit int `json:"limit,omitempty"`
@@ -121,7 +122,7 @@ var StatementQuery = actors.Query{
 			return nil, err
 		}
 		if p.ID == "" {
-			return nil, actors.Reject(`%s query: missing "id"`, q)
+			return nil, badParams(q, `missing "id"`)
 		}
 		limit, err := pageLimit(q, p.Limit, DefaultStatementLimit, MaxStatementLimit)
 		if err != nil {
@@ -130,9 +131,9 @@ var StatementQuery = actors.Query{
 		after := ""
 		if p.After != "" {
 			// A cursor is the sequence of the last entry read, in decimal.
-			seq, err := strconv.ParseUint(p.After, 10, 64)
+			seq, err := strconv.ParseUint(string(p.After), 10, 64)
 			if err != nil {
-				return nil, actors.Reject(`%s query: "after" must be the "next" of a previous page, got %q`, q, p.After)
+				return nil, badParams(q, `"after" must be the "next" of a previous page, got %q`, p.After)
 			}
 			after = entryKey(p.ID, seq)
 		}

@@ -2,10 +2,13 @@ package bank
 
 import (
 	"fmt"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/codes"
 )
 
 func TestStatementKeysSortBySequence(t *testing.T) {
@@ -46,7 +49,7 @@ func TestStatementPages(t *testing.T) {
 					t.Fatalf("more than 50 pages; cursor %q", after)
 				}
 				var page StatementPage
-				query(t, n, "statement", StatementParams{ID: "acc-1", After: after, Limit: limit}, last, &page)
+				query(t, n, "statement", StatementParams{ID: "acc-1", After: Cursor(after), Limit: limit}, last, &page)
 				all = append(all, page.Entries...)
 				sizes = append(sizes, len(page.Entries))
 				if page.Next == "" {
@@ -133,27 +136,50 @@ func TestStatementOfAClosedAccount(t *testing.T) {
 func TestStatementRejectsBadParams(t *testing.T) {
 	n := startBank(t)
 	last := openAccount(t, n, "acc-1", 10)
-	var rej *actors.RejectedError
+	var bad *codes.Error
 	var nf *actors.NotFoundError
 	tests := []struct {
 		name, params string
 		wantType     any
 		want         string
 	}{
-		{"no id", `{}`, &rej, `statement query: missing "id"`},
-		{"limit over the maximum", `{"id":"acc-1","limit":101}`, &rej, `statement query: "limit" must be between 1 and 100, got 101`},
-		{"negative limit", `{"id":"acc-1","limit":-1}`, &rej, `"limit" must be between 1 and 100, got -1`},
-		{"cursor that is no number", `{"id":"acc-1","after":"abc"}`, &rej, `statement query: "after" must be the "next" of a previous page, got "abc"`},
-		{"negative cursor", `{"id":"acc-1","after":"-1"}`, &rej, `"after" must be the "next" of a previous page, got "-1"`},
-		{"cursor as a number", `{"id":"acc-1","after":20}`, &rej, "params do not decode"},
-		{"unknown field", `{"id":"acc-1","limt":5}`, &rej, `unknown field "limt"`},
-		{"not an object", `[1]`, &rej, "params do not decode"},
-		{"trailing data", `{"id":"acc-1"} {}`, &rej, "trailing data"},
+		{"no id", `{}`, &bad, `statement query: missing "id"`},
+		{"limit over the maximum", `{"id":"acc-1","limit":101}`, &bad, `statement query: "limit" must be between 1 and 100, got 101`},
+		{"negative limit", `{"id":"acc-1","limit":-1}`, &bad, `"limit" must be between 1 and 100, got -1`},
+		{"cursor that is no number", `{"id":"acc-1","after":"abc"}`, &bad, `statement query: "after" must be the "next" of a previous page, got "abc"`},
+		{"negative cursor", `{"id":"acc-1","after":"-1"}`, &bad, `"after" must be the "next" of a previous page, got "-1"`},
+		{"negative cursor as a number", `{"id":"acc-1","after":-1}`, &bad, `statement query: params: "after": want a string, got number -1`},
+		{"cursor as a fraction", `{"id":"acc-1","after":1.5}`, &bad, `"after": want a string, got number 1.5`},
+		{"unknown field", `{"id":"acc-1","limt":5}`, &bad, `unknown field "limt"`},
+		{"not an object", `[1]`, &bad, "statement query: params: want an object, got array"},
+		{"trailing data", `{"id":"acc-1"} {}`, &bad, "trailing data"},
 		{"unknown account", `{"id":"zzz"}`, &nf, `account "zzz" not found`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			queryError(t, n, "statement", tt.params, last, tt.wantType, tt.want)
 		})
+	}
+}
+
+// TestStatementCursorAsNumber: "next" is a decimal string, and clients
+// copy it as a number; "after" takes both and reads the same page.
+func TestStatementCursorAsNumber(t *testing.T) {
+	n := startBank(t)
+	last := openAccount(t, n, "acc-1", 10)
+	var first StatementPage
+	query(t, n, "statement", StatementParams{ID: "acc-1", Limit: 1}, last, &first)
+	if first.Next == "" {
+		t.Fatalf("first page %+v has no next", first)
+	}
+	num, err := strconv.ParseUint(first.Next, 10, 64)
+	if err != nil {
+		t.Fatalf("next %q is not decimal: %v", first.Next, err)
+	}
+	var byString, byNumber StatementPage
+	query(t, n, "statement", map[string]any{"id": "acc-1", "after": first.Next, "limit": 1}, last, &byString)
+	query(t, n, "statement", map[string]any{"id": "acc-1", "after": num, "limit": 1}, last, &byNumber)
+	if len(byString.Entries) != 1 || !reflect.DeepEqual(byString, byNumber) {
+		t.Fatalf("after as a string: %+v; as a number: %+v", byString, byNumber)
 	}
 }

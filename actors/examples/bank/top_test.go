@@ -6,7 +6,7 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/codes"
 )
 
 func TestRankKeysSortByBalanceDescendingThenID(t *testing.T) {
@@ -81,16 +81,16 @@ func TestTopAccounts(t *testing.T) {
 
 func TestTopAccountsRejectsBadParams(t *testing.T) {
 	n := startBank(t)
-	var rej *actors.RejectedError
+	var bad *codes.Error
 	tests := []struct{ name, params, want string }{
 		{"limit over the maximum", `{"limit":101}`, `top-accounts query: "limit" must be between 1 and 100, got 101`},
 		{"negative limit", `{"limit":-3}`, `"limit" must be between 1 and 100, got -3`},
-		{"limit that is no number", `{"limit":"ten"}`, "top-accounts query: params do not decode"},
+		{"limit that is no number", `{"limit":"ten"}`, `top-accounts query: params: "limit": want a whole number, got string`},
 		{"unknown field", `{"limit":3,"id":"a"}`, `unknown field "id"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			queryError(t, n, "top-accounts", tt.params, 0, &rej, tt.want)
+			queryError(t, n, "top-accounts", tt.params, 0, &bad, tt.want)
 		})
 	}
 	var page TopPage

@@ -62,8 +62,15 @@ func limit(_ *sdk.Context, c *sdk.Command) sdk.Verdict {
 	b.last = now
 	if b.tokens < 1 {
 		sdk.Count("limited", 1)
-		return sdk.Reject("rate limit exceeded for " + key + ": at most " +
-			strconv.FormatFloat(rate, 'f', -1, 64) + " commands/s (burst " + strconv.FormatFloat(burst, 'f', -1, 64) + ")")
+		// The client sees resource_exhausted (HTTP 429) and when one
+		// token is back: the host reads these two metadata keys of a
+		// rejection (docs/errors.md).
+		wait := time.Duration((1 - b.tokens) / rate * float64(time.Second))
+		ms := max(1, (wait+time.Millisecond-1)/time.Millisecond)
+		return sdk.Reject("rate limit exceeded for "+key+": at most "+
+			strconv.FormatFloat(rate, 'f', -1, 64)+" commands/s (burst "+strconv.FormatFloat(burst, 'f', -1, 64)+")").
+			Annotate("troupe-code", "resource_exhausted").
+			Annotate("troupe-retry-after-ms", strconv.FormatInt(int64(ms), 10))
 	}
 	b.tokens--
 	return sdk.Allow()

@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"strconv"
 
 	"github.com/troupe-dev/troupe/plugins/sdk"
@@ -56,7 +57,15 @@ func validate(payload []byte) string {
 		if ferr != nil {
 			return "amount must be a number"
 		}
-		if f != float64(int64(f)) || f > 9e18 || f < -9e18 {
+		switch {
+		case math.IsInf(f, 0) || math.IsNaN(f):
+			return "amount must be a number"
+		case f > float64(maxAmount):
+			// 1e300 is a whole number, just far too large.
+			return "amount " + s + " exceeds the limit of " + strconv.FormatInt(maxAmount, 10)
+		case f <= 0:
+			return "amount must be positive, got " + s
+		case f != math.Trunc(f):
 			return "amount must be a whole number, got " + s
 		}
 		n = int64(f)
