@@ -107,8 +107,11 @@ func (e *entity[S]) recover(ctx context.Context) error {
 	switch {
 	case err == nil:
 		var env snapshotEnvelope
-		if err := json.Unmarshal(snap.Data, &env); err != nil || env.V != 1 {
-			return fmt.Errorf("recover %s: snapshot at sequence %d does not decode (v%d): %v", e.stream, snap.Sequence, env.V, err)
+		if err := json.Unmarshal(snap.Data, &env); err != nil {
+			return fmt.Errorf("recover %s: snapshot at sequence %d does not decode: %w", e.stream, snap.Sequence, err)
+		}
+		if env.V != 1 {
+			return fmt.Errorf("recover %s: snapshot at sequence %d has format version %d; this build reads version 1", e.stream, snap.Sequence, env.V)
 		}
 		if err := json.Unmarshal(env.State, &e.state); err != nil {
 			return fmt.Errorf("recover %s: snapshot state at sequence %d does not decode: %w", e.stream, snap.Sequence, err)

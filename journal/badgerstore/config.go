@@ -186,7 +186,8 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first invalid field.
+// Validate reports every invalid field, joined into one error
+// (errors.Join), so that one run shows all the mistakes.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Dir == "" {
