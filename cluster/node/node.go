@@ -160,6 +160,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			bcfg.StoreDir = ""
 		}
 	}
+	if !cfg.NATSNoListen && cfg.NATSPort > 0 {
+		// The NATS server only logs a taken port and is then never
+		// ready: fail at once, naming the port.
+		if err := portFree(cfg.NATSHost, cfg.NATSPort); err != nil {
+			return fmt.Errorf("node: NATS port %d on %s is not free (--nats-port; another node or nats-server uses it?): %w", cfg.NATSPort, cfg.NATSHost, err)
+		}
+	}
 	if n.bus, err = bus.New(bcfg); err != nil {
 		return err
 	}
@@ -494,4 +501,13 @@ func (n *Node) stopLocked(ctx context.Context) error {
 	}
 	n.closers = nil
 	return errors.Join(errs...)
+}
+
+// portFree reports whether a TCP listener can bind host:port now.
+func portFree(host string, port int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"io"
 	"log/slog"
 	"net/http"
@@ -187,4 +189,30 @@ func h2cTransport() *http.Transport {
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	return &http.Transport{Protocols: p}
+}
+
+// A taken NATS port fails Start at once, naming the port (the NATS server
+// alone would only log it and wait out its readiness timeout).
+func TestTakenNATSPortFailsAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	cfg := testConfig(t)
+	cfg.NATSHost, cfg.NATSPort = "127.0.0.1", port
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = n.Start(context.Background())
+	if err == nil {
+		n.Close()
+		t.Fatal("started on a taken NATS port")
+	}
+	if took := time.Since(start); took > 3*time.Second || !strings.Contains(err.Error(), fmt.Sprintf("NATS port %d", port)) {
+		t.Fatalf("after %v: %v, want an error naming NATS port %d at once", took, err, port)
+	}
 }

@@ -22,4 +22,10 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	if code := run([]string{"send", "--timeout", "1s", "--node", "http://127.0.0.1:2", "account/a", "Open", "{}"}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "127.0.0.1:2") {
 		t.Fatalf("flags did not win: %d %q", code, errOut.String())
 	}
+	// A bad value of a node setting names the variable too.
+	t.Setenv("TROUPE_SYNC", "sometimes")
+	errOut.Reset()
+	if code := run([]string{"dev", "--data-dir", t.TempDir()}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), `TROUPE_SYNC="sometimes"`) {
+		t.Fatalf("a bad TROUPE_SYNC: %d %q", code, errOut.String())
+	}
 }
