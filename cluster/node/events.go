@@ -54,9 +54,25 @@ func Tail(ctx context.Context, j journal.Store, partition int, f journal.Filter,
 	}
 	if from == 0 {
 		head := j.LastPosition(partition)
-		from = 1
-		if uint64(last) < head {
-			from = head - uint64(last) + 1
+		if f == (journal.Filter{}) {
+			from = 1
+			if uint64(last) < head {
+				from = head - uint64(last) + 1
+			}
+		} else {
+			// The last `last` events that match, not the last `last`
+			// positions: look back in growing windows until enough
+			// match or the window reaches the start of the log.
+			evs, err := lastMatching(ctx, j, partition, f, head, last)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				if err := yield(ev); err != nil {
+					return err
+				}
+			}
+			from = head + 1
 		}
 	}
 	for {
@@ -84,6 +100,38 @@ func Tail(ctx context.Context, j journal.Store, partition int, f journal.Filter,
 			}
 			return err
 		}
+	}
+}
+
+// lastMatching returns the last n events up to head that f selects, in
+// order.
+func lastMatching(ctx context.Context, j journal.Store, partition int, f journal.Filter, head uint64, n int) ([]journal.Event, error) {
+	if n <= 0 || head == 0 {
+		return nil, nil
+	}
+	window := uint64(n) * 4
+	for {
+		start := uint64(1)
+		if head > window {
+			start = head - window + 1
+		}
+		var evs []journal.Event
+		for ev, err := range j.ReadAll(ctx, partition, start, f, 0) {
+			if err != nil {
+				return nil, err
+			}
+			if ev.Position > head {
+				break
+			}
+			evs = append(evs, ev)
+			if len(evs) > n {
+				evs = evs[1:]
+			}
+		}
+		if len(evs) >= n || start == 1 {
+			return evs, nil
+		}
+		window *= 4
 	}
 }
 

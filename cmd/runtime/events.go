@@ -9,8 +9,8 @@ import (
 	"iter"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -163,13 +163,30 @@ func newReplayCmd() *cobra.Command {
 			defer s.close()
 			ctx, cancel := withTimeout(cmd.Context(), src.timeout)
 			defer cancel()
+			n := 0
 			for ev, err := range s.read(ctx, stream, max(from, 1), limit) {
 				if err != nil {
 					return err
 				}
 				pr.print(ev)
+				n++
 			}
-			return pr.flush()
+			if err := pr.flush(); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			// Nothing printed: say why, and fail, so that a typo in the
+			// stream id is not mistaken for an empty stream.
+			if from > 1 {
+				for _, err := range s.read(ctx, stream, 1, 1) {
+					if err == nil {
+						return fmt.Errorf("stream %s has no events at or after sequence %d", stream, from)
+					}
+				}
+			}
+			return fmt.Errorf("stream %s does not exist (no events); `troupe events tail --kind %s` lists the streams of a kind", stream, strings.SplitN(stream, "/", 2)[0])
 		},
 	}
 	src.add(cmd)
@@ -205,7 +222,6 @@ func newTailCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pr.stream = true
 			s, err := src.open()
 			if err != nil {
 				return err
@@ -228,7 +244,7 @@ func newTailCmd() *cobra.Command {
 	cmd.Flags().StringVar(&tag, "tag", "", "only events with this tag")
 	cmd.Flags().Uint64Var(&from, "from", 0, "first position (0: start with the last --last positions)")
 	cmd.Flags().IntVar(&partition, "partition", 0, "the partition of the log to tail (a single node's log has one, 0)")
-	cmd.Flags().IntVar(&last, "last", 10, "with --from 0: how many of the latest positions to print first")
+	cmd.Flags().IntVar(&last, "last", 10, "with --from 0: how many of the latest matching events to print first")
 	cmd.Flags().BoolVar(&noFollow, "no-follow", false, "stop after the events already committed")
 	cmd.Flags().StringVar(&format, "format", "json", "output format: json (one event per line) or table")
 	return cmd
@@ -277,22 +293,50 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	return context.WithTimeout(ctx, d)
 }
 
-// printer prints events as JSON lines or as a table.
+// printer prints events as JSON lines or as a table. A table's rows are
+// printed as they come (tail follows the log), so columns have fixed
+// minimum widths that grow when a value is wider, rather than a
+// tabwriter, which aligns only what it holds at a flush.
 type printer struct {
 	w      io.Writer
-	table  *tabwriter.Writer
-	stream bool // tail: print the stream id column in tables
+	table  bool
 	header bool
+	widths []int
 }
+
+// tableColumns are the table's columns and their minimum widths. The time
+// is printed with nine fraction digits, so it is always 30 characters.
+var tableColumns = []struct {
+	name  string
+	width int
+}{{"POSITION", 8}, {"STREAM", 20}, {"SEQ", 5}, {"TIME", 30}, {"TYPE", 14}, {"PAYLOAD", 0}}
 
 func newPrinter(w io.Writer, format string) (*printer, error) {
 	switch format {
 	case "json":
 		return &printer{w: w}, nil
 	case "table":
-		return &printer{w: w, table: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}, nil
+		p := &printer{w: w, table: true}
+		for _, c := range tableColumns {
+			p.widths = append(p.widths, max(c.width, len(c.name)))
+		}
+		return p, nil
 	}
 	return nil, fmt.Errorf("--format %q: want json or table", format)
+}
+
+func (p *printer) row(cells ...string) {
+	var b strings.Builder
+	for i, c := range cells {
+		if i == len(cells)-1 {
+			b.WriteString(c)
+			break
+		}
+		p.widths[i] = max(p.widths[i], len(c))
+		b.WriteString(c)
+		b.WriteString(strings.Repeat(" ", p.widths[i]-len(c)+2))
+	}
+	fmt.Fprintln(p.w, strings.TrimRight(b.String(), " "))
 }
 
 // eventJSON is the JSON line of one event: the payload appears as the JSON
@@ -325,21 +369,22 @@ func payloadJSON(p []byte) json.RawMessage {
 
 func (p *printer) print(ev journal.Event) {
 	ts := ev.Time.UTC().Format(time.RFC3339Nano)
-	if p.table == nil {
+	if !p.table {
 		b, _ := json.Marshal(eventJSON{ev.Stream, ev.Sequence, ev.Position, ts, ev.Type, payloadJSON(ev.Payload), ev.Tags, ev.Metadata})
 		fmt.Fprintln(p.w, string(b))
 		return
 	}
 	if !p.header {
-		fmt.Fprintln(p.table, "POSITION\tSTREAM\tSEQ\tTIME\tTYPE\tPAYLOAD")
+		var names []string
+		for _, c := range tableColumns {
+			names = append(names, c.name)
+		}
+		p.row(names...)
 		p.header = true
 	}
-	fmt.Fprintf(p.table, "%d\t%s\t%d\t%s\t%s\t%s\n", ev.Position, ev.Stream, ev.Sequence, ts, ev.Type, payloadJSON(ev.Payload))
+	p.row(strconv.FormatUint(ev.Position, 10), ev.Stream, strconv.FormatUint(ev.Sequence, 10),
+		ev.Time.UTC().Format("2006-01-02T15:04:05.000000000Z"), ev.Type, string(payloadJSON(ev.Payload)))
 }
 
-func (p *printer) flush() error {
-	if p.table != nil {
-		return p.table.Flush()
-	}
-	return nil
-}
+// flush is a no-op kept for the callers: rows are written as printed.
+func (p *printer) flush() error { return nil }

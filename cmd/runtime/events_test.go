@@ -106,6 +106,30 @@ func TestEventsReplayTailAndStats(t *testing.T) {
 		t.Fatalf("stats --data-dir:\n%s", out)
 	}
 
+	// A stream that does not exist is an error, not an empty success.
+	_, stderr, code = cli(t, "", "events", "replay", "--stream", "account/acc-nope", "--data-dir", data)
+	if code == 0 || !strings.Contains(stderr, "stream account/acc-nope does not exist") {
+		t.Fatalf("replay of a missing stream: %d %q", code, stderr)
+	}
+	_, stderr, code = cli(t, "", "events", "replay", "--stream", "account/acc-1", "--from", "99", "--data-dir", data)
+	if code == 0 || !strings.Contains(stderr, "no events at or after sequence 99") {
+		t.Fatalf("replay past the end of a stream: %d %q", code, stderr)
+	}
+	// Every row of a table is aligned with the header, whatever the widths.
+	out, _, _ = cli(t, "", "events", "tail", "--from", "1", "--no-follow", "--format", "table", "--data-dir", data)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("tail --format table: want a header and 5 rows:\n%s", out)
+	}
+	for _, col := range []string{"STREAM", "SEQ", "TIME", "TYPE", "PAYLOAD"} {
+		at := strings.Index(lines[0], col)
+		for _, l := range lines[1:] {
+			if len(l) <= at || l[at-1] != ' ' || l[at] == ' ' {
+				t.Fatalf("column %s (at %d) is not aligned in row %q:\n%s", col, at, l, out)
+			}
+		}
+	}
+
 	// Bad input: a malformed stream id.
 	_, stderr, code = cli(t, "", "events", "replay", "--stream", "nokind", "--data-dir", data)
 	if code == 0 || !strings.Contains(stderr, "not <kind>/<id>") {
