@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -67,23 +68,100 @@ func (n *Node) eventsPublisherProjection() actors.Projection {
 	}
 }
 
-// eventSubject fills the template's {kind}, {id} and {type}. Each value
-// becomes one subject token: '.', '*', '>' and whitespace in it become '_'.
+// eventSubject fills the template's {kind}, {id} and {type}, each as one
+// subject token (subjectToken).
 func eventSubject(template, kind, id, typ string) string {
 	return strings.NewReplacer("{kind}", subjectToken(kind), "{id}", subjectToken(id), "{type}", subjectToken(typ)).Replace(template)
 }
 
+// subjectToken encodes s as one NATS subject token, injectively, so that
+// two ids never share a subject and the id can be read back from it
+// (parseToken). Letters, digits and - _ : @ = + , ~ ! ( ) pass unchanged;
+// every other byte (the separators . * > and whitespace, '%' itself,
+// non-ASCII bytes) becomes %XX, its value in upper-case hex, as in URLs;
+// the empty string is a lone %. So "col.x" is col%2Ex, "col_x" stays col_x,
+// "a b" is a%20b. docs/pubsub.md documents it for other NATS clients.
 func subjectToken(s string) string {
 	if s == "" {
-		return "_"
+		return "%"
 	}
-	return strings.Map(func(r rune) rune {
-		switch r {
-		case '.', '*', '>', ' ', '\t', '\r', '\n', 0:
-			return '_'
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if !tokenSafe(s[i]) {
+			clean = false
+			break
 		}
-		return r
-	}, s)
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if tokenSafe(c) {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', hex[c>>4], hex[c&15])
+	}
+	return string(b)
+}
+
+func tokenSafe(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-_:@=+,~!()", c) >= 0
+}
+
+// parseToken inverts subjectToken. It refuses a token subjectToken cannot
+// produce (a bad escape, a byte that should have been escaped), so that
+// each value has exactly one subject.
+func parseToken(t string) (string, error) {
+	if t == "%" {
+		return "", nil
+	}
+	if t == "" {
+		return "", errors.New("empty token")
+	}
+	b := make([]byte, 0, len(t))
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if c != '%' {
+			if !tokenSafe(c) {
+				return "", fmt.Errorf("%q must be escaped as %%%02X", c, c)
+			}
+			b = append(b, c)
+			continue
+		}
+		if i+2 >= len(t) {
+			return "", fmt.Errorf("escape at byte %d is cut short: want %%XX", i)
+		}
+		v, ok := unhex(t[i+1], t[i+2])
+		if !ok || tokenSafe(v) {
+			return "", fmt.Errorf("bad escape %q: want %%XX in upper-case hex for a byte that must be escaped", t[i:i+3])
+		}
+		b = append(b, v)
+		i += 2
+	}
+	return string(b), nil
+}
+
+func unhex(a, b byte) (byte, bool) {
+	h := func(c byte) (byte, bool) {
+		switch {
+		case '0' <= c && c <= '9':
+			return c - '0', true
+		case 'A' <= c && c <= 'F':
+			return c - 'A' + 10, true
+		}
+		return 0, false
+	}
+	x, ok1 := h(a)
+	y, ok2 := h(b)
+	return x<<4 | y, ok1 && ok2
 }
 
 // commandRequests serves commands sent as NATS requests to
@@ -185,14 +263,28 @@ func (cr *commandRequests) command(m *nats.Msg, pb bool) (*troupev1.SendResponse
 // API's SendRequest, with kind and id from the subject.
 func parseCommandRequest(prefix, subject string, body []byte, pb bool) (*troupev1.SendRequest, error) {
 	rest, ok := strings.CutPrefix(subject, prefix+".")
-	kind, id, ok2 := strings.Cut(rest, ".")
-	if !ok || !ok2 || kind == "" || id == "" || strings.Contains(id, ".") {
+	kt, it, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || kt == "" || it == "" || strings.Contains(it, ".") {
 		return nil, invalid("subject %q: want %s.<kind>.<id>", subject, prefix)
+	}
+	// Kind and id are encoded as in event subjects: "col.x" is col%2Ex.
+	kind, err := parseToken(kt)
+	if err == nil && kind == "" {
+		err = errors.New("empty")
+	}
+	if err != nil {
+		return nil, invalid("subject %q: kind: %v", subject, err)
+	}
+	id, err := parseToken(it)
+	if err == nil && id == "" {
+		err = errors.New("empty")
+	}
+	if err != nil {
+		return nil, invalid("subject %q: id: %v (see docs/pubsub.md, subject encoding)", subject, err)
 	}
 	// Decoded as the HTTP and gRPC paths decode (errors.go): the same
 	// bodies are accepted and refused, with the same messages.
 	req := &troupev1.SendRequest{}
-	var err error
 	if pb {
 		err = decodeRequestProto(body, req)
 	} else {

@@ -28,6 +28,9 @@ func TestParseCommandRequest(t *testing.T) {
 		{"protobuf", "troupe.cmd.account.acc-1", string(pb), true, "", "account", "Deposit"},
 		{"no id", "troupe.cmd.account", `{}`, false, "want troupe.cmd.<kind>.<id>", "", ""},
 		{"dotted id", "troupe.cmd.account.a.b", `{}`, false, "want troupe.cmd.<kind>.<id>", "", ""},
+		{"escaped dot in the id", "troupe.cmd.account.a%2Eb", `{"type":"Open"}`, false, "", "account", "Open"},
+		{"bad escape", "troupe.cmd.account.a%2", `{}`, false, "id: escape at byte 1 is cut short", "", ""},
+		{"needless escape", "troupe.cmd.account.%61", `{}`, false, "bad escape", "", ""},
 		{"other prefix", "other.account.x", `{}`, false, "want troupe.cmd.<kind>.<id>", "", ""},
 		// As on HTTP: an empty body is the empty message (newCommand then
 		// asks for "type"), and unknown top-level fields are ignored.
@@ -56,6 +59,7 @@ func FuzzParseCommandRequest(f *testing.F) {
 	f.Add("troupe.cmd.account.acc-1", []byte(`{"type":"Deposit","payload":{"amount":5}}`), false)
 	f.Add("troupe.cmd.account.acc-1", []byte{0x1a, 0x07, 'D', 'e', 'p', 'o', 's', 'i', 't'}, true)
 	f.Add("troupe.cmd..", []byte(`{}`), false)
+	f.Add("troupe.cmd.account.col%2Ex", []byte(`{"type":"Open"}`), false)
 	f.Fuzz(func(t *testing.T, subject string, body []byte, pb bool) {
 		req, err := parseCommandRequest("troupe.cmd", subject, body, pb)
 		if err != nil {
@@ -64,7 +68,8 @@ func FuzzParseCommandRequest(f *testing.F) {
 			}
 			return
 		}
-		if req.GetKind() == "" || req.GetId() == "" || strings.Contains(req.GetId(), ".") {
+		// The subject names exactly the kind and id it was built from.
+		if req.GetKind() == "" || req.GetId() == "" || "troupe.cmd."+subjectToken(req.GetKind())+"."+subjectToken(req.GetId()) != subject {
 			t.Fatalf("accepted %q with kind %q id %q", subject, req.GetKind(), req.GetId())
 		}
 	})
@@ -73,8 +78,14 @@ func FuzzParseCommandRequest(f *testing.F) {
 func TestEventSubject(t *testing.T) {
 	tests := []struct{ tmpl, kind, id, typ, want string }{
 		{"troupe.events.{kind}.{id}", "account", "acc-1", "Opened", "troupe.events.account.acc-1"},
-		{"bank.{type}.{id}", "account", "a.b c*>", "Deposited", "bank.Deposited.a_b_c__"},
-		{"x.{id}", "k", "", "T", "x._"},
+		{"bank.{type}.{id}", "account", "a.b c*>", "Deposited", "bank.Deposited.a%2Eb%20c%2A%3E"},
+		{"x.{id}", "k", "", "T", "x.%"},
+		// Ids that differ only in a character that cannot be in a token
+		// get different subjects.
+		{"x.{id}", "k", "col.x", "T", "x.col%2Ex"},
+		{"x.{id}", "k", "col_x", "T", "x.col_x"},
+		{"x.{id}", "k", "100%", "T", "x.100%25"},
+		{"x.{id}", "k", "é", "T", "x.%C3%A9"},
 	}
 	for _, tt := range tests {
 		if got := eventSubject(tt.tmpl, tt.kind, tt.id, tt.typ); got != tt.want {
@@ -164,4 +175,30 @@ func TestTraceContextReachesEvents(t *testing.T) {
 	if len(got) != 2 || got[0] != tp || got[1] != tp2 {
 		t.Fatalf("journal traceparents %q", got)
 	}
+}
+
+// The subject encoding is injective and reversible: no two values share a
+// token, every token is one valid subject token, and parseToken inverts it.
+func FuzzSubjectToken(f *testing.F) {
+	for _, s := range [][2]string{{"col.x", "col_x"}, {"a b", "a_b"}, {"", "%"}, {"*", ">"}, {"100%", "100%25"}, {"é", "%C3%A9"}, {"a\x00b", "a\tb"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		ta, tb := subjectToken(a), subjectToken(b)
+		if a != b && ta == tb {
+			t.Fatalf("%q and %q share the token %q", a, b, ta)
+		}
+		if ta == "" || strings.ContainsAny(ta, ".*> \t\r\n\x00") {
+			t.Fatalf("token %q of %q is not one subject token", ta, a)
+		}
+		got, err := parseToken(ta)
+		if err != nil || got != a {
+			t.Fatalf("parseToken(%q) = %q, %v; want %q", ta, got, err, a)
+		}
+		// Whatever parseToken accepts, subjectToken produces: one
+		// subject per value.
+		if v, err := parseToken(b); err == nil && subjectToken(v) != b {
+			t.Fatalf("parseToken accepts %q as %q, whose token is %q", b, v, subjectToken(v))
+		}
+	})
 }
