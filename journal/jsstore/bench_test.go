@@ -1,0 +1,311 @@
+package jsstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/troupe-dev/troupe/cluster/bus/bustest"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+)
+
+// The raw ceilings of JetStream as a replicated journal, on three
+// in-process servers with R3 streams and 200-byte messages: what the
+// store's own benchmark is compared against (docs/benchmarks.md,
+// "JetStream ceilings").
+//
+//	go test -run '^$' -bench RawJetStream -benchtime 3s -count 3 ./journal/jsstore/
+//
+// CAS: 1,000 entities, one subject each, each appending with
+// Nats-Expected-Last-Subject-Sequence, one append in flight per entity,
+// all at once; the entities in one stream (P=1) or spread over 16. An op
+// is one append.
+//
+// Batch100: atomic batches of 100 messages (jsbatch) fenced by the
+// stream's expected last sequence: one writer per stream, so one batch in
+// flight per stream, 1 stream (P=1) or 16 (P=16). An op is one batch.
+// Every message has a Nats-Msg-Id and the first message waits for its
+// ack (jsbatch's default); /SkipFirstAck sends it without waiting;
+// /FirstIDOnly gives an id to the first message only (enough to refuse a
+// retry of a landed batch, which is atomic).
+//
+// The servers run in the benchmark's process: allocations and CPU are
+// mostly theirs (a profile puts the client's share, jsbatch included, at
+// about 6 % of CPU and 4 % of bytes allocated).
+func BenchmarkRawJetStream(b *testing.B) {
+	c := bustest.Start(b, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	conns := make([]*nats.Conn, c.Size())
+	jss := make([]jetstream.JetStream, c.Size())
+	for i := range conns {
+		conns[i] = c.Connect(i)
+		js, err := jetstream.New(conns[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		jss[i] = js
+	}
+	data := make([]byte, 200)
+	for i := range data {
+		data[i] = byte('a' + i%26)
+	}
+	const entities = 1000
+	for _, p := range []int{1, 16} {
+		streams := createStreams(ctx, b, jss[0], fmt.Sprintf("CAS%d", p), p)
+		last := make([]uint64, entities) // per entity, kept across the runs of b.N
+		b.Run(fmt.Sprintf("CAS/P=%d", p), func(b *testing.B) {
+			b.ReportAllocs()
+			var retries atomic.Int64
+			lat := runWorkers(b, entities, func(w int) (time.Duration, error) {
+				js := jss[w%len(jss)]
+				m := nats.NewMsg(fmt.Sprintf("%s.e%d", streams[w%p].subject, w))
+				m.Data = data
+				for {
+					start := time.Now()
+					ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(last[w]))
+					var ae *jetstream.APIError
+					if errors.As(err, &ae) && ae.ErrorCode == 10164 {
+						retries.Add(1) // another append in flight, or spurious: same expectation again
+						continue
+					}
+					if err != nil {
+						return 0, fmt.Errorf("entity %d after %d: %w", w, last[w], err)
+					}
+					last[w] = ack.Sequence
+					return time.Since(start), nil
+				}
+			})
+			report(b, lat, 1)
+			b.ReportMetric(float64(retries.Load()), "retries")
+		})
+	}
+	for _, p := range []int{1, 16} {
+		streams := createStreams(ctx, b, jss[0], fmt.Sprintf("BATCH%d", p), p)
+		next := make([]int, p) // batches per stream, for unique message ids across runs
+		for _, v := range []struct {
+			name              string
+			skip, firstIDOnly bool
+		}{{"", false, false}, {"/SkipFirstAck", true, false}, {"/FirstIDOnly", false, true}} {
+			skip := v.skip
+			b.Run(fmt.Sprintf("Batch100/P=%d%s", p, v.name), func(b *testing.B) {
+				b.ReportAllocs()
+				const n = 100
+				pubs := make([]*jsbatch.Publisher, p)
+				batches := make([][]*nats.Msg, p)
+				for k := range pubs {
+					pub, err := jsbatch.New(conns[k%len(conns)], jsbatch.Config{SkipFirstAck: skip})
+					if err != nil {
+						b.Fatal(err)
+					}
+					pubs[k] = pub
+					batches[k] = make([]*nats.Msg, n)
+					for i := range batches[k] {
+						m := nats.NewMsg(fmt.Sprintf("%s.e%d", streams[k].subject, (i*7)%(entities/p+1)))
+						m.Data = data
+						batches[k][i] = m
+					}
+					last, err := pub.LastSequence(ctx, streams[k].name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					streams[k].last = last
+				}
+				lat := runWorkers(b, p, func(w int) (time.Duration, error) {
+					st, msgs := &streams[w], batches[w]
+					next[w]++
+					for i, m := range msgs {
+						if i > 0 && v.firstIDOnly {
+							break
+						}
+						m.Header.Set(jsbatch.HeaderMsgID, fmt.Sprintf("%s-%d-%d", st.name, next[w], i))
+					}
+					start := time.Now()
+					ack, err := pubs[w].Publish(ctx, st.name, st.last, msgs)
+					if err != nil {
+						return 0, fmt.Errorf("%s after %d: %w", st.name, st.last, err)
+					}
+					st.last = ack.LastSeq
+					return time.Since(start), nil
+				})
+				report(b, lat, n)
+			})
+		}
+	}
+}
+
+type benchStream struct {
+	name, subject string
+	last          uint64
+}
+
+// createStreams creates p R3 streams allowing atomic batches, retrying
+// while a fresh cluster settles, and waits for each to have a leader.
+func createStreams(ctx context.Context, tb testing.TB, js jetstream.JetStream, prefix string, p int) []benchStream {
+	tb.Helper()
+	out := make([]benchStream, p)
+	for k := range out {
+		out[k] = benchStream{name: fmt.Sprintf("%s_%d", prefix, k), subject: fmt.Sprintf("%s.%d", prefix, k)}
+		cfg := jetstream.StreamConfig{
+			Name: out[k].name, Subjects: []string{out[k].subject + ".>"}, Replicas: 3,
+			Storage: jetstream.FileStorage, AllowAtomicPublish: true,
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			st, err := js.CreateStream(cctx, cfg)
+			if err == nil {
+				var info *jetstream.StreamInfo
+				info, err = st.Info(cctx)
+				if err == nil && (info.Cluster == nil || info.Cluster.Leader == "") {
+					err = errors.New("no leader yet")
+				}
+			}
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("stream %s: %v", cfg.Name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+// runWorkers runs b.N ops over `workers` goroutines, worker w calling op(w)
+// for one op at a time, and returns every op's latency. The timer covers
+// the ops only.
+func runWorkers(b *testing.B, workers int, op func(w int) (time.Duration, error)) []time.Duration {
+	var (
+		taken atomic.Int64
+		mu    sync.Mutex
+		all   = make([]time.Duration, 0, b.N)
+		first error
+		wg    sync.WaitGroup
+	)
+	b.ResetTimer()
+	for w := range workers {
+		wg.Go(func() {
+			var mine []time.Duration
+			for taken.Add(1) <= int64(b.N) {
+				d, err := op(w)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					taken.Store(int64(b.N)) // stop everyone
+					break
+				}
+				mine = append(mine, d)
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if first != nil {
+		b.Fatal(first)
+	}
+	return all
+}
+
+// report adds msgs/s and the latency percentiles of one op (an append, or
+// a batch of msgsPerOp).
+func report(b *testing.B, lat []time.Duration, msgsPerOp int) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(b.N*msgsPerOp)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+// TestIdleStreamCost measures what idle R3 streams cost three in-process
+// servers: heap and CPU per stream (all three replicas together), for 16,
+// 64 and 256 streams. CPU is getrusage of the process over 10 s of idle,
+// less the same cluster's idle CPU without the streams.
+//
+//	TROUPE_LONG=1 go test -run TestIdleStreamCost -v -count 1 ./journal/jsstore/
+func TestIdleStreamCost(t *testing.T) {
+	if os.Getenv("TROUPE_LONG") == "" {
+		t.Skip("measurement; set TROUPE_LONG=1")
+	}
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	const idle = 10 * time.Second
+	for _, n := range []int{16, 64, 256} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := bustest.Start(t, 3)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			js := c.JetStream(0)
+			// The cluster forms, then sits idle: the baseline.
+			time.Sleep(2 * time.Second)
+			heap0 := heapInUse()
+			cpu0 := idleCPU(t, idle)
+
+			start := time.Now()
+			createStreams(ctx, t, js, fmt.Sprintf("IDLE%d", n), n)
+			created := time.Since(start)
+			// Every stream has a leader; let elections and catch-ups end.
+			time.Sleep(2 * time.Second)
+			heap1 := heapInUse()
+			cpu1 := idleCPU(t, idle)
+
+			heapPer := float64(heap1-heap0) / float64(n) / (1 << 20)
+			cpuPer := (cpu1 - cpu0).Seconds() * 1000 / idle.Seconds() / float64(n)
+			t.Logf("%d streams: created in %v; heap %.1f -> %.1f MiB, %.2f MiB per stream; idle CPU %.1f -> %.1f ms/s, %.3f ms/s per stream (3 replicas)",
+				n, created.Round(100*time.Millisecond), float64(heap0)/(1<<20), float64(heap1)/(1<<20), heapPer,
+				cpu0.Seconds()*1000/idle.Seconds(), cpu1.Seconds()*1000/idle.Seconds(), cpuPer)
+			if heapPer <= 0 || heapPer > 16 {
+				t.Errorf("heap per stream %.2f MiB: not a plausible measurement", heapPer)
+			}
+		})
+	}
+}
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// idleCPU is the CPU time (user + system) the process spends over d.
+func idleCPU(t *testing.T, d time.Duration) time.Duration {
+	t.Helper()
+	before := rusage(t)
+	time.Sleep(d) // the measurement window, not a synchronisation
+	return rusage(t) - before
+}
+
+func rusage(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
