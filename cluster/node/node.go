@@ -248,9 +248,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.metrics.Register(newProjectionCollector(n.rt)); err != nil {
 		return err
 	}
+	publishes := cfg.EventSubject != "-" || len(cfg.EventSubjectByKind) > 0
 	n.onStop("actors", func(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return n.rt.Close()
+		}
+		if publishes {
+			// The API has stopped and finished its requests: every
+			// acknowledged command is in the log. Publish all of it
+			// while NATS is still up, before the runtime stops the
+			// publisher (it would otherwise publish the rest only
+			// when the node starts again).
+			n.drainEventsPublisher(ctx)
 		}
 		return n.rt.Shutdown(ctx)
 	})
@@ -510,4 +519,17 @@ func portFree(host string, port int) error {
 		return err
 	}
 	return ln.Close()
+}
+
+// drainEventsPublisher waits, bounded by ctx, until the events publisher
+// has published (and flushed) every event committed so far.
+func (n *Node) drainEventsPublisher(ctx context.Context) {
+	head := n.head()
+	start := time.Now()
+	if err := n.rt.WaitProjection(ctx, eventsPublisher, head, nil); err != nil {
+		n.log.Warn("events not all published before stop; the rest follow at the next start",
+			"head", head, "err", err)
+		return
+	}
+	n.log.Debug("events published before stop", "head", head, "took", time.Since(start))
 }

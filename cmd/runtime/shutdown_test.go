@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // SIGTERM while commands flow: the node stops within the bound, and every
@@ -32,6 +35,30 @@ func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 	const workers = 8
 	for w := range workers {
 		send(t, p.url, fmt.Sprintf(`{"kind":"account","id":"w%d","type":"Open","payload":{}}`, w))
+	}
+	// Every committed event reaches NATS before a graceful stop ends: a
+	// subscriber records the stream sequences it receives.
+	var (
+		msgs      chan *nats.Msg
+		published = map[string]map[uint64]bool{}
+	)
+	if sig == syscall.SIGTERM {
+		nc, err := nats.Connect(p.nats, nats.NoReconnect())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		// A channel subscription: nats.go hands each message to the
+		// channel as it reads it, and keeps it there when the server
+		// closes the connection (an async subscription's queue would be
+		// dropped on close).
+		msgs = make(chan *nats.Msg, 1<<16)
+		if _, err := nc.ChanSubscribe("troupe.events.account.>", msgs); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	acked := make([]atomic.Int64, workers) // read while the workers run
 	var wg sync.WaitGroup
@@ -85,6 +112,30 @@ func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 	}
 	took := time.Since(start)
 	wg.Wait()
+	if sig == syscall.SIGTERM {
+		// Open is sequence 1 (sent before the subscription); the
+		// acknowledged deposits are 2..1+acked.
+		// The node has exited: every message the subscriber received is
+		// in the channel.
+		for len(msgs) > 0 {
+			m := <-msgs
+			seq, _ := strconv.ParseUint(m.Header.Get("Troupe-Sequence"), 10, 64)
+			st := m.Header.Get("Troupe-Stream")
+			if published[st] == nil {
+				published[st] = map[uint64]bool{}
+			}
+			published[st][seq] = true
+		}
+		for w := range workers {
+			st := fmt.Sprintf("account/w%d", w)
+			for seq := uint64(2); seq <= 1+uint64(acked[w].Load()); seq++ {
+				if !published[st][seq] {
+					t.Fatalf("%s: event %d of an acknowledged command was not published before the node exited (%d acknowledged, %d published)\n%s",
+						st, seq, acked[w].Load(), len(published[st]), p.logs)
+				}
+			}
+		}
+	}
 
 	p = startNode(t, data)
 	// Read the balances once the read model has caught up with the log.
