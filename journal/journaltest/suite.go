@@ -376,12 +376,12 @@ func testInvalid(t *testing.T, s Suite) {
 				_, err := st.WaitPosition(ctx, st.Partitions(), 0)
 				return err
 			}(),
-			"streams kind":    firstErr(st.Streams(ctx, "a/b")),
-			"snapshot save":   st.SaveSnapshot(ctx, journal.Snapshot{Stream: "x", Sequence: 1}),
-			"snapshot seq 0":  st.SaveSnapshot(ctx, journal.Snapshot{Stream: "x/1"}),
-			"tombstone":       st.Tombstone(ctx, ""),
-			"info":            func() error { _, err := st.Info(ctx, "x"); return err }(),
-			"load":            func() error { _, err := st.LoadSnapshot(ctx, "/x"); return err }(),
+			"streams kind":   firstErr(st.Streams(ctx, "a/b")),
+			"snapshot save":  st.SaveSnapshot(ctx, journal.Snapshot{Stream: "x", Sequence: 1}),
+			"snapshot seq 0": st.SaveSnapshot(ctx, journal.Snapshot{Stream: "x/1"}),
+			"tombstone":      st.Tombstone(ctx, ""),
+			"info":           func() error { _, err := st.Info(ctx, "x"); return err }(),
+			"load":           func() error { _, err := st.LoadSnapshot(ctx, "/x"); return err }(),
 		} {
 			if !errors.Is(err, journal.ErrInvalid) {
 				t.Errorf("%s: err = %v, want ErrInvalid", name, err)
