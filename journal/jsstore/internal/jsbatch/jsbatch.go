@@ -128,11 +128,13 @@ var batchSeqs = func() (s [MaxMessages + 1]string) {
 // set (Nats-Batch-Id, Nats-Batch-Sequence, Nats-Batch-Commit, and on the
 // first message Nats-Expected-Last-Sequence and Nats-Expected-Stream), so
 // the same slice can be published again; msgs must not be used by others
-// meanwhile. Other headers are kept, per message: Nats-Msg-Id (give each
-// message a deterministic id, so that a retry of a batch that landed is
-// refused whole with ErrDuplicate while the ids are in the stream's
-// duplicate window), Nats-Expected-Last-Subject-Sequence (checked per
-// message against the stream before the batch, once per subject).
+// meanwhile. Other headers are kept, per message: Nats-Msg-Id (give the
+// first message a deterministic id, so that a retry of a batch that
+// landed is refused whole with ErrDuplicate while the id is in the
+// stream's duplicate window, and Resolve can recognise the batch; since a
+// batch is atomic, ids on the other messages add nothing but the server's
+// work), Nats-Expected-Last-Subject-Sequence (checked per message against
+// the stream before the batch, once per subject).
 //
 // Errors: *ConflictError (another writer appended), ErrInFlight (retry
 // with the same expected sequence), ErrDuplicate, ErrIncomplete,
@@ -266,15 +268,20 @@ func headerSize(h nats.Header) int {
 // partition can still answer until it steps down; since every append is
 // fenced, a stale answer can only cause a conflict, never a fork.
 func (p *Publisher) LastSequence(ctx context.Context, stream string) (uint64, error) {
+	last, _, err := p.lastSequence(ctx, stream)
+	return last, err
+}
+
+func (p *Publisher) lastSequence(ctx context.Context, stream string) (uint64, jetstream.Stream, error) {
 	s, err := p.stream(ctx, stream)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	info := s.CachedInfo()
 	if info.Cluster != nil && info.Cluster.Leader == "" {
-		return 0, fmt.Errorf("%w: stream %q has no leader", ErrUnavailable, stream)
+		return 0, nil, fmt.Errorf("%w: stream %q has no leader", ErrUnavailable, stream)
 	}
-	return info.State.LastSeq, nil
+	return info.State.LastSeq, s, nil
 }
 
 func (p *Publisher) stream(ctx context.Context, stream string) (jetstream.Stream, error) {
@@ -303,7 +310,7 @@ func (p *Publisher) Resolve(ctx context.Context, stream string, expected uint64,
 	if len(msgs) == 0 || msgs[0] == nil || msgs[0].Header.Get(HeaderMsgID) == "" {
 		return Ack{}, fmt.Errorf("%w: Resolve needs a %s on the first message", ErrInvalid, HeaderMsgID)
 	}
-	last, err := p.LastSequence(ctx, stream)
+	last, s, err := p.lastSequence(ctx, stream)
 	if err != nil {
 		return Ack{}, err
 	}
@@ -312,10 +319,6 @@ func (p *Publisher) Resolve(ctx context.Context, stream string, expected uint64,
 		return Ack{}, ErrNotLanded
 	case last < expected:
 		return Ack{}, &ConflictError{Stream: stream, Expected: expected, Actual: last, ActualKnown: true}
-	}
-	s, err := p.stream(ctx, stream)
-	if err != nil {
-		return Ack{}, err
 	}
 	gctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()

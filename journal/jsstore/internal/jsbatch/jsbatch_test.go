@@ -281,6 +281,11 @@ func TestRetryLandedBatch(t *testing.T) {
 			if _, err := p.Resolve(ctx, "S", 20, other); !errors.As(err, &ce) || ce.Actual != 13 {
 				t.Errorf("Resolve ahead: %v, want a conflict at 13", err)
 			}
+			noID := batchOf("s", "c", 2)
+			noID[0].Header.Del(HeaderMsgID)
+			if _, err := p.Resolve(ctx, "S", 3, noID); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Resolve without an id: %v, want ErrInvalid", err)
+			}
 			if n := len(readAll(ctx, t, st)); n != 13 {
 				t.Fatalf("stream holds %d messages, want 13", n)
 			}
