@@ -1167,6 +1167,150 @@ func (x *ReloadResponse) GetError() string {
 	return ""
 }
 
+type CallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ambassador's name (its file name without .wasm).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The operation the ambassador understands, e.g. "charge".
+	Operation string `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	// The argument, passed to the plugin unchanged (base64 in JSON).
+	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	// Encoding of payload; "" means "application/json".
+	ContentType string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// Free-form annotations passed to the plugin.
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRequest) Reset() {
+	*x = CallRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRequest) ProtoMessage() {}
+
+func (x *CallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
+func (*CallRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CallRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CallRequest) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *CallRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *CallRequest) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *CallRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+type CallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ambassador's result, unchanged (base64 in JSON).
+	Payload []byte `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
+	// Encoding of payload, as the plugin set it.
+	ContentType string `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// Annotations from the plugin (e.g. the partner's request id).
+	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallResponse) Reset() {
+	*x = CallResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResponse) ProtoMessage() {}
+
+func (x *CallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
+func (*CallResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CallResponse) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *CallResponse) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *CallResponse) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1175,7 +1319,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[19]
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1331,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[19]
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1344,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 type MembersResponse struct {
@@ -1212,7 +1356,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[20]
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1368,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[20]
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1381,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1274,7 +1418,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1430,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1443,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Member) GetId() string {
@@ -1380,7 +1524,7 @@ type ClusterServiceStatusRequest struct {
 
 func (x *ClusterServiceStatusRequest) Reset() {
 	*x = ClusterServiceStatusRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	mi := &file_troupe_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1536,7 @@ func (x *ClusterServiceStatusRequest) String() string {
 func (*ClusterServiceStatusRequest) ProtoMessage() {}
 
 func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	mi := &file_troupe_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1549,7 @@ func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterServiceStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterServiceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 type ClusterServiceStatusResponse struct {
@@ -1431,7 +1575,7 @@ type ClusterServiceStatusResponse struct {
 
 func (x *ClusterServiceStatusResponse) Reset() {
 	*x = ClusterServiceStatusResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	mi := &file_troupe_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1587,7 @@ func (x *ClusterServiceStatusResponse) String() string {
 func (*ClusterServiceStatusResponse) ProtoMessage() {}
 
 func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	mi := &file_troupe_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1600,7 @@ func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterServiceStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterServiceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterServiceStatusResponse) GetNodeId() string {
@@ -1601,7 +1745,23 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\rReloadRequest\"W\n" +
 	"\x0eReloadResponse\x12/\n" +
 	"\aplugins\x18\x01 \x03(\v2\x15.troupe.v1.PluginInfoR\aplugins\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x10\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xfb\x01\n" +
+	"\vCallRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x12!\n" +
+	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12@\n" +
+	"\bmetadata\x18\x05 \x03(\v2$.troupe.v1.CallRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x01\n" +
+	"\fCallResponse\x12\x18\n" +
+	"\apayload\x18\x01 \x01(\fR\apayload\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12A\n" +
+	"\bmetadata\x18\x03 \x03(\v2%.troupe.v1.CallResponse.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x10\n" +
 	"\x0eMembersRequest\">\n" +
 	"\x0fMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.troupe.v1.MemberR\amembers\"\xf0\x01\n" +
@@ -1645,10 +1805,11 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\x05Stats\x12\x17.troupe.v1.StatsRequest\x1a\x18.troupe.v1.StatsResponse2\xb8\x01\n" +
 	"\x11ProjectionService\x12_\n" +
 	"\x06Status\x12).troupe.v1.ProjectionServiceStatusRequest\x1a*.troupe.v1.ProjectionServiceStatusResponse\x12B\n" +
-	"\aRebuild\x12\x19.troupe.v1.RebuildRequest\x1a\x1a.troupe.v1.RebuildResponse0\x012\x87\x01\n" +
+	"\aRebuild\x12\x19.troupe.v1.RebuildRequest\x1a\x1a.troupe.v1.RebuildResponse0\x012\xc0\x01\n" +
 	"\rPluginService\x127\n" +
 	"\x04List\x12\x16.troupe.v1.ListRequest\x1a\x17.troupe.v1.ListResponse\x12=\n" +
-	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponse2\xad\x01\n" +
+	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponse\x127\n" +
+	"\x04Call\x12\x16.troupe.v1.CallRequest\x1a\x17.troupe.v1.CallResponse2\xad\x01\n" +
 	"\x0eClusterService\x12@\n" +
 	"\aMembers\x12\x19.troupe.v1.MembersRequest\x1a\x1a.troupe.v1.MembersResponse\x12Y\n" +
 	"\x06Status\x12&.troupe.v1.ClusterServiceStatusRequest\x1a'.troupe.v1.ClusterServiceStatusResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
@@ -1665,7 +1826,7 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_troupe_v1_api_proto_goTypes = []any{
 	(*SendRequest)(nil),                     // 0: troupe.v1.SendRequest
 	(*SendResponse)(nil),                    // 1: troupe.v1.SendResponse
@@ -1686,58 +1847,66 @@ var file_troupe_v1_api_proto_goTypes = []any{
 	(*ListResponse)(nil),                    // 16: troupe.v1.ListResponse
 	(*ReloadRequest)(nil),                   // 17: troupe.v1.ReloadRequest
 	(*ReloadResponse)(nil),                  // 18: troupe.v1.ReloadResponse
-	(*MembersRequest)(nil),                  // 19: troupe.v1.MembersRequest
-	(*MembersResponse)(nil),                 // 20: troupe.v1.MembersResponse
-	(*Member)(nil),                          // 21: troupe.v1.Member
-	(*ClusterServiceStatusRequest)(nil),     // 22: troupe.v1.ClusterServiceStatusRequest
-	(*ClusterServiceStatusResponse)(nil),    // 23: troupe.v1.ClusterServiceStatusResponse
-	nil,                                     // 24: troupe.v1.SendRequest.MetadataEntry
-	nil,                                     // 25: troupe.v1.ClusterServiceStatusResponse.MembersEntry
-	(*structpb.Struct)(nil),                 // 26: google.protobuf.Struct
-	(*structpb.Value)(nil),                  // 27: google.protobuf.Value
-	(*Event)(nil),                           // 28: troupe.v1.Event
-	(*PluginInfo)(nil),                      // 29: troupe.v1.PluginInfo
+	(*CallRequest)(nil),                     // 19: troupe.v1.CallRequest
+	(*CallResponse)(nil),                    // 20: troupe.v1.CallResponse
+	(*MembersRequest)(nil),                  // 21: troupe.v1.MembersRequest
+	(*MembersResponse)(nil),                 // 22: troupe.v1.MembersResponse
+	(*Member)(nil),                          // 23: troupe.v1.Member
+	(*ClusterServiceStatusRequest)(nil),     // 24: troupe.v1.ClusterServiceStatusRequest
+	(*ClusterServiceStatusResponse)(nil),    // 25: troupe.v1.ClusterServiceStatusResponse
+	nil,                                     // 26: troupe.v1.SendRequest.MetadataEntry
+	nil,                                     // 27: troupe.v1.CallRequest.MetadataEntry
+	nil,                                     // 28: troupe.v1.CallResponse.MetadataEntry
+	nil,                                     // 29: troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	(*structpb.Struct)(nil),                 // 30: google.protobuf.Struct
+	(*structpb.Value)(nil),                  // 31: google.protobuf.Value
+	(*Event)(nil),                           // 32: troupe.v1.Event
+	(*PluginInfo)(nil),                      // 33: troupe.v1.PluginInfo
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	26, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	24, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	27, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	26, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	27, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	28, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
-	28, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	30, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	26, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	31, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	30, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	31, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	32, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	32, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
 	11, // 7: troupe.v1.ProjectionServiceStatusResponse.projections:type_name -> troupe.v1.ProjectionStatus
-	29, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
-	29, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
-	21, // 10: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
-	25, // 11: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
-	0,  // 12: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2,  // 13: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	4,  // 14: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
-	5,  // 15: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
-	8,  // 16: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
-	10, // 17: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
-	13, // 18: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
-	15, // 19: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
-	17, // 20: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
-	19, // 21: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
-	22, // 22: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
-	1,  // 23: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3,  // 24: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	6,  // 25: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
-	7,  // 26: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
-	9,  // 27: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
-	12, // 28: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
-	14, // 29: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
-	16, // 30: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
-	18, // 31: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
-	20, // 32: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
-	23, // 33: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
-	23, // [23:34] is the sub-list for method output_type
-	12, // [12:23] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	33, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
+	33, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
+	27, // 10: troupe.v1.CallRequest.metadata:type_name -> troupe.v1.CallRequest.MetadataEntry
+	28, // 11: troupe.v1.CallResponse.metadata:type_name -> troupe.v1.CallResponse.MetadataEntry
+	23, // 12: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
+	29, // 13: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	0,  // 14: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 15: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 16: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 17: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 18: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	10, // 19: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
+	13, // 20: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
+	15, // 21: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
+	17, // 22: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
+	19, // 23: troupe.v1.PluginService.Call:input_type -> troupe.v1.CallRequest
+	21, // 24: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
+	24, // 25: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
+	1,  // 26: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 27: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 28: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 29: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 30: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // 31: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
+	14, // 32: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
+	16, // 33: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
+	18, // 34: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
+	20, // 35: troupe.v1.PluginService.Call:output_type -> troupe.v1.CallResponse
+	22, // 36: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
+	25, // 37: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
+	26, // [26:38] is the sub-list for method output_type
+	14, // [14:26] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -1753,7 +1922,7 @@ func file_troupe_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

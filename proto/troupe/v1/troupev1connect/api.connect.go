@@ -63,6 +63,8 @@ const (
 	PluginServiceListProcedure = "/troupe.v1.PluginService/List"
 	// PluginServiceReloadProcedure is the fully-qualified name of the PluginService's Reload RPC.
 	PluginServiceReloadProcedure = "/troupe.v1.PluginService/Reload"
+	// PluginServiceCallProcedure is the fully-qualified name of the PluginService's Call RPC.
+	PluginServiceCallProcedure = "/troupe.v1.PluginService/Call"
 	// ClusterServiceMembersProcedure is the fully-qualified name of the ClusterService's Members RPC.
 	ClusterServiceMembersProcedure = "/troupe.v1.ClusterService/Members"
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
@@ -453,6 +455,10 @@ type PluginServiceClient interface {
 	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
 	// Reload rescans the plugin directory now (the node also watches it).
 	Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error)
+	// Call sends one call to an ambassador plugin and returns its reply, as
+	// an actor's Runtime.Call would: for trying an ambassador without
+	// writing Go. Once authentication exists it will require the admin role.
+	Call(context.Context, *connect.Request[v1.CallRequest]) (*connect.Response[v1.CallResponse], error)
 }
 
 // NewPluginServiceClient constructs a client for the troupe.v1.PluginService service. By default,
@@ -478,6 +484,12 @@ func NewPluginServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(pluginServiceMethods.ByName("Reload")),
 			connect.WithClientOptions(opts...),
 		),
+		call: connect.NewClient[v1.CallRequest, v1.CallResponse](
+			httpClient,
+			baseURL+PluginServiceCallProcedure,
+			connect.WithSchema(pluginServiceMethods.ByName("Call")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -485,6 +497,7 @@ func NewPluginServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 type pluginServiceClient struct {
 	list   *connect.Client[v1.ListRequest, v1.ListResponse]
 	reload *connect.Client[v1.ReloadRequest, v1.ReloadResponse]
+	call   *connect.Client[v1.CallRequest, v1.CallResponse]
 }
 
 // List calls troupe.v1.PluginService.List.
@@ -497,12 +510,21 @@ func (c *pluginServiceClient) Reload(ctx context.Context, req *connect.Request[v
 	return c.reload.CallUnary(ctx, req)
 }
 
+// Call calls troupe.v1.PluginService.Call.
+func (c *pluginServiceClient) Call(ctx context.Context, req *connect.Request[v1.CallRequest]) (*connect.Response[v1.CallResponse], error) {
+	return c.call.CallUnary(ctx, req)
+}
+
 // PluginServiceHandler is an implementation of the troupe.v1.PluginService service.
 type PluginServiceHandler interface {
 	// List describes every plugin in the plugin directory.
 	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
 	// Reload rescans the plugin directory now (the node also watches it).
 	Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error)
+	// Call sends one call to an ambassador plugin and returns its reply, as
+	// an actor's Runtime.Call would: for trying an ambassador without
+	// writing Go. Once authentication exists it will require the admin role.
+	Call(context.Context, *connect.Request[v1.CallRequest]) (*connect.Response[v1.CallResponse], error)
 }
 
 // NewPluginServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -524,12 +546,20 @@ func NewPluginServiceHandler(svc PluginServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(pluginServiceMethods.ByName("Reload")),
 		connect.WithHandlerOptions(opts...),
 	)
+	pluginServiceCallHandler := connect.NewUnaryHandler(
+		PluginServiceCallProcedure,
+		svc.Call,
+		connect.WithSchema(pluginServiceMethods.ByName("Call")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/troupe.v1.PluginService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PluginServiceListProcedure:
 			pluginServiceListHandler.ServeHTTP(w, r)
 		case PluginServiceReloadProcedure:
 			pluginServiceReloadHandler.ServeHTTP(w, r)
+		case PluginServiceCallProcedure:
+			pluginServiceCallHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -545,6 +575,10 @@ func (UnimplementedPluginServiceHandler) List(context.Context, *connect.Request[
 
 func (UnimplementedPluginServiceHandler) Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.PluginService.Reload is not implemented"))
+}
+
+func (UnimplementedPluginServiceHandler) Call(context.Context, *connect.Request[v1.CallRequest]) (*connect.Response[v1.CallResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.PluginService.Call is not implemented"))
 }
 
 // ClusterServiceClient is a client for the troupe.v1.ClusterService service.
