@@ -25,6 +25,12 @@ type Suite struct {
 	Reopen func(t *testing.T, s journal.Store) journal.Store
 	// MaxEventSize is the store's event size limit. Default 1 MiB.
 	MaxEventSize int
+	// Gaps says that positions in a partition increase strictly but may
+	// skip numbers (a store that keeps other records in the same sequence,
+	// as the JetStream store does). Without it positions must run 1, 2, 3
+	// without a gap. Either way one append's events have consecutive
+	// positions.
+	Gaps bool
 }
 
 // Run runs the conformance suite: every journal.Store must pass it.
@@ -61,8 +67,13 @@ func open(t *testing.T, s Suite) journal.Store {
 	t.Helper()
 	st := s.Open(t)
 	t.Cleanup(func() { st.Close() })
+	gaps[st] = s.Gaps
 	return st
 }
+
+// gaps remembers which stores may skip positions (Suite.Gaps), so that
+// the helpers below check what each store promises.
+var gaps = map[journal.Store]bool{}
 
 // Ev returns an event with a type and a payload.
 func Ev(typ, payload string) journal.Event {
@@ -93,9 +104,11 @@ func Collect[T any](t testing.TB, seq func(func(T, error) bool)) []T {
 }
 
 // CheckGlobalLog reads every partition of the log and checks that each
-// partition's positions run 1..LastPosition without gap or duplicate, that
-// every event is in its stream's partition, and that each stream's events
-// come in sequence order. It returns the events, partition by partition.
+// partition's positions run 1..LastPosition without gap or duplicate (or,
+// for a store that may skip positions, increase strictly up to
+// LastPosition), that every event is in its stream's partition, and that
+// each stream's events come in sequence order. It returns the events,
+// partition by partition.
 func CheckGlobalLog(t testing.TB, st journal.Store) []journal.Event {
 	t.Helper()
 	var all []journal.Event
@@ -103,7 +116,11 @@ func CheckGlobalLog(t testing.TB, st journal.Store) []journal.Event {
 	for p := range st.Partitions() {
 		evs := Collect(t, st.ReadAll(context.Background(), p, 0, journal.Filter{}, 0))
 		for i, e := range evs {
-			if e.Position != uint64(i+1) || e.Partition != p {
+			badPos := e.Position != uint64(i+1)
+			if gaps[st] {
+				badPos = e.Position == 0 || (i > 0 && e.Position <= evs[i-1].Position)
+			}
+			if badPos || e.Partition != p {
 				t.Fatalf("partition %d: event %d has partition %d position %d", p, i, e.Partition, e.Position)
 			}
 			if want := st.PartitionOf(e.Stream); want != p {
@@ -114,8 +131,12 @@ func CheckGlobalLog(t testing.TB, st journal.Store) []journal.Event {
 			}
 			seqs[e.Stream] = e.Sequence
 		}
-		if last := st.LastPosition(p); last != uint64(len(evs)) {
-			t.Fatalf("LastPosition(%d) %d, the partition holds %d events", p, last, len(evs))
+		var last uint64
+		if len(evs) > 0 {
+			last = evs[len(evs)-1].Position
+		}
+		if got := st.LastPosition(p); got != last {
+			t.Fatalf("LastPosition(%d) %d, the partition's last event is at %d (%d events)", p, got, last, len(evs))
 		}
 		all = append(all, evs...)
 	}
@@ -126,13 +147,18 @@ func CheckGlobalLog(t testing.TB, st journal.Store) []journal.Event {
 func total(st journal.Store) uint64 {
 	var n uint64
 	for p := range st.Partitions() {
-		n += st.LastPosition(p)
+		for _, err := range st.ReadAll(context.Background(), p, 0, journal.Filter{}, 0) {
+			if err == nil {
+				n++
+			}
+		}
 	}
 	return n
 }
 
-// positions predicts positions: it counts the events appended to each
-// partition, as the suite appends them.
+// positions checks the positions appends get: consecutive within an
+// append, after the partition's previous append, and (for a gap-free
+// store) exactly the next ones.
 type positions struct {
 	st   journal.Store
 	last map[int]uint64
@@ -140,13 +166,21 @@ type positions struct {
 
 func newPositions(st journal.Store) *positions { return &positions{st: st, last: map[int]uint64{}} }
 
-// add records n events appended to stream and returns the partition and
-// the positions they must have.
-func (ps *positions) add(stream string, n int) (part int, first, last uint64) {
-	part = ps.st.PartitionOf(stream)
-	first = ps.last[part] + 1
-	ps.last[part] += uint64(n)
-	return part, first, ps.last[part]
+// record checks the positions of r, an append of n events to stream, and
+// remembers them.
+func (ps *positions) record(t testing.TB, r journal.AppendResult, stream string, n int) journal.AppendResult {
+	t.Helper()
+	part := ps.st.PartitionOf(stream)
+	prev := ps.last[part]
+	ok := r.Partition == part && r.LastPosition-r.FirstPosition == uint64(n-1) && r.FirstPosition > prev
+	if !gaps[ps.st] {
+		ok = ok && r.FirstPosition == prev+1
+	}
+	if !ok {
+		t.Fatalf("append of %d events to %s: %+v, after position %d of partition %d", n, stream, r, prev, part)
+	}
+	ps.last[part] = r.LastPosition
+	return r
 }
 
 func (ps *positions) heads() []uint64 {
@@ -181,17 +215,16 @@ func testAppendAndRead(t *testing.T, s Suite) {
 	}
 	before := time.Now().Add(-time.Second)
 	ps := newPositions(st)
-	result := func(stream string, firstSeq, lastSeq uint64) journal.AppendResult {
-		p, f, l := ps.add(stream, int(lastSeq-firstSeq+1))
-		return journal.AppendResult{FirstSequence: firstSeq, LastSequence: lastSeq, Partition: p, FirstPosition: f, LastPosition: l}
+	r1 := ps.record(t, MustAppend(t, st, "account/1", 0, rich), "account/1", 1)
+	r2 := ps.record(t, MustAppend(t, st, "account/2", 0, Ev("Opened", "b")), "account/2", 1)
+	r3 := ps.record(t, MustAppend(t, st, "account/1", 1, Ev("Deposited", "c"), Ev("Deposited", "d")), "account/1", 2)
+	result := func(r journal.AppendResult, firstSeq, lastSeq uint64) journal.AppendResult {
+		return journal.AppendResult{FirstSequence: firstSeq, LastSequence: lastSeq, Partition: r.Partition, FirstPosition: r.FirstPosition, LastPosition: r.LastPosition}
 	}
-	r1 := MustAppend(t, st, "account/1", 0, rich)
-	r2 := MustAppend(t, st, "account/2", 0, Ev("Opened", "b"))
-	r3 := MustAppend(t, st, "account/1", 1, Ev("Deposited", "c"), Ev("Deposited", "d"))
 	want := []journal.AppendResult{
-		result("account/1", 1, 1),
-		result("account/2", 1, 1),
-		result("account/1", 2, 3),
+		result(r1, 1, 1),
+		result(r2, 1, 1),
+		result(r3, 2, 3),
 	}
 	if got := r3.Token(); got.Position(r3.Partition) != r3.LastPosition {
 		t.Fatalf("token %v of %+v", got, r3)
@@ -277,7 +310,7 @@ func testConflicts(t *testing.T, s Suite) {
 	if r := MustAppend(t, st, "order/1", journal.ExpectAny, Ev("Shipped", "")); r.FirstSequence != 3 {
 		t.Fatalf("ExpectAny appended at %d", r.FirstSequence)
 	}
-	if r := MustAppend(t, st, "order/1", 3, Ev("Delivered", "")); r.FirstSequence != 4 || r.LastPosition != 4 || r.Partition != st.PartitionOf("order/1") {
+	if r := MustAppend(t, st, "order/1", 3, Ev("Delivered", "")); r.FirstSequence != 4 || (!s.Gaps && r.LastPosition != 4) || r.Partition != st.PartitionOf("order/1") {
 		t.Fatalf("append %+v", r)
 	}
 	CheckGlobalLog(t, st)
@@ -319,13 +352,14 @@ func testAtomic(t *testing.T, s Suite) {
 		evs[i] = Ev("Added", fmt.Sprint(i))
 	}
 	MustAppend(t, st, "cart/2", 0, Ev("Created", ""))
-	ps := newPositions(st)
-	ps.add("cart/1", 1)
-	ps.add("cart/2", 1)
-	_, first, last := ps.add("cart/1", len(evs))
 	r := MustAppend(t, st, "cart/1", 1, evs...)
-	if r.FirstSequence != 2 || r.LastSequence != 501 || r.FirstPosition != first || r.LastPosition != last {
-		t.Fatalf("result %+v, want positions %d..%d", r, first, last)
+	first := r.FirstPosition
+	wantFirst := uint64(2) // after cart/1's first event
+	if st.PartitionOf("cart/2") == st.PartitionOf("cart/1") {
+		wantFirst = 3 // and cart/2's
+	}
+	if r.FirstSequence != 2 || r.LastSequence != 501 || r.LastPosition-r.FirstPosition != 499 || (!s.Gaps && first != wantFirst) {
+		t.Fatalf("result %+v, want 500 consecutive positions from %d", r, wantFirst)
 	}
 	got := Collect(t, st.Read(ctx, "cart/1", 2, 0))
 	for i, e := range got {
@@ -486,12 +520,13 @@ func testReadAll(t *testing.T, s Suite) {
 	type rec struct {
 		stream string
 		tags   []string
+		pos    uint64
 	}
 	var appended []rec // in append order
 	add := func(stream string, evs ...journal.Event) {
-		MustAppend(t, st, stream, 0, evs...)
-		for _, e := range evs {
-			appended = append(appended, rec{stream, e.Tags})
+		r := MustAppend(t, st, stream, 0, evs...)
+		for i, e := range evs {
+			appended = append(appended, rec{stream, e.Tags, r.FirstPosition + uint64(i)})
 		}
 	}
 	add("account/1", journal.Event{Type: "Opened", Tags: []string{"eu"}})
@@ -499,15 +534,18 @@ func testReadAll(t *testing.T, s Suite) {
 	add("account/2", journal.Event{Type: "Opened", Tags: []string{"us"}}, journal.Event{Type: "Closed", Tags: []string{"eu", "eu"}})
 	add("accounting/1", journal.Event{Type: "Booked"})
 	// expect lists, for one partition, the positions ReadAll must yield:
-	// the partition's events in append order are positions 1, 2, ...
+	// the partition's events in append order, at the positions their
+	// appends reported (1, 2, ... in a gap-free store).
 	expect := func(part int, from uint64, f journal.Filter, limit int) []uint64 {
 		var out []uint64
-		pos := uint64(0)
 		for _, r := range appended {
 			if st.PartitionOf(r.stream) != part {
 				continue
 			}
-			pos++
+			pos := r.pos
+			if !s.Gaps && pos != uint64(len(out))+1 && from == 0 && f == (journal.Filter{}) && limit == 0 {
+				t.Fatalf("gap-free store: position %d of partition %d", pos, part)
+			}
 			if pos < from || (f.Kind != "" && !strings.HasPrefix(r.stream, f.Kind+"/")) || (f.Tag != "" && !slices.Contains(r.tags, f.Tag)) {
 				continue
 			}
@@ -600,7 +638,7 @@ func testWaitPosition(t *testing.T, s Suite) {
 	ctx := context.Background()
 	r := MustAppend(t, st, "a/1", 0, Ev("E", ""))
 	part := r.Partition
-	if p, err := st.WaitPosition(ctx, part, 0); p != 1 || err != nil {
+	if p, err := st.WaitPosition(ctx, part, 0); p != r.LastPosition || err != nil {
 		t.Fatalf("WaitPosition(0) = %d, %v", p, err)
 	}
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
@@ -827,17 +865,16 @@ func testRestart(t *testing.T, s Suite) {
 		t.Skip("store has no Reopen")
 	}
 	st := s.Open(t)
+	gaps[st] = s.Gaps
 	ctx := context.Background()
 	ps := newPositions(st)
-	MustAppend(t, st, "acc/1", 0, journal.Event{Type: "Opened", Tags: []string{"t"}, Metadata: map[string]string{"k": "v"}})
-	ps.add("acc/1", 1)
-	MustAppend(t, st, "acc/2", 0, Ev("Opened", "x"), Ev("Deposited", "y"))
-	ps.add("acc/2", 2)
+	ps.record(t, MustAppend(t, st, "acc/1", 0, journal.Event{Type: "Opened", Tags: []string{"t"}, Metadata: map[string]string{"k": "v"}}), "acc/1", 1)
+	ps.record(t, MustAppend(t, st, "acc/2", 0, Ev("Opened", "x"), Ev("Deposited", "y")), "acc/2", 2)
 	keyed, err := st.Append(ctx, journal.AppendRequest{Stream: "acc/1", Expected: 1, Events: []journal.Event{Ev("Deposited", "")}, IdempotencyKey: "k1", Reply: []byte("r")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps.add("acc/1", 1)
+	ps.record(t, keyed, "acc/1", 1)
 	if err := st.SaveSnapshot(ctx, journal.Snapshot{Stream: "acc/2", Sequence: 2, Data: []byte("s")}); err != nil {
 		t.Fatal(err)
 	}
@@ -848,6 +885,8 @@ func testRestart(t *testing.T, s Suite) {
 	infoBefore, _ := st.Info(ctx, "acc/1")
 	for round := range 2 {
 		st = s.Reopen(t, st)
+		gaps[st] = s.Gaps
+		ps.st = st
 		t.Cleanup(func() { st.Close() })
 		after := CheckGlobalLog(t, st)
 		if len(after) != len(before) {
@@ -879,10 +918,9 @@ func testRestart(t *testing.T, s Suite) {
 		}
 	}
 	// Positions and sequences carry on.
-	_, next, _ := ps.add("acc/1", 1)
-	r := MustAppend(t, st, "acc/1", 2, Ev("Withdrawn", ""))
-	if r.FirstSequence != 3 || r.FirstPosition != next {
-		t.Fatalf("append after restart %+v, want position %d", r, next)
+	r := ps.record(t, MustAppend(t, st, "acc/1", 2, Ev("Withdrawn", "")), "acc/1", 1)
+	if r.FirstSequence != 3 {
+		t.Fatalf("append after restart %+v", r)
 	}
 	MustAppend(t, st, "acc/3", 0, Ev("Opened", ""))
 	CheckGlobalLog(t, st)

@@ -50,8 +50,9 @@ type Options struct {
 	ReadyTimeout time.Duration
 }
 
-// Start starts n clustered servers and waits until JetStream answers on
-// every one of them. The test's cleanup stops them.
+// Start starts n clustered servers (n = 1: one server, not clustered) and
+// waits until JetStream answers on every one of them. The test's cleanup
+// stops them.
 func Start(t testing.TB, n int) *Cluster { return StartWith(t, n, Options{}) }
 
 // StartWith is Start with options.
@@ -91,11 +92,16 @@ func (c *Cluster) Size() int { return len(c.routes) }
 
 func (c *Cluster) start(i int) {
 	c.t.Helper()
-	b, err := bus.New(bus.Config{
+	cfg := bus.Config{
 		Name: c.Name(i), Port: c.clients[i], StoreDir: c.dirs[i],
-		Cluster: bus.Cluster{Name: "bustest", Port: portOf(c.routes[i]), Routes: c.routes},
-		Logger:  c.log.With("server", c.Name(i)),
-	})
+		Logger: c.log.With("server", c.Name(i)),
+	}
+	// One server runs JetStream alone: clustered, it would wait for a
+	// quorum of peers forever.
+	if c.Size() > 1 {
+		cfg.Cluster = bus.Cluster{Name: "bustest", Port: portOf(c.routes[i]), Routes: c.routes}
+	}
+	b, err := bus.New(cfg)
 	if err != nil {
 		c.t.Fatalf("bustest: server %d: %v", i, err)
 	}

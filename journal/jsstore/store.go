@@ -1,0 +1,559 @@
+package jsstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"iter"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+)
+
+// Config configures a Store. Conn is required; every other field has a
+// default.
+type Config struct {
+	// Conn is the connection to the NATS cluster (the node's in-process
+	// connection). The caller owns it.
+	Conn *nats.Conn
+	// Prefix names the streams (PREFIX_P<n>) and starts their subjects.
+	// Default "troupe".
+	Prefix string
+	// Partitions is the number of partitions (streams); fixed for the life
+	// of the data. Default 16 (ADR 0011).
+	Partitions int
+	// PartitionOf maps a stream id to its partition. Default: FNV-1a of
+	// the stream id modulo Partitions. A cluster maps by shard.
+	PartitionOf func(stream string) int
+	// Replicas is each stream's replica count. Default 1; a cluster uses
+	// min(3, nodes with JetStream).
+	Replicas int
+	// Timeout bounds each request to JetStream. Default 5 s.
+	Timeout time.Duration
+	// MaxEventSize caps one event (type, content type, tags, metadata and
+	// payload). Default 1 MiB, at most the connection's max payload less
+	// room for headers.
+	MaxEventSize int
+	// MaxAppendEvents caps the events of one append: one append is one
+	// atomic batch, with room for its idempotency record. Default and
+	// maximum 999.
+	MaxAppendEvents int
+	// MaxSnapshotSize caps a snapshot's data. Default 1 MiB.
+	MaxSnapshotSize int
+	// Logger receives the store's logs. Default: discarded.
+	Logger *slog.Logger
+}
+
+const maxAppendEvents = jsbatch.MaxMessages - 1
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = "troupe"
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 16
+	}
+	if c.PartitionOf == nil {
+		n := uint32(c.Partitions)
+		c.PartitionOf = func(stream string) int {
+			h := fnv.New32a()
+			h.Write([]byte(stream))
+			return int(h.Sum32() % n)
+		}
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.MaxEventSize == 0 {
+		c.MaxEventSize = 1 << 20
+	}
+	if c.MaxAppendEvents == 0 {
+		c.MaxAppendEvents = maxAppendEvents
+	}
+	if c.MaxSnapshotSize == 0 {
+		c.MaxSnapshotSize = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every invalid field of a defaulted Config.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Conn == nil {
+		errs = append(errs, errors.New("Conn is required"))
+	}
+	if strings.ContainsAny(c.Prefix, ".*> \t") {
+		errs = append(errs, fmt.Errorf("Prefix %q: one subject token, no wildcards", c.Prefix))
+	}
+	if c.Partitions < 1 || c.Partitions > 4096 {
+		errs = append(errs, fmt.Errorf("Partitions %d: want 1 to 4096", c.Partitions))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("Replicas %d: want 1 to 5", c.Replicas))
+	}
+	if c.MaxAppendEvents < 1 || c.MaxAppendEvents > maxAppendEvents {
+		errs = append(errs, fmt.Errorf("MaxAppendEvents %d: want 1 to %d (one append is one atomic batch)", c.MaxAppendEvents, maxAppendEvents))
+	}
+	if c.Timeout < 0 || c.MaxEventSize < 0 || c.MaxSnapshotSize < 0 {
+		errs = append(errs, errors.New("negative limit"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("jsstore: %w", err)
+	}
+	return nil
+}
+
+// Headers of the store's messages.
+const (
+	hdrSeq         = "Troupe-Seq"          // an event's sequence in its entity's stream
+	hdrType        = "Troupe-Type"         // the event type
+	hdrContentType = "Troupe-Content-Type" // the payload's encoding ("" = JSON)
+	hdrTag         = "Troupe-Tag"          // one value per tag
+	hdrMeta        = "Troupe-Meta"         // metadata as a JSON object
+)
+
+// Store is a journal.Store on JetStream: each partition is one stream,
+// written by this Store alone (the partition's owner), every append one
+// atomic batch fenced by the stream's expected last sequence (ADR 0011).
+// Positions are stream sequences: they increase strictly but skip the
+// store's own records (idempotency, snapshots, tombstones).
+//
+// Reads go to each stream's leader (no direct gets from replicas that may
+// lag). This first version reads one message per request; batched reads
+// and group commit across entities come next.
+type Store struct {
+	cfg   Config
+	js    jetstream.JetStream
+	pub   *jsbatch.Publisher
+	parts []*part
+	log   *slog.Logger
+
+	closed  atomic.Bool
+	closing chan struct{}
+}
+
+// part is one partition: its stream and what its owner knows of it.
+type part struct {
+	n      int
+	name   string
+	stream jetstream.Stream
+
+	mu        sync.Mutex // serialises writes: the fence admits one at a time
+	last      uint64     // the stream's last sequence (the fence)
+	heads     map[string]head
+	lastEvent atomic.Uint64
+
+	nmu    sync.Mutex
+	notify chan struct{} // closed and replaced when lastEvent advances
+}
+
+// head is what the owner knows of an entity's stream.
+type head struct {
+	seq        uint64 // last event sequence (0: none)
+	tombstoned bool
+}
+
+var _ journal.Store = (*Store)(nil)
+
+// Open creates (or binds to) the partition streams and returns the store.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
+	}
+	pub, err := jsbatch.New(cfg.Conn, jsbatch.Config{Timeout: cfg.Timeout})
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
+	}
+	s := &Store{cfg: cfg, js: js, pub: pub, log: cfg.Logger, closing: make(chan struct{})}
+	for n := range cfg.Partitions {
+		p, err := s.openPart(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		s.parts = append(s.parts, p)
+	}
+	return s, nil
+}
+
+func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
+	name := fmt.Sprintf("%s_P%d", strings.ToUpper(s.cfg.Prefix), n)
+	ctx, cancel := context.WithTimeout(ctx, 4*s.cfg.Timeout)
+	defer cancel()
+	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:               name,
+		Subjects:           []string{s.subject(n, ">")},
+		Storage:            jetstream.FileStorage,
+		Replicas:           s.cfg.Replicas,
+		AllowAtomicPublish: true,
+		DenyDelete:         true,
+		Duplicates:         2 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
+	}
+	p := &part{n: n, name: name, stream: st, heads: map[string]head{}, notify: make(chan struct{})}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
+	}
+	p.last = info.State.LastSeq
+	// The last event: walk back over the store's own records.
+	for seq := p.last; seq > 0 && seq+16 > p.last; seq-- {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("jsstore: stream %s sequence %d: %w", name, seq, err)
+		}
+		if s.isEvent(n, m.Subject) {
+			p.lastEvent.Store(seq)
+			break
+		}
+	}
+	if p.lastEvent.Load() == 0 && p.last > 0 {
+		// Over 16 records since the last event: ask by subject.
+		if m, err := lastBySubject(ctx, st, s.subject(n, "e.>")); err == nil {
+			p.lastEvent.Store(m.Sequence)
+		}
+	}
+	return p, nil
+}
+
+// lastBySubject finds the last message on a (wildcard) subject by
+// walking forward from the first; for literal subjects it asks directly.
+func lastBySubject(ctx context.Context, st jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
+	if !strings.ContainsAny(subject, "*>") {
+		return st.GetLastMsgForSubject(ctx, subject)
+	}
+	var last *jetstream.RawStreamMsg
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			if last == nil {
+				return nil, err
+			}
+			return last, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		last, seq = m, m.Sequence+1
+	}
+}
+
+// subject is PREFIX.p<n>.<rest>.
+func (s *Store) subject(n int, rest string) string {
+	return s.cfg.Prefix + ".p" + strconv.Itoa(n) + "." + rest
+}
+
+var b64 = base64.RawURLEncoding
+
+// entitySubject is the subject of a stream's records of one type ("e"
+// events, "t" tombstone, "s" snapshot): kind and id base64url-encoded, so
+// that any id makes one subject token.
+func (s *Store) entitySubject(n int, typ, stream string) string {
+	kind, id, _ := strings.Cut(stream, "/")
+	return s.subject(n, typ+"."+b64.EncodeToString([]byte(kind))+"."+b64.EncodeToString([]byte(id)))
+}
+
+func (s *Store) idemSubject(n int, stream, key string) string {
+	h := sha256.Sum256([]byte(stream + "\x00" + key))
+	return s.subject(n, "i."+hex.EncodeToString(h[:16]))
+}
+
+func (s *Store) isEvent(n int, subject string) bool {
+	return strings.HasPrefix(subject, s.subject(n, "e."))
+}
+
+// streamOfSubject decodes an event subject back into its stream id.
+func (s *Store) streamOfSubject(n int, subject string) (string, error) {
+	rest, ok := strings.CutPrefix(subject, s.subject(n, "e."))
+	k, i, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return "", fmt.Errorf("subject %q is not an event subject", subject)
+	}
+	kind, err1 := b64.DecodeString(k)
+	id, err2 := b64.DecodeString(i)
+	if err := errors.Join(err1, err2); err != nil {
+		return "", fmt.Errorf("subject %q: %w", subject, err)
+	}
+	return journal.StreamID(string(kind), string(id)), nil
+}
+
+// Partitions is the number of partitions; see journal.Store.
+func (s *Store) Partitions() int { return s.cfg.Partitions }
+
+// PartitionOf is a stream's partition; see journal.Store.
+func (s *Store) PartitionOf(stream string) int { return s.cfg.PartitionOf(stream) }
+
+func (s *Store) part(stream string) *part { return s.parts[s.cfg.PartitionOf(stream)] }
+
+func (s *Store) partition(n int) (*part, error) {
+	if n < 0 || n >= len(s.parts) {
+		return nil, fmt.Errorf("%w: %d (the log has %d)", journal.ErrNoPartition, n, len(s.parts))
+	}
+	return s.parts[n], nil
+}
+
+// ctx bounds one request by the store's Timeout.
+func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.Timeout)
+}
+
+// Close releases the store; it is idempotent. The connection stays open.
+func (s *Store) Close() error {
+	if s.closed.CompareAndSwap(false, true) {
+		close(s.closing)
+	}
+	return nil
+}
+
+func (s *Store) check() error {
+	if s.closed.Load() {
+		return journal.ErrClosed
+	}
+	return nil
+}
+
+// corrupt reports a stored message that does not decode.
+func corrupt(stream string, seq, pos uint64, err error) error {
+	return &journal.CorruptError{Stream: stream, Sequence: seq, Position: pos, Err: err}
+}
+
+// decodeEvent turns an event message into an event.
+func (s *Store) decodeEvent(n int, m *jetstream.RawStreamMsg) (journal.Event, error) {
+	stream, err := s.streamOfSubject(n, m.Subject)
+	if err != nil {
+		return journal.Event{}, corrupt("(partition "+strconv.Itoa(n)+")", 0, m.Sequence, err)
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(hdrSeq), 10, 64)
+	if err != nil || seq == 0 {
+		return journal.Event{}, corrupt(stream, 0, m.Sequence, fmt.Errorf("header %s %q", hdrSeq, m.Header.Get(hdrSeq)))
+	}
+	ev := journal.Event{
+		Stream: stream, Sequence: seq, Partition: n, Position: m.Sequence, Time: m.Time,
+		Type: m.Header.Get(hdrType), ContentType: m.Header.Get(hdrContentType),
+		Payload: m.Data, Tags: m.Header.Values(hdrTag),
+	}
+	if ev.Type == "" {
+		return journal.Event{}, corrupt(stream, seq, m.Sequence, errors.New("no event type"))
+	}
+	if meta := m.Header.Get(hdrMeta); meta != "" {
+		if err := json.Unmarshal([]byte(meta), &ev.Metadata); err != nil {
+			return journal.Event{}, corrupt(stream, seq, m.Sequence, fmt.Errorf("metadata: %w", err))
+		}
+	}
+	return ev, nil
+}
+
+// Read yields a stream's events from sequence from; see journal.Store.
+func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int) iter.Seq2[journal.Event, error] {
+	return func(yield func(journal.Event, error) bool) {
+		if _, _, err := journal.ParseStream(stream); err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
+		n := s.PartitionOf(stream)
+		s.scan(ctx, n, 1, s.entitySubject(n, "e", stream), func(ev journal.Event, err error) (bool, bool) {
+			if err != nil {
+				return yield(journal.Event{}, err), false
+			}
+			if ev.Sequence < from {
+				return true, false
+			}
+			return yield(ev, nil), true
+		}, limit)
+	}
+}
+
+// ReadAll yields a partition's events; see journal.Store.
+func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journal.Filter, limit int) iter.Seq2[journal.Event, error] {
+	return func(yield func(journal.Event, error) bool) {
+		if _, err := s.partition(partition); err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
+		subject := s.subject(partition, "e.>")
+		switch {
+		case f.Kind != "" && f.Tag != "":
+			yield(journal.Event{}, fmt.Errorf("%w: filter sets both Kind and Tag", journal.ErrInvalid))
+			return
+		case strings.ContainsAny(f.Kind, "/\x00") || strings.IndexByte(f.Tag, 0) >= 0:
+			yield(journal.Event{}, fmt.Errorf("%w: bad filter %+v", journal.ErrInvalid, f))
+			return
+		case f.Kind != "":
+			subject = s.subject(partition, "e."+b64.EncodeToString([]byte(f.Kind))+".*")
+		}
+		s.scan(ctx, partition, max(from, 1), subject, func(ev journal.Event, err error) (bool, bool) {
+			if err != nil {
+				return yield(journal.Event{}, err), false
+			}
+			if f.Tag != "" && !contains(ev.Tags, f.Tag) {
+				return true, false
+			}
+			return yield(ev, nil), true
+		}, limit)
+	}
+}
+
+// scan walks the events of partition n on subject from stream sequence
+// from, one request each, until the end, the limit (of events counted by
+// f) or f says stop.
+func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, f func(journal.Event, error) (more, counted bool), limit int) {
+	if err := s.check(); err != nil {
+		f(journal.Event{}, err)
+		return
+	}
+	p := s.parts[n]
+	count := 0
+	for seq := from; ; {
+		if err := ctx.Err(); err != nil {
+			f(journal.Event{}, err)
+			return
+		}
+		rctx, cancel := s.ctx(ctx)
+		m, err := p.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subject))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return
+		}
+		if err != nil {
+			f(journal.Event{}, fmt.Errorf("jsstore: read %s from %d: %w", p.name, seq, err))
+			return
+		}
+		ev, err := s.decodeEvent(n, m)
+		more, counted := f(ev, err)
+		if !more || err != nil {
+			return
+		}
+		if counted {
+			if count++; limit > 0 && count >= limit {
+				return
+			}
+		}
+		seq = m.Sequence + 1
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// LastPosition is the position of a partition's last event; see
+// journal.Store.
+func (s *Store) LastPosition(partition int) uint64 {
+	p, err := s.partition(partition)
+	if err != nil {
+		return 0
+	}
+	return p.lastEvent.Load()
+}
+
+// WaitPosition blocks until a partition's last event position exceeds
+// after; see journal.Store. It wakes on this store's own appends (the
+// partition's owner is its only writer).
+func (s *Store) WaitPosition(ctx context.Context, partition int, after uint64) (uint64, error) {
+	p, err := s.partition(partition)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		if err := s.check(); err != nil {
+			return p.lastEvent.Load(), err
+		}
+		p.nmu.Lock()
+		ch := p.notify
+		p.nmu.Unlock()
+		if last := p.lastEvent.Load(); last > after {
+			return last, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return p.lastEvent.Load(), ctx.Err()
+		case <-s.closing:
+		}
+	}
+}
+
+func (p *part) advance(lastEvent uint64) {
+	if lastEvent <= p.lastEvent.Load() {
+		return
+	}
+	p.lastEvent.Store(lastEvent)
+	p.nmu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.nmu.Unlock()
+}
+
+// lastMsg is the last message on a literal subject, or nil.
+func (s *Store) lastMsg(ctx context.Context, p *part, subject string) (*jetstream.RawStreamMsg, error) {
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	m, err := p.stream.GetLastMsgForSubject(rctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: read %s: %w", p.name, err)
+	}
+	return m, nil
+}
+
+// headOf returns what is known of a stream, reading it on a cache miss.
+// The caller holds p.mu.
+func (s *Store) headOf(ctx context.Context, p *part, stream string) (head, error) {
+	if h, ok := p.heads[stream]; ok {
+		return h, nil
+	}
+	var h head
+	m, err := s.lastMsg(ctx, p, s.entitySubject(p.n, "e", stream))
+	if err != nil {
+		return h, err
+	}
+	if m != nil {
+		ev, err := s.decodeEvent(p.n, m)
+		if err != nil {
+			return h, err
+		}
+		h.seq = ev.Sequence
+	}
+	t, err := s.lastMsg(ctx, p, s.entitySubject(p.n, "t", stream))
+	if err != nil {
+		return h, err
+	}
+	h.tombstoned = t != nil
+	p.heads[stream] = h
+	return h, nil
+}

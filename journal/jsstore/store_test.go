@@ -1,0 +1,64 @@
+package jsstore_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/troupe-dev/troupe/cluster/bus/bustest"
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/journaltest"
+	"github.com/troupe-dev/troupe/journal/jsstore"
+)
+
+// conformance runs the journal conformance suite on the store over a
+// cluster of servers; every test opens its own streams (a prefix each).
+func conformance(t *testing.T, servers, replicas, partitions int) {
+	c := bustest.Start(t, servers)
+	nc := c.Connect(0)
+	n := 0
+	open := func(t *testing.T, prefix string) journal.Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var (
+			st  *jsstore.Store
+			err error
+		)
+		// Right after the cluster forms, the meta leader may not know
+		// every peer yet ("no suitable peers"): retry, bounded.
+		for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
+			st, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: prefix, Partitions: partitions, Replicas: replicas})
+			if err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	prefixes := map[journal.Store]string{}
+	journaltest.Run(t, journaltest.Suite{
+		// Idempotency records, snapshots and tombstones share the
+		// partition's stream: event positions skip their sequences.
+		Gaps: true,
+		Open: func(t *testing.T) journal.Store {
+			n++
+			prefix := "t" + string(rune('a'+n%26)) + string(rune('a'+n/26))
+			st := open(t, prefix)
+			prefixes[st] = prefix
+			return st
+		},
+		Reopen: func(t *testing.T, s journal.Store) journal.Store {
+			s.Close()
+			st := open(t, prefixes[s])
+			prefixes[st] = prefixes[s]
+			return st
+		},
+	})
+}
+
+func TestConformanceOneServer(t *testing.T) { conformance(t, 1, 1, 4) }
+
+func TestConformanceThreeServersR3(t *testing.T) { conformance(t, 3, 3, 2) }

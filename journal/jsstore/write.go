@@ -1,0 +1,457 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+)
+
+// idemRecord is what an idempotency record holds: the result of the
+// append that recorded the key.
+type idemRecord struct {
+	FirstSequence uint64 `json:"fs"`
+	LastSequence  uint64 `json:"ls"`
+	FirstPosition uint64 `json:"fp"`
+	LastPosition  uint64 `json:"lp"`
+	Reply         []byte `json:"r,omitempty"`
+}
+
+// eventSize estimates an event's size as the store writes it (headers
+// and payload).
+func eventSize(e *journal.Event) int {
+	n := len(e.Type) + len(e.ContentType) + len(e.Payload) + 64
+	for _, t := range e.Tags {
+		n += len(t) + len(hdrTag) + 4
+	}
+	for k, v := range e.Metadata {
+		n += len(k) + len(v) + 6
+	}
+	return n
+}
+
+func (s *Store) validate(req *journal.AppendRequest) error {
+	if _, _, err := journal.ParseStream(req.Stream); err != nil {
+		return err
+	}
+	switch n := len(req.Events); {
+	case n == 0:
+		return fmt.Errorf("%w: append to %q has no events", journal.ErrInvalid, req.Stream)
+	case n > s.cfg.MaxAppendEvents:
+		return &journal.TooLargeError{Stream: req.Stream, Index: -1, Size: n, Limit: s.cfg.MaxAppendEvents}
+	case len(req.IdempotencyKey) > 1024:
+		return fmt.Errorf("%w: idempotency key of %d bytes is over 1024", journal.ErrInvalid, len(req.IdempotencyKey))
+	case req.IdempotencyKey == "" && len(req.Reply) > 0:
+		return fmt.Errorf("%w: a reply needs an idempotency key", journal.ErrInvalid)
+	}
+	for i := range req.Events {
+		e := &req.Events[i]
+		switch {
+		case e.Type == "":
+			return fmt.Errorf("%w: event %d of %q has an empty type", journal.ErrInvalid, i, req.Stream)
+		case len(e.Type) > 1024 || strings.ContainsAny(e.Type, "\r\n\x00"):
+			return fmt.Errorf("%w: event %d of %q has an invalid type", journal.ErrInvalid, i, req.Stream)
+		case strings.ContainsAny(e.ContentType, "\r\n\x00"):
+			return fmt.Errorf("%w: event %d of %q has an invalid content type", journal.ErrInvalid, i, req.Stream)
+		}
+		for _, t := range e.Tags {
+			if t == "" || len(t) > 1024 || strings.ContainsAny(t, "\r\n\x00") {
+				return fmt.Errorf("%w: event %d of %q has an invalid tag %q", journal.ErrInvalid, i, req.Stream, t)
+			}
+		}
+		for k := range e.Metadata {
+			if k == "" {
+				return fmt.Errorf("%w: event %d of %q has an empty metadata key", journal.ErrInvalid, i, req.Stream)
+			}
+		}
+		if size := eventSize(e); size > s.cfg.MaxEventSize {
+			return &journal.TooLargeError{Stream: req.Stream, Index: i, Size: size, Limit: s.cfg.MaxEventSize}
+		}
+	}
+	return nil
+}
+
+// Append appends atomically; see journal.Store. One append is one atomic
+// batch on its partition's stream: the events and, with a key, the
+// idempotency record, fenced by the stream's last sequence.
+func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.AppendResult, error) {
+	if err := s.validate(&req); err != nil {
+		return journal.AppendResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return journal.AppendResult{}, err
+	}
+	if err := s.check(); err != nil {
+		return journal.AppendResult{}, err
+	}
+	p := s.part(req.Stream)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if req.IdempotencyKey != "" {
+		if r, ok, err := s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil || ok {
+			return r, err
+		}
+	}
+	h, err := s.headOf(ctx, p, req.Stream)
+	if err != nil {
+		return journal.AppendResult{}, err
+	}
+	if h.tombstoned {
+		return journal.AppendResult{}, fmt.Errorf("append to %q: %w", req.Stream, journal.ErrTombstoned)
+	}
+	if req.Expected != journal.ExpectAny && req.Expected != h.seq {
+		return journal.AppendResult{}, &journal.ConflictError{Stream: req.Stream, Expected: req.Expected, Actual: h.seq}
+	}
+	if err := ctx.Err(); err != nil {
+		return journal.AppendResult{}, err
+	}
+	n := len(req.Events)
+	res := journal.AppendResult{
+		FirstSequence: h.seq + 1, LastSequence: h.seq + uint64(n),
+		Partition: p.n, FirstPosition: p.last + 1, LastPosition: p.last + uint64(n),
+	}
+	subject := s.entitySubject(p.n, "e", req.Stream)
+	msgs := make([]*nats.Msg, 0, n+1)
+	for i := range req.Events {
+		e := &req.Events[i]
+		m := nats.NewMsg(subject)
+		seq := strconv.FormatUint(h.seq+1+uint64(i), 10)
+		m.Header.Set(jsbatch.HeaderMsgID, "e."+req.Stream+"."+seq)
+		m.Header.Set(hdrSeq, seq)
+		m.Header.Set(hdrType, e.Type)
+		if e.ContentType != "" {
+			m.Header.Set(hdrContentType, e.ContentType)
+		}
+		for _, t := range e.Tags {
+			m.Header.Add(hdrTag, t)
+		}
+		if len(e.Metadata) > 0 {
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return journal.AppendResult{}, fmt.Errorf("%w: metadata of event %d: %v", journal.ErrInvalid, i, err)
+			}
+			m.Header.Set(hdrMeta, string(b))
+		}
+		m.Data = e.Payload
+		msgs = append(msgs, m)
+	}
+	if req.IdempotencyKey != "" {
+		b, _ := json.Marshal(idemRecord{res.FirstSequence, res.LastSequence, res.FirstPosition, res.LastPosition, req.Reply})
+		m := nats.NewMsg(s.idemSubject(p.n, req.Stream, req.IdempotencyKey))
+		m.Header.Set(jsbatch.HeaderMsgID, "i."+req.Stream+"."+strconv.FormatUint(res.LastSequence, 10))
+		m.Data = b
+		msgs = append(msgs, m)
+	}
+	ack, err := s.publish(ctx, p, msgs)
+	if err != nil {
+		return journal.AppendResult{}, fmt.Errorf("append to %q: %w", req.Stream, err)
+	}
+	if ack.FirstSeq != res.FirstPosition {
+		// The fence makes this impossible; say so loudly if it happens.
+		return journal.AppendResult{}, fmt.Errorf("jsstore: append to %q landed at %d, expected %d", req.Stream, ack.FirstSeq, res.FirstPosition)
+	}
+	p.last = ack.LastSeq
+	p.heads[req.Stream] = head{seq: res.LastSequence}
+	p.advance(res.LastPosition)
+	if req.IdempotencyKey != "" {
+		res.Reply = append([]byte(nil), req.Reply...)
+	}
+	return res, nil
+}
+
+// publish writes one fenced batch and resolves an unknown outcome. The
+// caller holds p.mu. On a conflict (another writer moved the fence) the
+// partition's cache is dropped: what it knew may be stale.
+func (s *Store) publish(ctx context.Context, p *part, msgs []*nats.Msg) (jsbatch.Ack, error) {
+	for attempt := 0; ; attempt++ {
+		ack, err := s.pub.Publish(ctx, p.name, p.last, msgs)
+		if errors.Is(err, jsbatch.ErrUnknownOutcome) || errors.Is(err, jsbatch.ErrDuplicate) {
+			// A timeout is not a failure: ask the leader where the batch is.
+			ack, err = s.pub.Resolve(ctx, p.name, p.last, msgs)
+			if errors.Is(err, jsbatch.ErrNotLanded) && attempt < 3 {
+				continue // the same batch, the same ids: lands once at most
+			}
+		}
+		if errors.Is(err, jsbatch.ErrInFlight) && attempt < 3 {
+			continue
+		}
+		var ce *jsbatch.ConflictError
+		if errors.As(err, &ce) {
+			s.log.Warn("partition fence moved: another writer appended", "stream", p.name, "expected", p.last, "err", err)
+			p.heads = map[string]head{}
+			if last, lerr := s.pub.LastSequence(ctx, p.name); lerr == nil {
+				p.last = last
+			}
+		}
+		return ack, err
+	}
+}
+
+// Idempotent looks up an idempotency key; see journal.Store.
+func (s *Store) Idempotent(ctx context.Context, stream, key string) (journal.AppendResult, bool, error) {
+	if _, _, err := journal.ParseStream(stream); err != nil {
+		return journal.AppendResult{}, false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return journal.AppendResult{}, false, err
+	}
+	if err := s.check(); err != nil {
+		return journal.AppendResult{}, false, err
+	}
+	if key == "" {
+		return journal.AppendResult{}, false, nil
+	}
+	return s.idempotent(ctx, s.part(stream), stream, key)
+}
+
+func (s *Store) idempotent(ctx context.Context, p *part, stream, key string) (journal.AppendResult, bool, error) {
+	m, err := s.lastMsg(ctx, p, s.idemSubject(p.n, stream, key))
+	if err != nil || m == nil {
+		return journal.AppendResult{}, false, err
+	}
+	var r idemRecord
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return journal.AppendResult{}, false, corrupt(stream, 0, m.Sequence, fmt.Errorf("idempotency record: %w", err))
+	}
+	return journal.AppendResult{
+		FirstSequence: r.FirstSequence, LastSequence: r.LastSequence, Partition: p.n,
+		FirstPosition: r.FirstPosition, LastPosition: r.LastPosition, Duplicate: true, Reply: r.Reply,
+	}, true, nil
+}
+
+// Info describes a stream; see journal.Store.
+func (s *Store) Info(ctx context.Context, stream string) (journal.StreamInfo, error) {
+	info := journal.StreamInfo{Stream: stream}
+	if _, _, err := journal.ParseStream(stream); err != nil {
+		return info, err
+	}
+	if err := ctx.Err(); err != nil {
+		return info, err
+	}
+	if err := s.check(); err != nil {
+		return info, err
+	}
+	p := s.part(stream)
+	subject := s.entitySubject(p.n, "e", stream)
+	last, err := s.lastMsg(ctx, p, subject)
+	if err != nil {
+		return info, err
+	}
+	if last != nil {
+		ev, err := s.decodeEvent(p.n, last)
+		if err != nil {
+			return info, err
+		}
+		info.LastSequence, info.Last = ev.Sequence, ev.Time
+		rctx, cancel := s.ctx(ctx)
+		first, err := p.stream.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(subject))
+		if err == nil {
+			info.First = first.Time
+		}
+		si, ierr := p.stream.Info(rctx, jetstream.WithSubjectFilter(subject))
+		cancel()
+		if err := errors.Join(err, ierr); err != nil {
+			return info, fmt.Errorf("jsstore: info of %q: %w", stream, err)
+		}
+		info.Count = si.State.Subjects[subject]
+	}
+	t, err := s.lastMsg(ctx, p, s.entitySubject(p.n, "t", stream))
+	if err != nil {
+		return info, err
+	}
+	info.Tombstoned = t != nil
+	return info, nil
+}
+
+// Streams yields the ids of the streams of one kind ("" for all), in
+// lexical order; see journal.Store.
+func (s *Store) Streams(ctx context.Context, kind string) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		if strings.ContainsAny(kind, "/\x00") {
+			yield("", fmt.Errorf("%w: kind %q", journal.ErrInvalid, kind))
+			return
+		}
+		if err := s.check(); err != nil {
+			yield("", err)
+			return
+		}
+		var ids []string
+		for _, p := range s.parts {
+			filter := s.subject(p.n, "e.>")
+			if kind != "" {
+				filter = s.subject(p.n, "e."+b64.EncodeToString([]byte(kind))+".*")
+			}
+			rctx, cancel := s.ctx(ctx)
+			si, err := p.stream.Info(rctx, jetstream.WithSubjectFilter(filter))
+			cancel()
+			if err != nil {
+				yield("", fmt.Errorf("jsstore: streams of %s: %w", p.name, err))
+				return
+			}
+			for subj := range si.State.Subjects {
+				id, err := s.streamOfSubject(p.n, subj)
+				if err != nil {
+					yield("", corrupt("(partition "+strconv.Itoa(p.n)+")", 0, 0, err))
+					return
+				}
+				ids = append(ids, id)
+			}
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			if !yield(id, nil) {
+				return
+			}
+		}
+	}
+}
+
+// SaveSnapshot stores a snapshot; see journal.Store. It is one message on
+// the stream's snapshot subject, fenced like an append; older ones are
+// purged.
+func (s *Store) SaveSnapshot(ctx context.Context, snap journal.Snapshot) error {
+	if _, _, err := journal.ParseStream(snap.Stream); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if snap.Sequence == 0 {
+		return fmt.Errorf("%w: snapshot of %q at sequence 0", journal.ErrInvalid, snap.Stream)
+	}
+	if len(snap.Data) > s.cfg.MaxSnapshotSize {
+		return &journal.TooLargeError{Stream: snap.Stream, Index: -1, Size: len(snap.Data), Limit: s.cfg.MaxSnapshotSize}
+	}
+	if err := s.check(); err != nil {
+		return err
+	}
+	p := s.part(snap.Stream)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, err := s.headOf(ctx, p, snap.Stream)
+	if err != nil {
+		return err
+	}
+	if h.tombstoned {
+		return fmt.Errorf("snapshot of %q: %w", snap.Stream, journal.ErrTombstoned)
+	}
+	if snap.Sequence > h.seq {
+		return fmt.Errorf("%w: snapshot of %q at sequence %d, beyond its last sequence %d", journal.ErrInvalid, snap.Stream, snap.Sequence, h.seq)
+	}
+	subject := s.entitySubject(p.n, "s", snap.Stream)
+	if old, err := s.lastMsg(ctx, p, subject); err != nil {
+		return err
+	} else if old != nil {
+		if seq, _ := strconv.ParseUint(old.Header.Get(hdrSeq), 10, 64); seq > snap.Sequence {
+			return nil // an older snapshot does not replace a newer one
+		}
+	}
+	m := nats.NewMsg(subject)
+	m.Header.Set(hdrSeq, strconv.FormatUint(snap.Sequence, 10))
+	m.Header.Set(jsbatch.HeaderMsgID, "s."+snap.Stream+"."+strconv.FormatUint(p.last+1, 10))
+	m.Data = snap.Data
+	ack, err := s.publish(ctx, p, []*nats.Msg{m})
+	if err != nil {
+		return fmt.Errorf("snapshot of %q: %w", snap.Stream, err)
+	}
+	p.last = ack.LastSeq
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := p.stream.Purge(rctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeKeep(1)); err != nil {
+		s.log.Warn("could not purge older snapshots", "stream", snap.Stream, "err", err)
+	}
+	return nil
+}
+
+// LoadSnapshot returns a stream's latest snapshot; see journal.Store.
+func (s *Store) LoadSnapshot(ctx context.Context, stream string) (journal.Snapshot, error) {
+	if _, _, err := journal.ParseStream(stream); err != nil {
+		return journal.Snapshot{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return journal.Snapshot{}, err
+	}
+	if err := s.check(); err != nil {
+		return journal.Snapshot{}, err
+	}
+	p := s.part(stream)
+	m, err := s.lastMsg(ctx, p, s.entitySubject(p.n, "s", stream))
+	if err != nil {
+		return journal.Snapshot{}, err
+	}
+	if m == nil {
+		return journal.Snapshot{}, fmt.Errorf("snapshot of %q: %w", stream, journal.ErrNotFound)
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(hdrSeq), 10, 64)
+	if err != nil {
+		return journal.Snapshot{}, corrupt(stream, 0, m.Sequence, fmt.Errorf("snapshot header %s: %w", hdrSeq, err))
+	}
+	return journal.Snapshot{Stream: stream, Sequence: seq, Time: m.Time, Data: m.Data}, nil
+}
+
+// Tombstone closes a stream for good; see journal.Store.
+func (s *Store) Tombstone(ctx context.Context, stream string) error {
+	if _, _, err := journal.ParseStream(stream); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.check(); err != nil {
+		return err
+	}
+	p := s.part(stream)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, err := s.headOf(ctx, p, stream)
+	if err != nil || h.tombstoned {
+		return err
+	}
+	m := nats.NewMsg(s.entitySubject(p.n, "t", stream))
+	m.Header.Set(jsbatch.HeaderMsgID, "t."+stream)
+	m.Data = []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	ack, err := s.publish(ctx, p, []*nats.Msg{m})
+	if err != nil {
+		return fmt.Errorf("tombstone %q: %w", stream, err)
+	}
+	p.last = ack.LastSeq
+	h.tombstoned = true
+	p.heads[stream] = h
+	return nil
+}
+
+// Stats summarises the store; see journal.Store.
+func (s *Store) Stats(ctx context.Context) (journal.Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return journal.Stats{}, err
+	}
+	if err := s.check(); err != nil {
+		return journal.Stats{}, err
+	}
+	st := journal.Stats{Heads: make([]uint64, len(s.parts))}
+	for _, p := range s.parts {
+		rctx, cancel := s.ctx(ctx)
+		si, err := p.stream.Info(rctx, jetstream.WithSubjectFilter(s.subject(p.n, "e.>")))
+		cancel()
+		if err != nil {
+			return journal.Stats{}, fmt.Errorf("jsstore: stats of %s: %w", p.name, err)
+		}
+		st.Streams += uint64(len(si.State.Subjects))
+		for _, c := range si.State.Subjects {
+			st.Events += c
+		}
+		st.Heads[p.n] = p.lastEvent.Load()
+	}
+	return st, nil
+}
