@@ -21,7 +21,10 @@ type Event struct {
 	// (Store.PartitionOf). A single node's log has one partition, 0.
 	Partition int
 	// Position is the event's position in its partition of the log, from
-	// 1, gap-free, in commit order.
+	// 1, strictly increasing in commit order. The Badger store's positions
+	// are gap-free; the JetStream store's skip the sequences of its own
+	// records (idempotency, snapshots, tombstones), so a difference of
+	// positions is an upper bound of the events between them.
 	Position uint64
 	// Time is the commit time.
 	Time time.Time
@@ -121,9 +124,10 @@ type Stats struct {
 // closed; they read a consistent snapshot taken when iteration starts.
 //
 // The log is divided into Partitions() partitions: every stream belongs to
-// one (PartitionOf), and each partition orders its events with gap-free
-// positions. There is no order between partitions. A single node's log
-// has one partition; in a cluster each partition is a replicated stream.
+// one (PartitionOf), and each partition orders its events with strictly
+// increasing positions (gap-free in the Badger store). There is no order
+// between partitions. A single node's log has one partition; in a cluster
+// each partition is a replicated stream.
 type Store interface {
 	// Append atomically appends events to one stream. If ctx ends before
 	// the store has taken the append, nothing is written and ctx.Err() is
