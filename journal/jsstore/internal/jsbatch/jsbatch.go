@@ -93,6 +93,10 @@ type Publisher struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	cfg Config
+
+	// beforeCommit, when set (by tests), runs after the staged messages
+	// are sent and before the commit.
+	beforeCommit func()
 }
 
 // New returns a Publisher on nc, which the caller owns and closes.
@@ -176,6 +180,9 @@ func (p *Publisher) Publish(ctx context.Context, stream string, expected uint64,
 		if err := p.nc.PublishMsg(m); err != nil {
 			return Ack{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
+	}
+	if p.beforeCommit != nil {
+		p.beforeCommit()
 	}
 	if err := ctx.Err(); err != nil {
 		return Ack{}, fmt.Errorf("%w: before the commit: %w", ErrUnavailable, err)

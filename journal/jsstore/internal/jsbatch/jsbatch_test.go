@@ -302,11 +302,16 @@ func TestRetryLandedBatch(t *testing.T) {
 // never a prefix.
 func TestServerStoppedMidway(t *testing.T) {
 	for _, c := range []struct {
-		on   string
-		skip bool
-	}{{"leader", false}, {"follower", true}} {
+		on     string
+		skip   bool
+		staged bool // stop the leader once batch 5 is staged, before its commit
+	}{{"leader", false, false}, {"follower", true, false}, {"leader", false, true}, {"follower", false, true}} {
 		on := c.on
-		t.Run(fmt.Sprintf("client on the %s, SkipFirstAck %v", c.on, c.skip), func(t *testing.T) {
+		name := fmt.Sprintf("client on the %s, SkipFirstAck %v", c.on, c.skip)
+		if c.staged {
+			name = fmt.Sprintf("client on the %s, stopped between staging and commit", c.on)
+		}
+		t.Run(name, func(t *testing.T) {
 			s := start(t, "r3")
 			ctx := testCtx(t, 60*time.Second)
 			admin := newPublisher(t, s.connect(0), Config{})
@@ -337,12 +342,25 @@ func TestServerStoppedMidway(t *testing.T) {
 				landed   int
 			)
 			stopAt := make(chan struct{})
+			stopped := make(chan struct{})
 			done := make(chan error, 1)
+			cur := -1 // the batch being published, for the hook
+			if c.staged {
+				p.beforeCommit = func() {
+					if cur == 5 && stopAt != nil {
+						close(stopAt)
+						stopAt = nil
+						<-stopped
+					}
+				}
+			}
+			stopSignal := stopAt
 			go func() {
 				done <- func() error {
 					var last uint64
 					for b := 0; b < want; b++ {
-						if b == 5 {
+						cur = b
+						if b == 5 && !c.staged {
 							close(stopAt)
 						}
 						msgs := batchOf("s", fmt.Sprintf("b%03d", b), n)
@@ -385,11 +403,12 @@ func TestServerStoppedMidway(t *testing.T) {
 				}()
 			}()
 			select {
-			case <-stopAt:
+			case <-stopSignal:
 			case err := <-done:
 				t.Fatalf("writer ended early: %v", err)
 			}
 			s.c.Stop(leader)
+			close(stopped)
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
