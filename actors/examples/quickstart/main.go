@@ -3,7 +3,7 @@
 // query, a reactor, a durable timer and a topic subscriber.
 //
 //	go run ./actors/examples/quickstart --data-dir /tmp/qs
-//	curl -s localhost:8081/troupe.v1.CommandService/Send -H 'Content-Type: application/json' \
+//	curl -s localhost:8090/troupe.v1.CommandService/Send -H 'Content-Type: application/json' \
 //	  -d '{"kind":"order","id":"o-1","type":"Place","payload":{"item":"book","qty":1}}'
 package main
 
@@ -40,8 +40,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*node.
 	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "./data-quickstart", "journal, read models and NATS storage")
-	httpAddr := fs.String("http", "127.0.0.1:8081", "API address (port 0: any free port)")
-	natsPort := fs.Int("nats-port", 4223, "NATS client port on 127.0.0.1 (-1: any free port)")
+	httpAddr := fs.String("http", "127.0.0.1:8090", "API address (port 0: any free port)")
+	natsPort := fs.Int("nats-port", 4290, "NATS client port on 127.0.0.1 (-1: any free port)")
 	pluginDir := fs.String("plugins", "", "directory of Wasm plugins (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
