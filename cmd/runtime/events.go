@@ -12,12 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/cluster/node"
+	"github.com/troupe-dev/troupe/cluster/node/dashboard"
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
@@ -339,38 +339,9 @@ func (p *printer) row(cells ...string) {
 	fmt.Fprintln(p.w, strings.TrimRight(b.String(), " "))
 }
 
-// eventJSON is the JSON line of one event: the payload appears as the JSON
-// it was appended as (or as a string when it is not JSON).
-type eventJSON struct {
-	Stream   string            `json:"stream"`
-	Sequence uint64            `json:"sequence"`
-	Position uint64            `json:"position"`
-	Time     string            `json:"time"`
-	Type     string            `json:"type"`
-	Payload  json.RawMessage   `json:"payload,omitempty"`
-	Tags     []string          `json:"tags,omitempty"`
-	Metadata map[string]string `json:"metadata,omitempty"`
-}
-
-func payloadJSON(p []byte) json.RawMessage {
-	if len(p) == 0 {
-		return nil
-	}
-	if json.Valid(p) {
-		return p
-	}
-	if utf8.Valid(p) {
-		b, _ := json.Marshal(string(p))
-		return b
-	}
-	b, _ := json.Marshal(p) // base64
-	return b
-}
-
 func (p *printer) print(ev journal.Event) {
-	ts := ev.Time.UTC().Format(time.RFC3339Nano)
 	if !p.table {
-		b, _ := json.Marshal(eventJSON{ev.Stream, ev.Sequence, ev.Position, ts, ev.Type, payloadJSON(ev.Payload), ev.Tags, ev.Metadata})
+		b, _ := json.Marshal(dashboard.NewEventJSON(ev))
 		fmt.Fprintln(p.w, string(b))
 		return
 	}
@@ -383,7 +354,7 @@ func (p *printer) print(ev journal.Event) {
 		p.header = true
 	}
 	p.row(strconv.FormatUint(ev.Position, 10), ev.Stream, strconv.FormatUint(ev.Sequence, 10),
-		ev.Time.UTC().Format("2006-01-02T15:04:05.000000000Z"), ev.Type, string(payloadJSON(ev.Payload)))
+		ev.Time.UTC().Format("2006-01-02T15:04:05.000000000Z"), ev.Type, string(dashboard.PayloadJSON(ev.Payload)))
 }
 
 // flush is a no-op kept for the callers: rows are written as printed.

@@ -5,17 +5,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/troupe-dev/troupe/cluster/node/dashboard"
 )
 
 // decodeLines decodes `troupe events` JSON lines.
-func decodeLines(t *testing.T, out string) []eventJSON {
+func decodeLines(t *testing.T, out string) []dashboard.EventJSON {
 	t.Helper()
-	var evs []eventJSON
+	var evs []dashboard.EventJSON
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
 			continue
 		}
-		var e eventJSON
+		var e dashboard.EventJSON
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/actors/topics"
+	"github.com/troupe-dev/troupe/cluster/node/dashboard"
 )
 
 type natsFlags struct {
@@ -151,7 +152,7 @@ func newSubscribeCmd() *cobra.Command {
 							Topic  string              `json:"topic"`
 							Header map[string][]string `json:"header,omitempty"`
 							Data   json.RawMessage     `json:"data"`
-						}{m.Subject, m.Header, payloadJSON(m.Data)})
+						}{m.Subject, m.Header, dashboard.PayloadJSON(m.Data)})
 						fmt.Fprintln(out, string(b))
 					} else {
 						fmt.Fprintf(out, "[%s] %s\n", m.Subject, m.Data)

@@ -188,7 +188,7 @@ func (h *Handler) loadAssets() error {
 		"uptime":    func(t time.Time) string { return formatUptime(h.now().Sub(t)) },
 		"stamp":     func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
 		"short":     func(s string) string { return s[:min(len(s), 12)] },
-		"payload":   func(b []byte) string { return string(payloadJSON(b)) },
+		"payload":   func(b []byte) string { return string(PayloadJSON(b)) },
 		"meta":      formatMeta,
 		"maxu":      func(a, b uint64) uint64 { return max(a, b) },
 		"mod8":      func(i int) int { return i % 8 },
@@ -512,7 +512,7 @@ func (h *Handler) entity(ctx context.Context, kind, id string, from uint64, limi
 	}
 	var lines strings.Builder
 	for _, ev := range events {
-		b, _ := json.Marshal(newEventJSON(ev))
+		b, _ := json.Marshal(NewEventJSON(ev))
 		lines.Write(b)
 		lines.WriteByte('\n')
 	}
@@ -586,7 +586,7 @@ type entityJSON struct {
 	// StateSequence is the sequence the state reflects.
 	StateSequence uint64      `json:"state_sequence,omitempty"`
 	StateError    string      `json:"state_error,omitempty"`
-	Events        []eventJSON `json:"events"`
+	Events        []EventJSON `json:"events"`
 }
 
 func (h *Handler) serveEntityJSON(w http.ResponseWriter, r *http.Request) {
@@ -613,12 +613,12 @@ func (h *Handler) serveEntityJSON(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := entityJSON{Stream: v.Stream, Sequence: v.Info.LastSequence, Count: v.Info.Count,
-		StateSequence: v.StateSequence, StateError: v.StateError, Events: []eventJSON{}}
+		StateSequence: v.StateSequence, StateError: v.StateError, Events: []EventJSON{}}
 	if v.State != "" {
 		out.State = json.RawMessage(v.State)
 	}
 	for _, ev := range v.Events {
-		out.Events = append(out.Events, newEventJSON(ev))
+		out.Events = append(out.Events, NewEventJSON(ev))
 	}
 	h.writeJSON(w, http.StatusOK, out)
 }

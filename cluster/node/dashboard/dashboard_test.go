@@ -438,7 +438,7 @@ func TestTail(t *testing.T) {
 			s := openTail(t, ctx, srv.URL+"/ui/api/tail?"+tt.query, h)
 			for _, w := range tt.want {
 				m := s.next(t, 5*time.Second)
-				var ev eventJSON
+				var ev EventJSON
 				if err := json.Unmarshal([]byte(m.data), &ev); err != nil {
 					t.Fatalf("data %q: %v", m.data, err)
 				}
@@ -591,9 +591,9 @@ func TestFormat(t *testing.T) {
 		{formatUptime(90 * time.Minute), "1h 30m"},
 		{formatUptime(50 * time.Hour), "2d 2h"},
 		{formatUptime(61 * time.Second), "1m 1s"},
-		{string(payloadJSON([]byte(`{"a":1}`))), `{"a":1}`},
-		{string(payloadJSON([]byte("plain"))), `"plain"`},
-		{string(payloadJSON([]byte{0xff, 0})), `"/wA="`},
+		{string(PayloadJSON([]byte(`{"a":1}`))), `{"a":1}`},
+		{string(PayloadJSON([]byte("plain"))), `"plain"`},
+		{string(PayloadJSON([]byte{0xff, 0})), `"/wA="`},
 		{shellQuote("account/acc-1"), "account/acc-1"},
 		{shellQuote("account/it's"), `'account/it'\''s'`},
 		{formatMeta(map[string]string{"b": "2", "a": "1"}), "a=1 b=2"},

@@ -13,27 +13,31 @@ import (
 	"github.com/troupe-dev/troupe/journal"
 )
 
-// eventJSON is one event as `troupe events replay` and `troupe events tail`
-// print it (their default, JSON, format): the entity page's JSON lines and
-// each message of the live tail are exactly these.
-type eventJSON struct {
-	Stream   string            `json:"stream"`
-	Sequence uint64            `json:"sequence"`
-	Position uint64            `json:"position"`
-	Time     string            `json:"time"`
-	Type     string            `json:"type"`
-	Payload  json.RawMessage   `json:"payload,omitempty"`
-	Tags     []string          `json:"tags,omitempty"`
-	Metadata map[string]string `json:"metadata,omitempty"`
+// EventJSON is one event as `troupe events replay` and `troupe events tail`
+// print it (their default, JSON, format) and as the dashboard shows it: the
+// entity page's JSON lines and each message of the live tail. One type, so
+// that the CLI and the dashboard cannot drift apart.
+type EventJSON struct {
+	Stream   string `json:"stream"`
+	Sequence uint64 `json:"sequence"`
+	// Partition is omitted for partition 0 (a single node's only one).
+	Partition int               `json:"partition,omitempty"`
+	Position  uint64            `json:"position"`
+	Time      string            `json:"time"`
+	Type      string            `json:"type"`
+	Payload   json.RawMessage   `json:"payload,omitempty"`
+	Tags      []string          `json:"tags,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
 }
 
-func newEventJSON(ev journal.Event) eventJSON {
-	return eventJSON{ev.Stream, ev.Sequence, ev.Position, ev.Time.UTC().Format(time.RFC3339Nano), ev.Type, payloadJSON(ev.Payload), ev.Tags, ev.Metadata}
+// NewEventJSON is ev as an EventJSON.
+func NewEventJSON(ev journal.Event) EventJSON {
+	return EventJSON{ev.Stream, ev.Sequence, ev.Partition, ev.Position, ev.Time.UTC().Format(time.RFC3339Nano), ev.Type, PayloadJSON(ev.Payload), ev.Tags, ev.Metadata}
 }
 
-// payloadJSON shows a payload as the JSON it was appended as, or as a JSON
+// PayloadJSON shows a payload as the JSON it was appended as, or as a JSON
 // string when it is text, or base64 when it is neither.
-func payloadJSON(p []byte) json.RawMessage {
+func PayloadJSON(p []byte) json.RawMessage {
 	if len(p) == 0 {
 		return nil
 	}

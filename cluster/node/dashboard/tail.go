@@ -177,7 +177,7 @@ func (h *Handler) serveTail(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			sent++
-			b, _ := json.Marshal(newEventJSON(ev))
+			b, _ := json.Marshal(NewEventJSON(ev))
 			fmt.Fprintf(&buf, "id: %d\ndata: %s\n\n", ev.Position, b)
 			if !write() {
 				return
