@@ -62,3 +62,33 @@ func conformance(t *testing.T, servers, replicas, partitions int) {
 func TestConformanceOneServer(t *testing.T) { conformance(t, 1, 1, 4) }
 
 func TestConformanceThreeServersR3(t *testing.T) { conformance(t, 3, 3, 2) }
+
+// Stream ids may hold any bytes but NUL: they become subject tokens and
+// message ids, so they must survive both.
+func TestOddStreamIDs(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx := context.Background()
+	st, err := jsstore.Open(ctx, jsstore.Config{Conn: c.Connect(0), Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, id := range []string{"a.b", "a b", "x\r\ny", "x\r\nz", "*", ">", "ü/ß", "%2E"} {
+		stream := journal.StreamID("odd", id)
+		r, err := st.Append(ctx, journal.AppendRequest{Stream: stream, Events: []journal.Event{{Type: "E", Payload: []byte(id)}}, IdempotencyKey: "k"})
+		if err != nil {
+			t.Fatalf("append to %q: %v", stream, err)
+		}
+		evs := journaltest.Collect(t, st.Read(ctx, stream, 0, 0))
+		if len(evs) != 1 || evs[0].Stream != stream || string(evs[0].Payload) != id || evs[0].Position != r.LastPosition {
+			t.Fatalf("read back %q: %+v", stream, evs)
+		}
+		if again, err := st.Append(ctx, journal.AppendRequest{Stream: stream, Events: []journal.Event{{Type: "E"}}, IdempotencyKey: "k"}); err != nil || !again.Duplicate {
+			t.Fatalf("repeat to %q: %+v, %v", stream, again, err)
+		}
+	}
+	got := journaltest.Collect(t, st.Streams(ctx, "odd"))
+	if len(got) != 8 {
+		t.Fatalf("Streams(odd) = %q", got)
+	}
+}

@@ -28,6 +28,12 @@ type idemRecord struct {
 	Reply         []byte `json:"r,omitempty"`
 }
 
+// msgID is a record's deterministic Nats-Msg-Id. The stream id is
+// base64url-encoded: ids may hold bytes a header value cannot (a newline).
+func msgID(typ, stream, n string) string {
+	return typ + "." + b64.EncodeToString([]byte(stream)) + "." + n
+}
+
 // eventSize estimates an event's size as the store writes it (headers
 // and payload).
 func eventSize(e *journal.Event) int {
@@ -127,7 +133,7 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 		e := &req.Events[i]
 		m := nats.NewMsg(subject)
 		seq := strconv.FormatUint(h.seq+1+uint64(i), 10)
-		m.Header.Set(jsbatch.HeaderMsgID, "e."+req.Stream+"."+seq)
+		m.Header.Set(jsbatch.HeaderMsgID, msgID("e", req.Stream, seq))
 		m.Header.Set(hdrSeq, seq)
 		m.Header.Set(hdrType, e.Type)
 		if e.ContentType != "" {
@@ -149,7 +155,7 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 	if req.IdempotencyKey != "" {
 		b, _ := json.Marshal(idemRecord{res.FirstSequence, res.LastSequence, res.FirstPosition, res.LastPosition, req.Reply})
 		m := nats.NewMsg(s.idemSubject(p.n, req.Stream, req.IdempotencyKey))
-		m.Header.Set(jsbatch.HeaderMsgID, "i."+req.Stream+"."+strconv.FormatUint(res.LastSequence, 10))
+		m.Header.Set(jsbatch.HeaderMsgID, msgID("i", req.Stream, strconv.FormatUint(res.LastSequence, 10)))
 		m.Data = b
 		msgs = append(msgs, m)
 	}
@@ -359,7 +365,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap journal.Snapshot) error {
 	}
 	m := nats.NewMsg(subject)
 	m.Header.Set(hdrSeq, strconv.FormatUint(snap.Sequence, 10))
-	m.Header.Set(jsbatch.HeaderMsgID, "s."+snap.Stream+"."+strconv.FormatUint(p.last+1, 10))
+	m.Header.Set(jsbatch.HeaderMsgID, msgID("s", snap.Stream, strconv.FormatUint(p.last+1, 10)))
 	m.Data = snap.Data
 	ack, err := s.publish(ctx, p, []*nats.Msg{m})
 	if err != nil {
@@ -419,7 +425,7 @@ func (s *Store) Tombstone(ctx context.Context, stream string) error {
 		return err
 	}
 	m := nats.NewMsg(s.entitySubject(p.n, "t", stream))
-	m.Header.Set(jsbatch.HeaderMsgID, "t."+stream)
+	m.Header.Set(jsbatch.HeaderMsgID, msgID("t", stream, ""))
 	m.Data = []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	ack, err := s.publish(ctx, p, []*nats.Msg{m})
 	if err != nil {
