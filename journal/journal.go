@@ -246,6 +246,58 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
+// ErrNotOwner is matched (errors.Is) by the errors of writes to a
+// partition this store does not own: *NotOwnerError and *FencedError. Such
+// a write did not happen; the caller forwards it to the owner or retries
+// once ownership is settled.
+var ErrNotOwner = errors.New("journal: not the partition's owner")
+
+// ErrFenced is matched (errors.Is) by *FencedError; it wraps ErrNotOwner.
+var ErrFenced = fmt.Errorf("%w: fenced by a newer owner", ErrNotOwner)
+
+// NotOwnerError reports a write to a partition the store has not acquired
+// (a store that requires ownership, such as the JetStream store in a
+// cluster). Nothing was written.
+type NotOwnerError struct {
+	Partition int
+}
+
+func (e *NotOwnerError) Error() string {
+	return fmt.Sprintf("journal: partition %d is not owned here (not acquired, or released)", e.Partition)
+}
+
+// Is makes errors.Is(err, ErrNotOwner) hold.
+func (e *NotOwnerError) Is(target error) bool { return target == ErrNotOwner }
+
+// FencedError reports that another owner took a partition over (a newer
+// epoch's takeover marker, or another writer's records, moved the fence
+// of the replicated log) while this store held it: the write that found
+// out did not happen, and the store no longer owns the partition. It
+// matches ErrFenced and ErrNotOwner.
+type FencedError struct {
+	Partition int
+	// Epoch is the epoch this store held the partition under.
+	Epoch uint64
+	// By is the holder named by the newer takeover marker ("" if unknown).
+	By string
+	// ByEpoch is the newer marker's epoch (0 if unknown).
+	ByEpoch uint64
+}
+
+func (e *FencedError) Error() string {
+	by := "another writer"
+	if e.By != "" {
+		by = fmt.Sprintf("%q", e.By)
+	}
+	if e.ByEpoch != 0 {
+		by += fmt.Sprintf(" at epoch %d", e.ByEpoch)
+	}
+	return fmt.Sprintf("journal: partition %d: fenced: %s took it over from epoch %d; the write did not happen", e.Partition, by, e.Epoch)
+}
+
+// Is makes errors.Is(err, ErrFenced) and errors.Is(err, ErrNotOwner) hold.
+func (e *FencedError) Is(target error) bool { return target == ErrFenced || target == ErrNotOwner }
+
 // StreamID joins a kind and an id into a stream id.
 func StreamID(kind, id string) string { return kind + "/" + id }
 

@@ -14,4 +14,19 @@
 //
 //	st, err := jsstore.Open(ctx, jsstore.Config{Conn: nc, Partitions: 16, Replicas: 3})
 //	res, err := st.Append(ctx, journal.AppendRequest{Stream: "account/1", Events: evs})
+//
+// # Ownership
+//
+// In a cluster the holder of a shard's lease is the only writer of its
+// partition. With Config.RequireOwnership, writes to a partition fail
+// with *journal.NotOwnerError until the Store acquires it under the
+// lease's epoch; Acquire appends a takeover marker fenced by the stream's
+// last sequence, so the previous owner's next write fails with
+// *journal.FencedError (it did not happen; Config.OnFenced is told).
+//
+//	fence, err := st.Acquire(ctx, shard, lease.Epoch, nodeID)
+//	...
+//	var fe *journal.FencedError
+//	if errors.As(err, &fe) { /* lost the shard: stop serving it */ }
+//	st.Release(shard) // on a handoff
 package jsstore

@@ -54,6 +54,18 @@ type Config struct {
 	MaxAppendEvents int
 	// MaxSnapshotSize caps a snapshot's data. Default 1 MiB.
 	MaxSnapshotSize int
+	// RequireOwnership makes writes (Append, SaveSnapshot, Tombstone) to a
+	// partition this Store has not acquired (Acquire) fail at once with
+	// *journal.NotOwnerError. A cluster sets it: a partition's owner, the
+	// holder of its lease, is its only writer. Default false: every
+	// partition is written by this Store, fenced by the stream's last
+	// sequence (a single writer, or tests).
+	RequireOwnership bool
+	// OnFenced, if set, is called once, on its own goroutine, when this
+	// Store loses a partition it had acquired because another writer (a
+	// newer owner's takeover marker) moved the stream's fence. Close waits
+	// for it to return.
+	OnFenced func(partition int)
 	// Logger receives the store's logs. Default: discarded.
 	Logger *slog.Logger
 }
@@ -149,6 +161,7 @@ type Store struct {
 
 	closed  atomic.Bool
 	closing chan struct{}
+	wg      sync.WaitGroup // OnFenced calls
 }
 
 // part is one partition: its stream and what its owner knows of it.
@@ -160,6 +173,7 @@ type part struct {
 	mu        sync.Mutex // serialises writes: the fence admits one at a time
 	last      uint64     // the stream's last sequence (the fence)
 	heads     map[string]head
+	own       ownership
 	lastEvent atomic.Uint64
 
 	nmu    sync.Mutex
@@ -330,6 +344,7 @@ func (s *Store) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
 		close(s.closing)
 	}
+	s.wg.Wait()
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/journaltest"
@@ -13,7 +15,9 @@ import (
 
 // conformance runs the journal conformance suite on the store over a
 // cluster of servers; every test opens its own streams (a prefix each).
-func conformance(t *testing.T, servers, replicas, partitions int) {
+// With owned, the store requires ownership and acquires every partition
+// (after a reopen too, with the same epoch and holder).
+func conformance(t *testing.T, servers, replicas, partitions int, owned bool) {
 	c := bustest.Start(t, servers)
 	nc := c.Connect(0)
 	n := 0
@@ -27,13 +31,21 @@ func conformance(t *testing.T, servers, replicas, partitions int) {
 		// Right after the cluster forms, the meta leader may not know
 		// every peer yet ("no suitable peers"): retry, bounded.
 		for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
-			st, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: prefix, Partitions: partitions, Replicas: replicas})
+			st, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: prefix, Partitions: partitions, Replicas: replicas, RequireOwnership: owned})
 			if err == nil {
 				break
 			}
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		for p := range partitions {
+			if !owned {
+				break
+			}
+			if _, err := st.Acquire(ctx, p, 1, "suite"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		t.Cleanup(func() { st.Close() })
 		return st
@@ -59,9 +71,13 @@ func conformance(t *testing.T, servers, replicas, partitions int) {
 	})
 }
 
-func TestConformanceOneServer(t *testing.T) { conformance(t, 1, 1, 4) }
+func TestConformanceOneServer(t *testing.T) { conformance(t, 1, 1, 4, false) }
 
-func TestConformanceThreeServersR3(t *testing.T) { conformance(t, 3, 3, 2) }
+func TestConformanceThreeServersR3(t *testing.T) { conformance(t, 3, 3, 2, false) }
+
+func TestConformanceOwnedOneServer(t *testing.T) { conformance(t, 1, 1, 4, true) }
+
+func TestConformanceOwnedThreeServersR3(t *testing.T) { conformance(t, 3, 3, 2, true) }
 
 // Stream ids may hold any bytes but NUL: they become subject tokens and
 // message ids, so they must survive both.
@@ -92,3 +108,5 @@ func TestOddStreamIDs(t *testing.T) {
 		t.Fatalf("Streams(odd) = %q", got)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -104,6 +104,9 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 	p := s.part(req.Stream)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := s.writable(p); err != nil {
+		return journal.AppendResult{}, err
+	}
 	if req.IdempotencyKey != "" {
 		if r, ok, err := s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil || ok {
 			return r, err
@@ -177,8 +180,9 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 }
 
 // publish writes one fenced batch and resolves an unknown outcome. The
-// caller holds p.mu. On a conflict (another writer moved the fence) the
-// partition's cache is dropped: what it knew may be stale.
+// caller holds p.mu. On a conflict (another writer moved the fence) an
+// owned partition is lost (*journal.FencedError); an unowned one drops
+// its cache and re-reads the fence, since what it knew may be stale.
 func (s *Store) publish(ctx context.Context, p *part, msgs []*nats.Msg) (jsbatch.Ack, error) {
 	for attempt := 0; ; attempt++ {
 		ack, err := s.pub.Publish(ctx, p.name, p.last, msgs)
@@ -191,6 +195,10 @@ func (s *Store) publish(ctx context.Context, p *part, msgs []*nats.Msg) (jsbatch
 		}
 		if errors.Is(err, jsbatch.ErrInFlight) && attempt < 3 {
 			continue
+		}
+		if fenceErr(err) && p.own.owned {
+			// Never refresh and carry on: a newer owner took over.
+			return ack, s.fenced(ctx, p, err)
 		}
 		var ce *jsbatch.ConflictError
 		if errors.As(err, &ce) {
@@ -345,6 +353,9 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap journal.Snapshot) error {
 	p := s.part(snap.Stream)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := s.writable(p); err != nil {
+		return err
+	}
 	h, err := s.headOf(ctx, p, snap.Stream)
 	if err != nil {
 		return err
@@ -420,6 +431,9 @@ func (s *Store) Tombstone(ctx context.Context, stream string) error {
 	p := s.part(stream)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := s.writable(p); err != nil {
+		return err
+	}
 	h, err := s.headOf(ctx, p, stream)
 	if err != nil || h.tombstoned {
 		return err
