@@ -16,7 +16,7 @@ const (
 	ExportGlobal = "troupe:fuel"
 	// Version changes whenever Instrument's output for the same input
 	// changes: it belongs in the key of any cache of instrumented modules.
-	Version = 2
+	Version = 3
 )
 
 var (
@@ -70,7 +70,7 @@ type module struct {
 	sections []section
 
 	types           uint32   // entries in the type section
-	typeParams      []uint32 // parameter count of each type
+	typeParams      [][]byte // parameter types of each type, one byte each
 	funcTypes       []uint32 // type of each defined function
 	importedFuncs   uint32
 	importedGlobals uint32
@@ -234,23 +234,22 @@ func vecLen(body []byte) (uint32, error) {
 
 // checkTypes checks the shape of the type section (function types whose
 // parameter and result lists fit in the section) and returns its length
-// and each type's parameter count.
-func checkTypes(body []byte) (uint32, []uint32, error) {
+// and each type's parameter types.
+func checkTypes(body []byte) (uint32, [][]byte, error) {
 	n, err := vecLen(body)
 	if err != nil {
 		return 0, nil, err
 	}
 	r := &reader{b: body}
 	r.u32()
-	params := make([]uint32, 0, n)
+	params := make([][]byte, 0, n)
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		if form := r.byte(); form != 0x60 && r.err == nil {
 			return 0, nil, fmt.Errorf("%w: type %d: form 0x%02x", ErrUnsupported, i, form)
 		}
-		np := r.u32()
-		r.bytes(np)      // parameter types, one byte each
-		r.bytes(r.u32()) // result types
-		params = append(params, np)
+		ps := r.bytes(r.u32()) // parameter types, one byte each
+		r.bytes(r.u32())       // result types
+		params = append(params, ps)
 	}
 	if r.err == nil && r.off != len(body) {
 		r.err = errTrailing

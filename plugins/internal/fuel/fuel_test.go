@@ -300,6 +300,50 @@ func TestCostBoundsInstructions(t *testing.T) {
 	}
 }
 
+// TestRefuelKeepsState: a refuel in the middle of a loop changes nothing
+// the guest computes. With one unit of fuel per refuel, nearly every
+// checkpoint takes the slow path (copies of the loop's locals of every
+// type, the call, the restart of the iteration, or the merge shape of a
+// loop with block parameters), and a region costs more than a whole chunk,
+// which must still make progress. mix(n) must equal the unmetered result.
+func TestRefuelKeepsState(t *testing.T) {
+	wasm := wat(t, "plugins/internal/fuel/testdata/refuel.wat")
+	metered := instrument(t, wasm)
+	ctx := context.Background()
+	for _, chunk := range []int64{1, 7, 1 << 20} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) {
+			m := &meter{chunk: chunk, limit: 1 << 30}
+			rt := newRuntime(t, m)
+			orig, err := rt.InstantiateWithConfig(ctx, wasm, wazero.NewModuleConfig().WithName("orig"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mod, err := rt.InstantiateWithConfig(ctx, metered, wazero.NewModuleConfig().WithName("metered"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []uint64{0, 1, 5, 1000} {
+				want, err := orig.ExportedFunction("mix").Call(ctx, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fuelGlobal(t, mod).Set(uint64(chunk))
+				before := m.refuels
+				got, err := mod.ExportedFunction("mix").Call(ctx, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got[0] != want[0] {
+					t.Errorf("n=%d: mix = %#x, want %#x", n, got[0], want[0])
+				}
+				if refuels := m.refuels - before; chunk == 1 && refuels < int(n) {
+					t.Errorf("n=%d: %d refuels, want at least one per iteration", n, refuels)
+				}
+			}
+		})
+	}
+}
+
 // TestRejects: what Instrument refuses, with which error.
 func TestRejects(t *testing.T) {
 	good := watBytes(t, []byte(`(module (func (export "f")))`))

@@ -21,7 +21,8 @@ import (
 func FuzzInstrument(f *testing.F) {
 	f.Add([]byte("\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00\x07\x05\x01\x01f\x00\x00\x0a\x04\x01\x02\x00\x0b"))
 	matches, _ := filepath.Glob(filepath.Join(repoRoot(), "plugins", "testdata", "*.wat"))
-	matches = append(matches, filepath.Join(repoRoot(), "plugins", "internal", "fuel", "testdata", "allops.wat"))
+	matches = append(matches, filepath.Join(repoRoot(), "plugins", "internal", "fuel", "testdata", "allops.wat"),
+		filepath.Join(repoRoot(), "plugins", "internal", "fuel", "testdata", "refuel.wat"))
 	for _, m := range matches {
 		f.Add(wat(f, strings.TrimPrefix(m, repoRoot()+"/"), "--enable-threads", "--enable-tail-call"))
 	}
