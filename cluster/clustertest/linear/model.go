@@ -111,7 +111,8 @@ type Output struct {
 	// Balance is the reply's balance (OK), or the balance an
 	// insufficient-funds rejection names when BalanceKnown.
 	Balance int64
-	// BalanceKnown is set for OK, and for InsufficientFunds when the
+	// BalanceKnown is set for OK when the reply carried a balance (the
+	// model checks it then), and for InsufficientFunds when the
 	// rejection's message named the balance.
 	BalanceKnown bool
 	Reason       Reason
@@ -199,7 +200,7 @@ func modelStep(s state, in Input, out Output) (bool, state) {
 	case Unknown:
 		return true, next
 	case OK:
-		return want.Result == OK && want.Balance == out.Balance, next
+		return want.Result == OK && (!out.BalanceKnown || want.Balance == out.Balance), next
 	case Rejected:
 		switch out.Reason {
 		case InsufficientFunds:
