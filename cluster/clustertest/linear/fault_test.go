@@ -24,11 +24,11 @@ import (
 type fault int
 
 const (
-	honest      fault = iota
-	doubleApply       // a retry is applied again (keys and refs ignored)
-	staleRead         // a read answers the balance before the last write
-	lostWrite         // every 5th write is acknowledged but not applied
-	phantomWrite      // every 5th write is applied, and the client told it was rejected
+	honest       fault = iota
+	doubleApply        // a retry is applied again (keys and refs ignored)
+	staleRead          // a read answers the balance before the last write
+	lostWrite          // every 5th write is acknowledged but not applied
+	phantomWrite       // every 5th write is applied, and the client told it was rejected
 )
 
 // fakeBank serves CommandService.Send for accounts with the bank's rules,
