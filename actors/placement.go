@@ -30,7 +30,9 @@ type Placement interface {
 
 // Forwarder sends a command to the node that owns its entity, and returns
 // that node's outcome or error, as if the command had been sent there. The
-// receiving node hands the command to Runtime.SendForwarded. external
+// receiving node hands the command to Runtime.SendForwarded. owner is the
+// owner the placement names, or "" while the shard moves: the forwarder
+// then waits (bounded by ctx) for the shard to be served again. external
 // tells whether the command came from a client (commands registered with
 // HandleInternal are refused) or from trusted code such as a reactor.
 //
@@ -49,7 +51,13 @@ type NotOwnerError struct {
 	Shard    int
 	// Owner is the node that owns the shard, or "" while it moves.
 	Owner string
+	// Err is the journal's refusal when the shard moved while the
+	// command was on its way (errors.Is journal.ErrNotOwner), else nil.
+	Err error
 }
+
+// Unwrap returns the journal's refusal, if any.
+func (e *NotOwnerError) Unwrap() error { return e.Err }
 
 func (e *NotOwnerError) Error() string {
 	if e.Owner == "" {

@@ -356,32 +356,71 @@ func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external, ma
 	case internal && external:
 		return nil, &InternalCommandError{Kind: k.Name(), Type: cmd.GetType()}
 	}
-	shard := rt.placement.ShardOf(cmd.GetKind(), cmd.GetEntityId())
-	if owner, local := rt.placement.Owner(shard); !local {
-		if !mayForward || owner == "" || rt.cfg.Forwarder == nil {
-			return nil, &NotOwnerError{Kind: cmd.GetKind(), ID: cmd.GetEntityId(), Shard: shard, Owner: owner}
-		}
-		// The owner runs the sidecar chain: plugins see each command
-		// once, on the node that executes it.
-		return rt.cfg.Forwarder.Forward(ctx, owner, cmd, external)
-	}
-	if rt.cfg.Intercept != nil {
+	if mayForward && rt.cfg.Intercept != nil {
+		// The sidecar chain runs once per command, on the node that
+		// received it (a forwarded command has been through it on the
+		// sending node), before the command goes to its owner: so that
+		// retries across a shard's move never run it twice.
 		if err := rt.cfg.Intercept(ctx, cmd); err != nil {
 			return nil, err
 		}
 	}
-	reply := make(chan result, 1)
-	if err := rt.deliver(k, shard, stream, cmd.GetEntityId(), &delivery{ctx: ctx, cmd: cmd, reply: reply}); err != nil {
-		return nil, err
-	}
-	select {
-	case r := <-reply:
+	shard := rt.placement.ShardOf(cmd.GetKind(), cmd.GetEntityId())
+	for {
+		owner, local := rt.placement.Owner(shard)
+		if !local {
+			if !mayForward || rt.cfg.Forwarder == nil {
+				return nil, &NotOwnerError{Kind: cmd.GetKind(), ID: cmd.GetEntityId(), Shard: shard, Owner: owner}
+			}
+			// The forwarder waits (bounded by ctx) for a shard that is
+			// moving (owner "") to be served again.
+			return rt.cfg.Forwarder.Forward(ctx, owner, cmd, external)
+		}
+		reply := make(chan result, 1)
+		if err := rt.deliver(k, shard, stream, cmd.GetEntityId(), &delivery{ctx: ctx, cmd: cmd, reply: reply}); err != nil {
+			return nil, err
+		}
+		var r result
+		select {
+		case r = <-reply:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if errors.Is(r.err, journal.ErrNotOwner) {
+			// The shard moved away while the command was on its way:
+			// the journal refused the append, so nothing happened. Ask
+			// the placement again (it has learnt of the move by now, or
+			// will: the journal reports it).
+			if !mayForward || rt.cfg.Forwarder == nil {
+				return nil, &NotOwnerError{Kind: cmd.GetKind(), ID: cmd.GetEntityId(), Shard: shard, Err: r.err}
+			}
+			if err := rt.waitOwnerChange(ctx, shard); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if r.out != nil {
 			r.out.Partition = rt.journal.PartitionOf(stream)
 		}
 		return r.out, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	}
+}
+
+// waitOwnerChange waits, bounded by ctx, until the placement no longer says
+// that this node owns shard (a write of it was just refused by the journal:
+// the placement learns of it shortly).
+func (rt *Runtime) waitOwnerChange(ctx context.Context, shard int) error {
+	for d := time.Millisecond; ; d = min(2*d, 50*time.Millisecond) {
+		if _, local := rt.placement.Owner(shard); !local {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
 	}
 }
 
@@ -426,6 +465,58 @@ func (rt *Runtime) passivate(ref *entityRef) bool {
 	}
 	delete(ref.shard.m, ref.stream)
 	return true
+}
+
+// StopShard stops the live entities of shard, each once the messages on
+// their way to it are handled, and returns when none is left or ctx ends.
+// The cluster calls it when the shard moves away from this node, after
+// the placement stopped naming this node as the shard's owner (so no new
+// command is delivered here; a late one is refused by the journal, which
+// no longer takes this node's writes for the shard, and goes to the new
+// owner). Entities recover from the journal when they start again.
+func (rt *Runtime) StopShard(ctx context.Context, shard int) error {
+	if shard < 0 || shard >= len(rt.entities) {
+		return fmt.Errorf("actors: no shard %d (the placement has %d)", shard, len(rt.entities))
+	}
+	es := &rt.entities[shard]
+	for d := time.Millisecond; ; d = min(2*d, 20*time.Millisecond) {
+		var stop []*actor.PID
+		es.mu.Lock()
+		for stream, ref := range es.m {
+			if ref.inflight.Load() == 0 {
+				delete(es.m, stream)
+				stop = append(stop, ref.pid)
+			}
+		}
+		left := len(es.m)
+		es.mu.Unlock()
+		for _, pid := range stop {
+			if err := rt.system.Root.StopFuture(pid).Wait(); err != nil {
+				rt.log.Warn("entity did not stop", "shard", shard, "err", err)
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("actors: stop shard %d: %d entities still busy: %w", shard, left, ctx.Err())
+		}
+	}
+}
+
+// ShardEntities is the number of live entities of shard.
+func (rt *Runtime) ShardEntities(shard int) int {
+	if shard < 0 || shard >= len(rt.entities) {
+		return 0
+	}
+	es := &rt.entities[shard]
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	return len(es.m)
 }
 
 // ErrNoAmbassadors is returned by Call when the runtime has no ambassador
