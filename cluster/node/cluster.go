@@ -216,6 +216,9 @@ func (n *Node) tags(clusterID, route string) map[string]string {
 	if n.bus != nil {
 		t[tagNATS] = n.bus.ClientURL()
 	}
+	if n.shardsOn.Load() {
+		t[tagShards] = "1"
+	}
 	return t
 }
 
@@ -323,6 +326,9 @@ func (n *Node) clusterStarted() error {
 
 // membersChanged runs on the membership's notifier goroutine.
 func (cs *clusterState) membersChanged() {
+	if m := cs.n.shards; m != nil {
+		m.Trigger()
+	}
 	cs.mu.Lock()
 	b := cs.bus
 	cs.mu.Unlock()

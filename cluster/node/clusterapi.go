@@ -77,3 +77,7 @@ func (a clusterAPI) Members(context.Context, *connect.Request[troupev1.MembersRe
 func (a clusterAPI) Status(context.Context, *connect.Request[troupev1.ClusterServiceStatusRequest]) (*connect.Response[troupev1.ClusterServiceStatusResponse], error) {
 	return connect.NewResponse(a.n.Status()), nil
 }
+
+func (a clusterAPI) Shards(context.Context, *connect.Request[troupev1.ShardsRequest]) (*connect.Response[troupev1.ShardsResponse], error) {
+	return connect.NewResponse(a.n.Shards()), nil
+}

@@ -106,6 +106,14 @@ type Config struct {
 	// Roles are what this node does in a cluster: RoleShards (own shards)
 	// and RoleJetStream (store replicated streams). Default: both.
 	Roles []string
+	// Shards is the number of shards of a cluster, fixed when the cluster
+	// is created (recorded in the replicated journal; a node configured
+	// otherwise is refused). Default DefaultShards. Cluster only.
+	Shards int
+	// Replicas is the replica count of the cluster's replicated streams
+	// and leases: 3 by default, which needs at least three nodes with the
+	// jetstream role; a smaller cluster sets 1 (or 2).
+	Replicas int
 	// ReapFailedAfter is how long a failed member stays listed before it
 	// is forgotten. Default: membership.DefaultReapFailedAfter.
 	ReapFailedAfter time.Duration
@@ -159,6 +167,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if len(cfg.Roles) == 0 {
 		cfg.Roles = []string{RoleShards, RoleJetStream}
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = DefaultShards
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 3
 	}
 	if cfg.ClusterSecret == "" && len(cfg.GossipKey) > 0 {
 		cfg.ClusterSecret = deriveSecret(cfg.GossipKey)
@@ -239,6 +253,12 @@ func (cfg Config) Validate() error {
 	case 0, 16, 24, 32:
 	default:
 		return fmt.Errorf("node: gossip key of %d bytes: want 16, 24 or 32 (base64 of `head -c 32 /dev/urandom`)", len(cfg.GossipKey))
+	}
+	if cfg.Shards < 1 || cfg.Shards > 4096 {
+		return fmt.Errorf("node: --shards %d: want 1 to 4096", cfg.Shards)
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return fmt.Errorf("node: --replicas %d: want 1 to 5", cfg.Replicas)
 	}
 	for _, r := range cfg.Roles {
 		if r != RoleShards && r != RoleJetStream {

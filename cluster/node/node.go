@@ -41,6 +41,7 @@ import (
 	"github.com/troupe-dev/troupe/actors/codes"
 	"github.com/troupe-dev/troupe/actors/topics"
 	"github.com/troupe-dev/troupe/cluster/bus"
+	"github.com/troupe-dev/troupe/cluster/shards"
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/plugins"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
@@ -73,6 +74,11 @@ type Node struct {
 	rt      *actors.Runtime
 	topics  *topics.Topics
 	api     *api
+	// In a cluster: the shard manager (the runtime's placement) and the
+	// server of forwarded commands; shardsOn once the manager runs.
+	shards   *shards.Manager
+	shardSrv *shardServer
+	shardsOn atomic.Bool
 	// kinds and queries registered by Setup: metric labels are limited to
 	// them so that bad input cannot grow the label space.
 	kinds, queries map[string]bool
@@ -129,11 +135,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.log = cfg.Logger.With("node", n.ident.NodeID)
 
-	// 1. The write store (journal) and the read store.
-	if n.journal, err = OpenJournal(cfg, false, n.log); err != nil {
-		return err
+	// 1. The write store (journal) and the read store. In a cluster the
+	// journal is the replicated one, opened once JetStream runs (below).
+	if !cfg.clustered() {
+		if n.journal, err = OpenJournal(cfg, false, n.log); err != nil {
+			return err
+		}
+		n.onStop("journal", func(context.Context) error { return n.journal.Close() })
 	}
-	n.onStop("journal", func(context.Context) error { return n.journal.Close() })
 	if n.read, err = actors.OpenReadStore(actors.ReadStoreConfig{Dir: filepath.Join(cfg.DataDir, "read"), Logger: n.log}); err != nil {
 		return err
 	}
@@ -175,16 +184,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.onStop("nats", n.bus.Shutdown)
 	if cfg.clustered() {
+		// Announce the route now: the others route to this node, and
+		// JetStream (which the journal below needs) forms.
+		if err := n.cluster.mem.SetTags(n.tags(n.cluster.clusterID, n.advertised(n.bus.RouteAddr()))); err != nil {
+			return fmt.Errorf("node: gossip tags: %w", err)
+		}
 		n.cluster.attachBus(n.bus)
-		if len(cfg.DurableTopics) > 0 {
-			// Durable topics are JetStream streams: wait for the
-			// cluster's JetStream (bounded) before declaring them.
-			wctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
-			err := n.bus.WaitJetStream(wctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("node: durable topics: %w", err)
-			}
+		// The replicated journal and durable topics are JetStream
+		// streams: wait for the cluster's JetStream (bounded).
+		wctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+		err := n.bus.WaitJetStream(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("node: waiting for the cluster's JetStream (a majority of its JetStream nodes must run): %w", err)
+		}
+		if err := n.startSharding(ctx); err != nil {
+			return err
 		}
 	}
 
@@ -219,10 +234,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	// 6. The actors runtime with the user's domain.
-	if n.rt, err = actors.NewRuntime(actors.Config{
+	rcfg := actors.Config{
 		Journal: n.journal, ReadStore: n.read, System: n.system,
 		Intercept: n.intercept, InterceptEvent: n.interceptEvent, Ambassador: n.plugins.Call, Logger: n.log,
-	}); err != nil {
+	}
+	if n.shards != nil {
+		rcfg.Placement = n.shards
+		rcfg.Forwarder = &forwarder{n: n, nc: n.bus.Conn()}
+	}
+	if n.rt, err = actors.NewRuntime(rcfg); err != nil {
 		return err
 	}
 	if cfg.Setup != nil {
@@ -263,6 +283,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		return n.rt.Shutdown(ctx)
 	})
+
+	if n.shards != nil {
+		n.startShards()
+	}
 
 	// 7. The API: commands as NATS requests, then HTTP.
 	n.api = &api{n: n, m: newAPIMetrics(n.metrics)}

@@ -23,7 +23,7 @@ func newClusterCmd() *cobra.Command {
 		Use:   "cluster",
 		Short: "Show the cluster a running node belongs to",
 	}
-	cmd.AddCommand(newClusterMembersCmd(), newClusterStatusCmd())
+	cmd.AddCommand(newClusterMembersCmd(), newClusterStatusCmd(), newClusterShardsCmd())
 	return cmd
 }
 
@@ -147,4 +147,54 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func newClusterShardsCmd() *cobra.Command {
+	var (
+		node    string
+		timeout time.Duration
+		format  string
+	)
+	cmd := &cobra.Command{
+		Use:   "shards",
+		Short: "List the shards as the node sees them: owner, epoch, state, live entities",
+		Long: `List the shards as the node sees them. Each shard is owned by one node, which
+holds its lease (EPOCH is the lease's fencing token, shown by the owner) and is
+the only writer of its replicated stream. STATE is the answering node's own
+state for the shard: serving, acquiring, releasing, or idle (another node
+serves it). Ask each node for the full picture of epochs and entities.`,
+		Example: `  troupe cluster shards --node http://127.0.0.1:8081
+  troupe cluster shards --format json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return fmt.Errorf("--format %q: want table or json", format)
+			}
+			c := troupev1connect.NewClusterServiceClient(httpClient(timeout), node)
+			resp, err := c.Shards(cmd.Context(), connect.NewRequest(&troupev1.ShardsRequest{}))
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "SHARD\tOWNER\tSTATE\tEPOCH\tENTITIES\tTARGET\n")
+			for _, s := range resp.Msg.GetShards() {
+				epoch := "-"
+				if s.GetEpoch() != 0 {
+					epoch = fmt.Sprint(s.GetEpoch())
+				}
+				owner := s.GetOwner()
+				if owner == "" {
+					owner = "(moving)"
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", s.GetShard(), owner, s.GetState(), epoch, s.GetEntities(), s.GetTarget())
+			}
+			return w.Flush()
+		},
+	}
+	addNodeFlag(cmd, &node, &timeout)
+	cmd.Flags().StringVar(&format, "format", "table", "output: table or json")
+	return cmd
 }

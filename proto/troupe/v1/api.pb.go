@@ -1311,6 +1311,196 @@ func (x *CallResponse) GetMetadata() map[string]string {
 	return nil
 }
 
+type ShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardsRequest) Reset() {
+	*x = ShardsRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardsRequest) ProtoMessage() {}
+
+func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
+func (*ShardsRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
+}
+
+type ShardsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the answering node.
+	NodeId        string   `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Shards        []*Shard `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardsResponse) Reset() {
+	*x = ShardsResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardsResponse) ProtoMessage() {}
+
+func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
+func (*ShardsResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ShardsResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ShardsResponse) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// Shard is one shard as the answering node sees it.
+type Shard struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// owner is the node serving the shard ("" while it moves); target where
+	// placement wants it.
+	Owner  string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Target string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// state is the answering node's state for the shard: serving,
+	// acquiring, releasing, or idle (another node serves it).
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// epoch is the lease's epoch (the fencing token) when the answering
+	// node serves the shard.
+	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// entities counts the shard's live entities on the answering node.
+	Entities uint32 `protobuf:"varint,6,opt,name=entities,proto3" json:"entities,omitempty"`
+	// since is when the state last changed (RFC 3339).
+	Since         string `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Shard) Reset() {
+	*x = Shard{}
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Shard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Shard) ProtoMessage() {}
+
+func (x *Shard) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Shard.ProtoReflect.Descriptor instead.
+func (*Shard) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Shard) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *Shard) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Shard) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Shard) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Shard) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Shard) GetEntities() uint32 {
+	if x != nil {
+		return x.Entities
+	}
+	return 0
+}
+
+func (x *Shard) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1319,7 +1509,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	mi := &file_troupe_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1521,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	mi := &file_troupe_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1534,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 type MembersResponse struct {
@@ -1356,7 +1546,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	mi := &file_troupe_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1558,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	mi := &file_troupe_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1571,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1418,7 +1608,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	mi := &file_troupe_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1620,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	mi := &file_troupe_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1633,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Member) GetId() string {
@@ -1524,7 +1714,7 @@ type ClusterServiceStatusRequest struct {
 
 func (x *ClusterServiceStatusRequest) Reset() {
 	*x = ClusterServiceStatusRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[24]
+	mi := &file_troupe_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1726,7 @@ func (x *ClusterServiceStatusRequest) String() string {
 func (*ClusterServiceStatusRequest) ProtoMessage() {}
 
 func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[24]
+	mi := &file_troupe_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1739,7 @@ func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterServiceStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterServiceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 type ClusterServiceStatusResponse struct {
@@ -1575,7 +1765,7 @@ type ClusterServiceStatusResponse struct {
 
 func (x *ClusterServiceStatusResponse) Reset() {
 	*x = ClusterServiceStatusResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[25]
+	mi := &file_troupe_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1777,7 @@ func (x *ClusterServiceStatusResponse) String() string {
 func (*ClusterServiceStatusResponse) ProtoMessage() {}
 
 func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[25]
+	mi := &file_troupe_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1790,7 @@ func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterServiceStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterServiceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterServiceStatusResponse) GetNodeId() string {
@@ -1761,7 +1951,19 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2%.troupe.v1.CallResponse.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x10\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
+	"\rShardsRequest\"S\n" +
+	"\x0eShardsResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12(\n" +
+	"\x06shards\x18\x02 \x03(\v2\x10.troupe.v1.ShardR\x06shards\"\xa9\x01\n" +
+	"\x05Shard\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x1a\n" +
+	"\bentities\x18\x06 \x01(\rR\bentities\x12\x14\n" +
+	"\x05since\x18\a \x01(\tR\x05since\"\x10\n" +
 	"\x0eMembersRequest\">\n" +
 	"\x0fMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.troupe.v1.MemberR\amembers\"\xf0\x01\n" +
@@ -1809,10 +2011,11 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\rPluginService\x127\n" +
 	"\x04List\x12\x16.troupe.v1.ListRequest\x1a\x17.troupe.v1.ListResponse\x12=\n" +
 	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponse\x127\n" +
-	"\x04Call\x12\x16.troupe.v1.CallRequest\x1a\x17.troupe.v1.CallResponse2\xad\x01\n" +
+	"\x04Call\x12\x16.troupe.v1.CallRequest\x1a\x17.troupe.v1.CallResponse2\xec\x01\n" +
 	"\x0eClusterService\x12@\n" +
 	"\aMembers\x12\x19.troupe.v1.MembersRequest\x1a\x1a.troupe.v1.MembersResponse\x12Y\n" +
-	"\x06Status\x12&.troupe.v1.ClusterServiceStatusRequest\x1a'.troupe.v1.ClusterServiceStatusResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\x06Status\x12&.troupe.v1.ClusterServiceStatusRequest\x1a'.troupe.v1.ClusterServiceStatusResponse\x12=\n" +
+	"\x06Shards\x12\x18.troupe.v1.ShardsRequest\x1a\x19.troupe.v1.ShardsResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_api_proto_rawDescOnce sync.Once
@@ -1826,7 +2029,7 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_troupe_v1_api_proto_goTypes = []any{
 	(*SendRequest)(nil),                     // 0: troupe.v1.SendRequest
 	(*SendResponse)(nil),                    // 1: troupe.v1.SendResponse
@@ -1849,64 +2052,70 @@ var file_troupe_v1_api_proto_goTypes = []any{
 	(*ReloadResponse)(nil),                  // 18: troupe.v1.ReloadResponse
 	(*CallRequest)(nil),                     // 19: troupe.v1.CallRequest
 	(*CallResponse)(nil),                    // 20: troupe.v1.CallResponse
-	(*MembersRequest)(nil),                  // 21: troupe.v1.MembersRequest
-	(*MembersResponse)(nil),                 // 22: troupe.v1.MembersResponse
-	(*Member)(nil),                          // 23: troupe.v1.Member
-	(*ClusterServiceStatusRequest)(nil),     // 24: troupe.v1.ClusterServiceStatusRequest
-	(*ClusterServiceStatusResponse)(nil),    // 25: troupe.v1.ClusterServiceStatusResponse
-	nil,                                     // 26: troupe.v1.SendRequest.MetadataEntry
-	nil,                                     // 27: troupe.v1.CallRequest.MetadataEntry
-	nil,                                     // 28: troupe.v1.CallResponse.MetadataEntry
-	nil,                                     // 29: troupe.v1.ClusterServiceStatusResponse.MembersEntry
-	(*structpb.Struct)(nil),                 // 30: google.protobuf.Struct
-	(*structpb.Value)(nil),                  // 31: google.protobuf.Value
-	(*Event)(nil),                           // 32: troupe.v1.Event
-	(*PluginInfo)(nil),                      // 33: troupe.v1.PluginInfo
+	(*ShardsRequest)(nil),                   // 21: troupe.v1.ShardsRequest
+	(*ShardsResponse)(nil),                  // 22: troupe.v1.ShardsResponse
+	(*Shard)(nil),                           // 23: troupe.v1.Shard
+	(*MembersRequest)(nil),                  // 24: troupe.v1.MembersRequest
+	(*MembersResponse)(nil),                 // 25: troupe.v1.MembersResponse
+	(*Member)(nil),                          // 26: troupe.v1.Member
+	(*ClusterServiceStatusRequest)(nil),     // 27: troupe.v1.ClusterServiceStatusRequest
+	(*ClusterServiceStatusResponse)(nil),    // 28: troupe.v1.ClusterServiceStatusResponse
+	nil,                                     // 29: troupe.v1.SendRequest.MetadataEntry
+	nil,                                     // 30: troupe.v1.CallRequest.MetadataEntry
+	nil,                                     // 31: troupe.v1.CallResponse.MetadataEntry
+	nil,                                     // 32: troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	(*structpb.Struct)(nil),                 // 33: google.protobuf.Struct
+	(*structpb.Value)(nil),                  // 34: google.protobuf.Value
+	(*Event)(nil),                           // 35: troupe.v1.Event
+	(*PluginInfo)(nil),                      // 36: troupe.v1.PluginInfo
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	30, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	26, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	31, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	30, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	31, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	32, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
-	32, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	33, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	29, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	34, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	33, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	34, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	35, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	35, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
 	11, // 7: troupe.v1.ProjectionServiceStatusResponse.projections:type_name -> troupe.v1.ProjectionStatus
-	33, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
-	33, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
-	27, // 10: troupe.v1.CallRequest.metadata:type_name -> troupe.v1.CallRequest.MetadataEntry
-	28, // 11: troupe.v1.CallResponse.metadata:type_name -> troupe.v1.CallResponse.MetadataEntry
-	23, // 12: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
-	29, // 13: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
-	0,  // 14: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2,  // 15: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	4,  // 16: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
-	5,  // 17: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
-	8,  // 18: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
-	10, // 19: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
-	13, // 20: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
-	15, // 21: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
-	17, // 22: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
-	19, // 23: troupe.v1.PluginService.Call:input_type -> troupe.v1.CallRequest
-	21, // 24: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
-	24, // 25: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
-	1,  // 26: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3,  // 27: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	6,  // 28: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
-	7,  // 29: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
-	9,  // 30: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
-	12, // 31: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
-	14, // 32: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
-	16, // 33: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
-	18, // 34: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
-	20, // 35: troupe.v1.PluginService.Call:output_type -> troupe.v1.CallResponse
-	22, // 36: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
-	25, // 37: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
-	26, // [26:38] is the sub-list for method output_type
-	14, // [14:26] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	36, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
+	36, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
+	30, // 10: troupe.v1.CallRequest.metadata:type_name -> troupe.v1.CallRequest.MetadataEntry
+	31, // 11: troupe.v1.CallResponse.metadata:type_name -> troupe.v1.CallResponse.MetadataEntry
+	23, // 12: troupe.v1.ShardsResponse.shards:type_name -> troupe.v1.Shard
+	26, // 13: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
+	32, // 14: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	0,  // 15: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 16: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 17: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 18: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 19: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	10, // 20: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
+	13, // 21: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
+	15, // 22: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
+	17, // 23: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
+	19, // 24: troupe.v1.PluginService.Call:input_type -> troupe.v1.CallRequest
+	24, // 25: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
+	27, // 26: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
+	21, // 27: troupe.v1.ClusterService.Shards:input_type -> troupe.v1.ShardsRequest
+	1,  // 28: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 29: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 30: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 31: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 32: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // 33: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
+	14, // 34: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
+	16, // 35: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
+	18, // 36: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
+	20, // 37: troupe.v1.PluginService.Call:output_type -> troupe.v1.CallResponse
+	25, // 38: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
+	28, // 39: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
+	22, // 40: troupe.v1.ClusterService.Shards:output_type -> troupe.v1.ShardsResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -1922,7 +2131,7 @@ func file_troupe_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -324,6 +324,194 @@ func (x *Event) GetPartition() uint32 {
 	return 0
 }
 
+// Forward is a command one node sends to the owner of its entity's shard,
+// over NATS, after the sidecar chain ran on the sending node.
+type Forward struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Command *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	// external: the command came from a client (internal commands are
+	// refused), not from trusted code such as a reactor.
+	External bool `protobuf:"varint,2,opt,name=external,proto3" json:"external,omitempty"`
+	// deadline_ms is how long the sender still waits for the answer.
+	DeadlineMs    uint32 `protobuf:"varint,3,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Forward) Reset() {
+	*x = Forward{}
+	mi := &file_troupe_v1_envelope_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Forward) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Forward) ProtoMessage() {}
+
+func (x *Forward) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_envelope_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Forward.ProtoReflect.Descriptor instead.
+func (*Forward) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_envelope_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Forward) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *Forward) GetExternal() bool {
+	if x != nil {
+		return x.External
+	}
+	return false
+}
+
+func (x *Forward) GetDeadlineMs() uint32 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+// ForwardReply is the owner's answer to a Forward: the command's outcome,
+// or its error as the error contract (docs/errors.md) classifies it.
+type ForwardReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The outcome, when error_code is empty.
+	Reply     []byte   `protobuf:"bytes,1,opt,name=reply,proto3" json:"reply,omitempty"`
+	Sequence  uint64   `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Partition uint32   `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Position  uint64   `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`
+	Events    []string `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
+	Duplicate bool     `protobuf:"varint,6,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// error_code is the contract's code name ("" on success), error_message
+	// the message a client sees, retry_after_ms the retry hint.
+	ErrorCode    string `protobuf:"bytes,7,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage string `protobuf:"bytes,8,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	RetryAfterMs uint32 `protobuf:"varint,9,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// not_owner: the receiving node does not serve the shard (any more);
+	// nothing was applied, and the sender tries the shard's owner again.
+	NotOwner      bool `protobuf:"varint,10,opt,name=not_owner,json=notOwner,proto3" json:"not_owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardReply) Reset() {
+	*x = ForwardReply{}
+	mi := &file_troupe_v1_envelope_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReply) ProtoMessage() {}
+
+func (x *ForwardReply) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_envelope_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReply.ProtoReflect.Descriptor instead.
+func (*ForwardReply) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_envelope_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ForwardReply) GetReply() []byte {
+	if x != nil {
+		return x.Reply
+	}
+	return nil
+}
+
+func (x *ForwardReply) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ForwardReply) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *ForwardReply) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *ForwardReply) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *ForwardReply) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetNotOwner() bool {
+	if x != nil {
+		return x.NotOwner
+	}
+	return false
+}
+
 var File_troupe_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_envelope_proto_rawDesc = "" +
@@ -362,7 +550,25 @@ const file_troupe_v1_envelope_proto_rawDesc = "" +
 	" \x01(\rR\tpartition\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +
+	"\aForward\x12,\n" +
+	"\acommand\x18\x01 \x01(\v2\x12.troupe.v1.CommandR\acommand\x12\x1a\n" +
+	"\bexternal\x18\x02 \x01(\bR\bexternal\x12\x1f\n" +
+	"\vdeadline_ms\x18\x03 \x01(\rR\n" +
+	"deadlineMs\"\xb7\x02\n" +
+	"\fForwardReply\x12\x14\n" +
+	"\x05reply\x18\x01 \x01(\fR\x05reply\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\rR\tpartition\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\x04R\bposition\x12\x16\n" +
+	"\x06events\x18\x05 \x03(\tR\x06events\x12\x1c\n" +
+	"\tduplicate\x18\x06 \x01(\bR\tduplicate\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\a \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\b \x01(\tR\ferrorMessage\x12$\n" +
+	"\x0eretry_after_ms\x18\t \x01(\rR\fretryAfterMs\x12\x1b\n" +
+	"\tnot_owner\x18\n" +
+	" \x01(\bR\bnotOwnerB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_envelope_proto_rawDescOnce sync.Once
@@ -376,23 +582,26 @@ func file_troupe_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_envelope_proto_rawDescData
 }
 
-var file_troupe_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_troupe_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_troupe_v1_envelope_proto_goTypes = []any{
 	(*Command)(nil),      // 0: troupe.v1.Command
 	(*TraceContext)(nil), // 1: troupe.v1.TraceContext
 	(*Event)(nil),        // 2: troupe.v1.Event
-	nil,                  // 3: troupe.v1.Command.MetadataEntry
-	nil,                  // 4: troupe.v1.Event.MetadataEntry
+	(*Forward)(nil),      // 3: troupe.v1.Forward
+	(*ForwardReply)(nil), // 4: troupe.v1.ForwardReply
+	nil,                  // 5: troupe.v1.Command.MetadataEntry
+	nil,                  // 6: troupe.v1.Event.MetadataEntry
 }
 var file_troupe_v1_envelope_proto_depIdxs = []int32{
 	1, // 0: troupe.v1.Command.trace:type_name -> troupe.v1.TraceContext
-	3, // 1: troupe.v1.Command.metadata:type_name -> troupe.v1.Command.MetadataEntry
-	4, // 2: troupe.v1.Event.metadata:type_name -> troupe.v1.Event.MetadataEntry
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 1: troupe.v1.Command.metadata:type_name -> troupe.v1.Command.MetadataEntry
+	6, // 2: troupe.v1.Event.metadata:type_name -> troupe.v1.Event.MetadataEntry
+	0, // 3: troupe.v1.Forward.command:type_name -> troupe.v1.Command
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_envelope_proto_init() }
@@ -406,7 +615,7 @@ func file_troupe_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_envelope_proto_rawDesc), len(file_troupe_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

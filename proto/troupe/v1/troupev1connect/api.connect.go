@@ -69,6 +69,8 @@ const (
 	ClusterServiceMembersProcedure = "/troupe.v1.ClusterService/Members"
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
 	ClusterServiceStatusProcedure = "/troupe.v1.ClusterService/Status"
+	// ClusterServiceShardsProcedure is the fully-qualified name of the ClusterService's Shards RPC.
+	ClusterServiceShardsProcedure = "/troupe.v1.ClusterService/Shards"
 )
 
 // CommandServiceClient is a client for the troupe.v1.CommandService service.
@@ -588,6 +590,9 @@ type ClusterServiceClient interface {
 	// Status is this node's view of the cluster: membership, the NATS
 	// routes that are up, the JetStream meta leader, and readiness.
 	Status(context.Context, *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error)
+	// Shards lists every shard: its owner, epoch, state and live entities,
+	// as this node sees them.
+	Shards(context.Context, *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the troupe.v1.ClusterService service. By default,
@@ -613,6 +618,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Status")),
 			connect.WithClientOptions(opts...),
 		),
+		shards: connect.NewClient[v1.ShardsRequest, v1.ShardsResponse](
+			httpClient,
+			baseURL+ClusterServiceShardsProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Shards")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -620,6 +631,7 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 type clusterServiceClient struct {
 	members *connect.Client[v1.MembersRequest, v1.MembersResponse]
 	status  *connect.Client[v1.ClusterServiceStatusRequest, v1.ClusterServiceStatusResponse]
+	shards  *connect.Client[v1.ShardsRequest, v1.ShardsResponse]
 }
 
 // Members calls troupe.v1.ClusterService.Members.
@@ -632,6 +644,11 @@ func (c *clusterServiceClient) Status(ctx context.Context, req *connect.Request[
 	return c.status.CallUnary(ctx, req)
 }
 
+// Shards calls troupe.v1.ClusterService.Shards.
+func (c *clusterServiceClient) Shards(ctx context.Context, req *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error) {
+	return c.shards.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the troupe.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Members lists every member this node knows, itself included.
@@ -639,6 +656,9 @@ type ClusterServiceHandler interface {
 	// Status is this node's view of the cluster: membership, the NATS
 	// routes that are up, the JetStream meta leader, and readiness.
 	Status(context.Context, *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error)
+	// Shards lists every shard: its owner, epoch, state and live entities,
+	// as this node sees them.
+	Shards(context.Context, *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -660,12 +680,20 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("Status")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceShardsHandler := connect.NewUnaryHandler(
+		ClusterServiceShardsProcedure,
+		svc.Shards,
+		connect.WithSchema(clusterServiceMethods.ByName("Shards")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/troupe.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceMembersProcedure:
 			clusterServiceMembersHandler.ServeHTTP(w, r)
 		case ClusterServiceStatusProcedure:
 			clusterServiceStatusHandler.ServeHTTP(w, r)
+		case ClusterServiceShardsProcedure:
+			clusterServiceShardsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -681,4 +709,8 @@ func (UnimplementedClusterServiceHandler) Members(context.Context, *connect.Requ
 
 func (UnimplementedClusterServiceHandler) Status(context.Context, *connect.Request[v1.ClusterServiceStatusRequest]) (*connect.Response[v1.ClusterServiceStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ClusterService.Status is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Shards(context.Context, *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ClusterService.Shards is not implemented"))
 }

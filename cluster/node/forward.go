@@ -1,0 +1,217 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/codes"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+// Forwarding between nodes (docs/adr/0014-sharding.md). The owner of a
+// shard subscribes to the shard's subject while it serves it; any node
+// sends a command for the shard there as a NATS request, so the sender
+// needs no routing table: NATS interest is the route. A request that finds
+// no subscriber (the shard is moving) or a node that no longer serves the
+// shard is tried again, bounded by the caller's deadline. Every forwarded
+// command carries an idempotency key (the node gives one to a command
+// without), so a retry after a lost answer never applies it twice.
+
+// forwardSubject is the subject the owner of shard serves.
+func forwardSubject(shard int) string { return "_TROUPE.shard." + strconv.Itoa(shard) }
+
+// forwardQueue is the queue group of a shard's subject: during the
+// moment two nodes both subscribe (an old owner that has not noticed),
+// one of them gets each request.
+const forwardQueue = "owner"
+
+// maxForwardWait bounds a forward whose context has no deadline (a
+// reactor's or timer's command).
+const maxForwardWait = 30 * time.Second
+
+// forwarder implements actors.Forwarder over NATS.
+type forwarder struct {
+	n  *Node
+	nc *nats.Conn
+}
+
+var _ actors.Forwarder = (*forwarder)(nil)
+
+// Forward sends cmd to the node serving its shard and returns that node's
+// outcome or error, as the client would have had it there.
+func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Command, external bool) (*actors.Outcome, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, maxForwardWait)
+		defer cancel()
+	}
+	if cmd.GetIdempotencyKey() == "" {
+		// A key makes any repeat of the command (a retry across a
+		// shard's move) apply it at most once.
+		cmd = proto.Clone(cmd).(*troupev1.Command)
+		cmd.IdempotencyKey = "fwd-" + cmd.GetCommandId()
+		if cmd.GetCommandId() == "" {
+			cmd.IdempotencyKey = "fwd-" + newID()
+		}
+	}
+	shard := f.n.shards.ShardOf(cmd.GetKind(), cmd.GetEntityId())
+	subject := forwardSubject(shard)
+	delivered := false // a request reached a node that may have run it
+	backoff := time.Millisecond
+	for {
+		dl, _ := ctx.Deadline()
+		body, err := proto.Marshal(&troupev1.Forward{Command: cmd, External: external, DeadlineMs: uint32(max(time.Until(dl), 0) / time.Millisecond)})
+		if err != nil {
+			return nil, fmt.Errorf("node: forward: %w", err)
+		}
+		msg, err := f.nc.RequestWithContext(ctx, subject, body)
+		switch {
+		case err == nil:
+			var r troupev1.ForwardReply
+			if err := proto.Unmarshal(msg.Data, &r); err != nil {
+				return nil, fmt.Errorf("node: forward to shard %d: the owner's answer does not decode: %w", shard, err)
+			}
+			if !r.GetNotOwner() {
+				return forwardOutcome(&r)
+			}
+			// That node does not serve the shard (any more): nothing
+			// was applied there.
+		case errors.Is(err, nats.ErrNoResponders):
+			// Nobody serves the shard at this moment: it is moving.
+		case ctx.Err() != nil:
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				delivered = true
+			}
+		default:
+			delivered = true // a connection problem: the request may have gone out
+		}
+		if ctx.Err() != nil {
+			if delivered {
+				return nil, fmt.Errorf("node: forward to the owner of shard %d: no answer in time: %w", shard, context.DeadlineExceeded)
+			}
+			// Nobody received the command: it certainly did not happen.
+			return nil, &codes.Error{Code: codes.Unavailable, Message: fmt.Sprintf(
+				"%s/%s: shard %d is moving between nodes and no node served it in time; the command was not applied: send it again",
+				cmd.GetKind(), cmd.GetEntityId(), shard)}
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// forwardOutcome turns the owner's reply back into an outcome or error
+// that the contract classifies exactly as the owner did.
+func forwardOutcome(r *troupev1.ForwardReply) (*actors.Outcome, error) {
+	if r.GetErrorCode() != "" {
+		err := &codes.Error{Code: codes.Parse(r.GetErrorCode()), Message: r.GetErrorMessage()}
+		if ms := r.GetRetryAfterMs(); ms > 0 {
+			return nil, &retryAfterError{err: err, after: time.Duration(ms) * time.Millisecond}
+		}
+		return nil, err
+	}
+	return &actors.Outcome{
+		Reply: r.GetReply(), Sequence: r.GetSequence(), Partition: int(r.GetPartition()), Position: r.GetPosition(),
+		Events: r.GetEvents(), Duplicate: r.GetDuplicate(),
+	}, nil
+}
+
+// shardServer answers the forwarded commands of the shards this node
+// serves: one subscription per served shard, each command on its own
+// goroutine (at most maxConcurrentRequests at once).
+type shardServer struct {
+	n    *Node
+	nc   *nats.Conn
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	stop chan struct{}
+	once sync.Once
+}
+
+func newShardServer(n *Node, nc *nats.Conn) *shardServer {
+	return &shardServer{n: n, nc: nc, sem: make(chan struct{}, maxConcurrentRequests), stop: make(chan struct{})}
+}
+
+// serve subscribes to shard's subject; the returned stop unsubscribes.
+func (s *shardServer) serve(shard int) (func(), error) {
+	sub, err := s.nc.QueueSubscribe(forwardSubject(shard), forwardQueue, s.handle)
+	if err != nil {
+		return nil, fmt.Errorf("node: serve shard %d: %w", shard, err)
+	}
+	// Make sure the server has the interest before the shard counts as
+	// served (a forward sent now reaches this node).
+	if err := s.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("node: serve shard %d: %w", shard, err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// close stops taking forwarded commands and waits for those running.
+func (s *shardServer) close() {
+	s.once.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}
+
+func (s *shardServer) handle(m *nats.Msg) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.stop:
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer func() { <-s.sem; s.wg.Done() }()
+		s.answer(m)
+	}()
+}
+
+func (s *shardServer) answer(m *nats.Msg) {
+	var fw troupev1.Forward
+	var r *troupev1.ForwardReply
+	if err := proto.Unmarshal(m.Data, &fw); err != nil || fw.GetCommand() == nil {
+		r = &troupev1.ForwardReply{ErrorCode: codes.Internal.String(), ErrorMessage: "a forwarded command did not decode (nodes of different versions?)"}
+	} else {
+		wait := time.Duration(fw.GetDeadlineMs()) * time.Millisecond
+		if wait <= 0 || wait > s.n.cfg.RequestTimeout {
+			wait = s.n.cfg.RequestTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		out, err := s.n.rt.SendForwarded(ctx, fw.GetCommand(), fw.GetExternal())
+		cancel()
+		r = forwardReply(out, err)
+	}
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return
+	}
+	_ = m.Respond(b)
+}
+
+// forwardReply encodes an outcome or error for the sending node.
+func forwardReply(out *actors.Outcome, err error) *troupev1.ForwardReply {
+	var no *actors.NotOwnerError
+	switch {
+	case errors.As(err, &no):
+		return &troupev1.ForwardReply{NotOwner: true}
+	case err != nil:
+		code, msg, after := contract(err)
+		return &troupev1.ForwardReply{ErrorCode: code.String(), ErrorMessage: msg, RetryAfterMs: uint32(after / time.Millisecond)}
+	}
+	return &troupev1.ForwardReply{
+		Reply: out.Reply, Sequence: out.Sequence, Partition: uint32(out.Partition), Position: out.Position,
+		Events: out.Events, Duplicate: out.Duplicate,
+	}
+}

@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/cluster/lease"
+	"github.com/troupe-dev/troupe/cluster/membership"
+	"github.com/troupe-dev/troupe/cluster/shards"
+	"github.com/troupe-dev/troupe/journal/jsstore"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+)
+
+// tagShards is gossiped as "1" once the node's shard manager runs: only
+// such members are given shards.
+const tagShards = "sh"
+
+// DefaultShards is a cluster's shard count when --shards is not given:
+// the smallest multiple of 32 for which every member count from 3 to 16
+// holds at most 1.1 × the mean (the placement's balance bound with whole
+// shards), at about 1 MiB of memory and 0.6 ms/s of CPU per replicated
+// stream across three nodes (docs/benchmarks.md, "Idle streams").
+const DefaultShards = 96
+
+// startSharding opens the cluster's replicated journal and the shard
+// leases, and creates the shard manager (started later, once the runtime
+// runs). It runs once NATS is up and JetStream answers.
+func (n *Node) startSharding(ctx context.Context) error {
+	cfg := n.cfg
+	nc := n.bus.Conn()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+	defer cancel()
+	leases, err := lease.Open(lctx, js, lease.Config{Replicas: cfg.Replicas, Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("node: shard leases: %w", err)
+	}
+	S := cfg.Shards
+	var mgr *shards.Manager
+	jcfg := jsstore.Config{
+		Conn: nc, Partitions: S, Replicas: cfg.Replicas, Logger: n.log,
+		PartitionOf: func(stream string) int {
+			kind, id, _ := strings.Cut(stream, "/")
+			return actors.ShardOf(kind, id, S)
+		},
+		RequireOwnership: true,
+		OnFenced:         func(p int) { mgr.Fenced(p) },
+	}
+	var store *jsstore.Store
+	for {
+		// Creating the streams races with the other nodes doing the same
+		// and with the first elections of their Raft groups: a timeout
+		// is retried (Open binds to what exists) until JoinTimeout.
+		store, err = jsstore.Open(lctx, jcfg)
+		if err == nil || lctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		n.log.Warn("replicated journal not open yet; retrying", "err", err)
+	}
+	if err != nil {
+		return fmt.Errorf("node: replicated journal: %w", err)
+	}
+	n.journal = store
+	n.onStop("journal", func(context.Context) error { return store.Close() })
+	n.shardSrv = newShardServer(n, nc)
+	mgr, err = shards.New(shards.Config{
+		Self: n.ident.NodeID, Shards: S, Leases: leases, View: n.cluster.shardView,
+		Fence: func(ctx context.Context, shard int, epoch uint64) error {
+			_, err := store.Acquire(ctx, shard, epoch, n.ident.NodeID)
+			return err
+		},
+		Unfence: store.Release,
+		Drain: func(ctx context.Context, shard int) error {
+			if n.rt == nil {
+				return nil
+			}
+			return n.rt.StopShard(ctx, shard)
+		},
+		Serve:  n.shardSrv.serve,
+		Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.shards = mgr
+	return nil
+}
+
+// startShards starts taking shards, once the runtime runs. On shutdown
+// the shards are handed over (drained, leases released) before the
+// runtime stops.
+func (n *Node) startShards() {
+	n.shards.Start()
+	n.shardsOn.Store(true)
+	n.onStop("shards", func(ctx context.Context) error {
+		err := n.shards.Close(ctx)
+		n.shardSrv.close()
+		return err
+	})
+}
+
+// shardView is what membership says, for the shard manager.
+func (cs *clusterState) shardView() shards.View {
+	var v shards.View
+	alive, known := 0, 0
+	for _, m := range cs.mem.Members() {
+		if m.ID != cs.n.ident.NodeID && m.Tags[tagCluster] != cs.clusterID {
+			continue
+		}
+		owns := m.Tags[tagShards] == "1" && slices.Contains(strings.Split(m.Tags[tagRoles], ","), RoleShards)
+		switch m.State {
+		case membership.Alive, membership.Suspect:
+			// A suspect keeps its shards: suspicion is often a hiccup,
+			// and moving shards back and forth costs more.
+			alive++
+			known++
+			if owns {
+				v.Alive = append(v.Alive, m.ID)
+			}
+		case membership.Failed:
+			known++
+			v.Dead = append(v.Dead, m.ID)
+		default: // leaving, left
+			v.Dead = append(v.Dead, m.ID)
+		}
+	}
+	v.Majority = alive*2 > known
+	return v
+}
+
+
+// Shards lists the shards as this node sees them (ClusterService.Shards).
+// A single node owns every shard of its placement.
+func (n *Node) Shards() *troupev1.ShardsResponse {
+	resp := &troupev1.ShardsResponse{NodeId: n.ident.NodeID}
+	if n.shards == nil {
+		if n.rt == nil {
+			return resp
+		}
+		for s := range actors.DefaultShards {
+			resp.Shards = append(resp.Shards, &troupev1.Shard{
+				Shard: uint32(s), Owner: n.ident.NodeID, Target: n.ident.NodeID,
+				State: shards.Serving.String(), Entities: uint32(n.rt.ShardEntities(s)),
+			})
+		}
+		return resp
+	}
+	for _, in := range n.shards.Shards() {
+		sh := &troupev1.Shard{
+			Shard: uint32(in.Shard), Owner: in.Owner, Target: in.Target, State: in.State.String(),
+			Epoch: in.Epoch, Since: in.Since.UTC().Format(time.RFC3339Nano),
+		}
+		if n.rt != nil {
+			sh.Entities = uint32(n.rt.ShardEntities(in.Shard))
+		}
+		resp.Shards = append(resp.Shards, sh)
+	}
+	return resp
+}
