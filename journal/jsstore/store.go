@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"iter"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +35,9 @@ type Config struct {
 	// Default "troupe".
 	Prefix string
 	// Partitions is the number of partitions (streams); fixed for the life
-	// of the data. Default 16 (ADR 0011).
+	// of the data: the first Store to open the journal records it (KV
+	// bucket PREFIX-meta, key layout), and a Store configured otherwise
+	// fails to open with *LayoutError. Default 16 (ADR 0011).
 	Partitions int
 	// PartitionOf maps a stream id to its partition. Default: FNV-1a of
 	// the stream id modulo Partitions. A cluster maps by shard.
@@ -113,8 +116,8 @@ func (c Config) Validate() error {
 	if c.Conn == nil {
 		errs = append(errs, errors.New("Conn is required"))
 	}
-	if strings.ContainsAny(c.Prefix, ".*> \t") {
-		errs = append(errs, fmt.Errorf("Prefix %q: one subject token, no wildcards", c.Prefix))
+	if !validPrefix(c.Prefix) {
+		errs = append(errs, fmt.Errorf("Prefix %q: want letters, digits, '_' and '-' (it names streams, subjects and a KV bucket)", c.Prefix))
 	}
 	if c.Partitions < 1 || c.Partitions > 4096 {
 		errs = append(errs, fmt.Errorf("Partitions %d: want 1 to 4096", c.Partitions))
@@ -132,6 +135,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("jsstore: %w", err)
 	}
 	return nil
+}
+
+func validPrefix(p string) bool {
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return p != "" && len(p) <= 64
 }
 
 // Headers of the store's messages.
@@ -203,6 +215,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	s := &Store{cfg: cfg, js: js, pub: pub, log: cfg.Logger, closing: make(chan struct{})}
+	if err := s.checkLayout(ctx); err != nil {
+		return nil, err
+	}
 	for n := range cfg.Partitions {
 		p, err := s.openPart(ctx, n)
 		if err != nil {
@@ -217,7 +232,7 @@ func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
 	name := fmt.Sprintf("%s_P%d", strings.ToUpper(s.cfg.Prefix), n)
 	ctx, cancel := context.WithTimeout(ctx, 4*s.cfg.Timeout)
 	defer cancel()
-	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:               name,
 		Subjects:           []string{s.subject(n, ">")},
 		Storage:            jetstream.FileStorage,
@@ -256,6 +271,49 @@ func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
 		}
 	}
 	return p, nil
+}
+
+// ensureStream binds to a stream, creating it if it does not exist and
+// updating it if its settings differ from want's. Every node opens the
+// same streams, often at once: concurrent creates and updates of one
+// stream on a clustered server are not all answered (some wait forever),
+// so each request is short, a lost race re-reads, and nothing is updated
+// that need not be. Bounded by ctx.
+func (s *Store) ensureStream(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	var lastErr error
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		st, err := s.ensureStreamOnce(ctx, want)
+		if err == nil {
+			return st, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, errors.Join(ctx.Err(), lastErr)
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (s *Store) ensureStreamOnce(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	rctx, cancel := context.WithTimeout(ctx, min(s.cfg.Timeout, 2*time.Second))
+	defer cancel()
+	st, err := s.js.Stream(rctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return s.js.CreateStream(rctx, want)
+	}
+	if err != nil {
+		return nil, err
+	}
+	have := st.CachedInfo().Config
+	if slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage && have.Replicas == want.Replicas &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish && have.DenyDelete == want.DenyDelete &&
+		have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
+		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.Discard == want.Discard {
+		return st, nil
+	}
+	s.log.Info("updating the stream's settings", "stream", want.Name)
+	return s.js.UpdateStream(rctx, want)
 }
 
 // lastBySubject finds the last message on a (wildcard) subject by
