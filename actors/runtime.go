@@ -80,6 +80,11 @@ type Config struct {
 	// Forwarder sends a command whose shard another node owns to that
 	// node. Nil: such a command fails with *NotOwnerError.
 	Forwarder Forwarder
+	// Node names this node (its id in a cluster). Default "local".
+	Node string
+	// Leader runs the singletons where the cluster decides. Nil: the
+	// runtime runs each singleton itself from Start to Close.
+	Leader Leader
 	// Clock returns the time used for timers. Default: time.Now.
 	Clock func() time.Time
 	// Logger receives the runtime's logs. Default: discard.
@@ -113,6 +118,7 @@ type Runtime struct {
 	kinds       map[string]Behavior
 	projections map[string]*projection
 	queries     map[string]Query
+	singletons  []Singleton
 	started     bool
 	closing     bool
 
@@ -214,6 +220,9 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.Node == "" {
+		cfg.Node = "local"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -243,6 +252,13 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 }
 
 func (rt *Runtime) now() time.Time { return rt.cfg.Clock() }
+
+// Logger is the runtime's logger (Config.Logger), for the code a domain
+// registers (reactors, singletons).
+func (rt *Runtime) Logger() *slog.Logger { return rt.log }
+
+// Node names this node (Config.Node).
+func (rt *Runtime) Node() string { return rt.cfg.Node }
 
 // NewSystem returns a protoactor actor system whose logs go to l.
 func NewSystem(l *slog.Logger) *actor.ActorSystem {
@@ -309,6 +325,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	}()
 	rt.started = true
 	rt.open.Store(true)
+	rt.startSingletons()
 	return nil
 }
 

@@ -81,3 +81,7 @@ func (a clusterAPI) Status(context.Context, *connect.Request[troupev1.ClusterSer
 func (a clusterAPI) Shards(context.Context, *connect.Request[troupev1.ShardsRequest]) (*connect.Response[troupev1.ShardsResponse], error) {
 	return connect.NewResponse(a.n.Shards()), nil
 }
+
+func (a clusterAPI) Leaders(context.Context, *connect.Request[troupev1.LeadersRequest]) (*connect.Response[troupev1.LeadersResponse], error) {
+	return connect.NewResponse(a.n.Leaders()), nil
+}

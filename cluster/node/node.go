@@ -77,6 +77,7 @@ type Node struct {
 	// In a cluster: the shard manager (the runtime's placement) and the
 	// server of forwarded commands; shardsOn once the manager runs.
 	shards   *shards.Manager
+	leaders  *shards.Leaders
 	shardSrv *shardServer
 	shardsOn atomic.Bool
 	// kinds and queries registered by Setup: metric labels are limited to
@@ -237,10 +238,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	rcfg := actors.Config{
 		Journal: n.journal, ReadStore: n.read, System: n.system,
 		Intercept: n.intercept, InterceptEvent: n.interceptEvent, Ambassador: n.plugins.Call, Logger: n.log,
+		Node: n.ident.NodeID,
 	}
 	if n.shards != nil {
 		rcfg.Placement = n.shards
 		rcfg.Forwarder = &forwarder{n: n, nc: n.bus.Conn()}
+		rcfg.Leader = n.leaders
 	}
 	if n.rt, err = actors.NewRuntime(rcfg); err != nil {
 		return err
@@ -307,6 +310,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		n.onStop("leave cluster", n.cluster.leave)
+		n.onStop("singletons", n.stopLeaders)
 	}
 	n.ready.Store(true)
 	attrs := []any{"http", n.HTTPAddr(), "nats", n.bus.ClientURL(), "data", cfg.DataDir,

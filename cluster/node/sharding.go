@@ -93,6 +93,11 @@ func (n *Node) startSharding(ctx context.Context) error {
 		return err
 	}
 	n.shards = mgr
+	if n.leaders, err = shards.NewLeaders(shards.LeadersConfig{
+		Self: n.ident.NodeID, Leases: leases, View: n.cluster.shardView, Logger: n.log,
+	}); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -107,6 +112,35 @@ func (n *Node) startShards() {
 		n.shardSrv.close()
 		return err
 	})
+}
+
+// stopLeaders hands this node's singletons over: first thing on shutdown,
+// so that another node runs them within a fraction of a second.
+func (n *Node) stopLeaders(ctx context.Context) error {
+	if n.leaders == nil {
+		return nil
+	}
+	return n.leaders.Close(ctx)
+}
+
+// Leaders lists the singletons as this node sees them
+// (ClusterService.Leaders). A single node runs every singleton itself.
+func (n *Node) Leaders() *troupev1.LeadersResponse {
+	resp := &troupev1.LeadersResponse{NodeId: n.ident.NodeID}
+	if n.leaders == nil {
+		if n.rt != nil {
+			for _, s := range n.rt.Singletons() {
+				resp.Leaders = append(resp.Leaders, &troupev1.Leader{Singleton: s.Name, Node: n.ident.NodeID})
+			}
+		}
+		return resp
+	}
+	for _, in := range n.leaders.Leaders() {
+		resp.Leaders = append(resp.Leaders, &troupev1.Leader{
+			Singleton: in.Name, Node: in.Leader, Epoch: in.Epoch, Since: in.Since.UTC().Format(time.RFC3339Nano),
+		})
+	}
+	return resp
 }
 
 // shardView is what membership says, for the shard manager.

@@ -207,8 +207,7 @@ type Manager struct {
 	trigger chan struct{}
 	wg      sync.WaitGroup
 
-	deadMu    sync.Mutex
-	deadSince map[string]time.Time
+	dead deadSet
 
 	startOnce, closeOnce sync.Once
 	closing              atomic.Bool
@@ -224,7 +223,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger.With("component", "shards"),
-		trigger: make(chan struct{}, 1), deadSince: map[string]time.Time{},
+		trigger: make(chan struct{}, 1), dead: deadSet{delay: cfg.TakeoverDelay},
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	now := time.Now()
@@ -406,7 +405,7 @@ func (m *Manager) reconcile() {
 		}
 		return
 	}
-	dead := m.takeoverable(v.Dead, now)
+	dead := m.dead.takeoverable(v.Dead, now)
 	targets := placement.Assign(m.cfg.Shards, v.Alive)
 	for _, sh := range m.shards {
 		target := targets[sh.n]
@@ -431,23 +430,32 @@ func (m *Manager) reconcile() {
 	}
 }
 
-// takeoverable returns the dead members dead for at least TakeoverDelay.
-func (m *Manager) takeoverable(dead []string, now time.Time) []string {
-	m.deadMu.Lock()
-	defer m.deadMu.Unlock()
+// deadSet remembers since when members are dead, so that their leases
+// are taken over only after a delay.
+type deadSet struct {
+	delay time.Duration
+	mu    sync.Mutex
+	since map[string]time.Time
+}
+
+// takeoverable returns the members of dead that have been dead for at
+// least the delay; members no longer listed are forgotten.
+func (d *deadSet) takeoverable(dead []string, now time.Time) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	seen := make(map[string]time.Time, len(dead))
 	var out []string
-	for _, d := range dead {
-		since, ok := m.deadSince[d]
+	for _, id := range dead {
+		since, ok := d.since[id]
 		if !ok {
 			since = now
 		}
-		seen[d] = since
-		if now.Sub(since) >= m.cfg.TakeoverDelay {
-			out = append(out, d)
+		seen[id] = since
+		if now.Sub(since) >= d.delay {
+			out = append(out, id)
 		}
 	}
-	m.deadSince = seen
+	d.since = seen
 	slices.Sort(out)
 	return out
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
 	"github.com/troupe-dev/troupe/cluster/lease"
 	"github.com/troupe-dev/troupe/cluster/placement"
@@ -347,5 +348,161 @@ func TestCloseHandsEveryShardBack(t *testing.T) {
 		if err := r.leases.Release(context.Background(), l); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// instances counts the singleton's running instances, checking that no
+// two overlap and that epochs rise.
+type instances struct {
+	mu        sync.Mutex
+	running   int
+	maxAtOnce int
+	epochs    []uint64
+	by        []string
+}
+
+func (in *instances) singleton(node string) actors.Singleton {
+	return actors.Singleton{Name: "monitor", Run: func(ctx context.Context, epoch uint64) error {
+		in.mu.Lock()
+		in.running++
+		in.maxAtOnce = max(in.maxAtOnce, in.running)
+		in.epochs = append(in.epochs, epoch)
+		in.by = append(in.by, node)
+		in.mu.Unlock()
+		<-ctx.Done()
+		in.mu.Lock()
+		in.running--
+		in.mu.Unlock()
+		return ctx.Err()
+	}}
+}
+
+func (in *instances) snapshot() (running, maxAtOnce int, epochs []uint64, by []string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.running, in.maxAtOnce, slices.Clone(in.epochs), slices.Clone(in.by)
+}
+
+func TestASingletonRunsOnceAndMovesOnClose(t *testing.T) {
+	r := newRig(t)
+	all := []string{"n1", "n2", "n3"}
+	in := &instances{}
+	leaders := map[string]*shards.Leaders{}
+	for _, n := range all {
+		r.w.set(n, shards.View{Alive: all, Majority: true})
+		l, err := shards.NewLeaders(shards.LeadersConfig{Self: n, Leases: r.leases, View: r.w.view(n), TakeoverDelay: 300 * time.Millisecond, Retry: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaders[n] = l
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		l.Lead(in.singleton(n))
+	}
+	waitRunning := func(what string, after int) time.Duration {
+		t.Helper()
+		t0 := time.Now()
+		for {
+			running, _, epochs, _ := in.snapshot()
+			if running == 1 && len(epochs) > after {
+				return time.Since(t0)
+			}
+			if time.Since(t0) > 5*time.Second {
+				t.Fatalf("%s: %d instances running after %d starts", what, running, len(epochs))
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	waitRunning("first election", 0)
+	for round := 0; round < 3; round++ {
+		_, _, _, by := in.snapshot()
+		leader := by[len(by)-1]
+		// Every node names the leader.
+		time.Sleep(100 * time.Millisecond)
+		for n, l := range leaders {
+			if l == nil {
+				continue // closed in an earlier round
+			}
+			info := l.Leaders()
+			if len(info) != 1 || info[0].Leader != leader || info[0].Leading != (n == leader) {
+				t.Fatalf("round %d: %s sees %+v; leader is %s", round, n, info, leader)
+			}
+		}
+		// A graceful stop hands the singleton over within 0.5 s.
+		t0 := time.Now()
+		if err := leaders[leader].Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		leaders[leader] = nil
+		_, _, epochs, _ := in.snapshot()
+		waitRunning("handover", len(epochs))
+		took := time.Since(t0)
+		if took > 500*time.Millisecond {
+			t.Fatalf("handover took %s, want at most 0.5 s", took)
+		}
+		t.Logf("round %d: handover from %s took %s", round, leader, took)
+		if round == 1 {
+			break // one node left
+		}
+	}
+	_, maxAtOnce, epochs, _ := in.snapshot()
+	if maxAtOnce != 1 {
+		t.Fatalf("%d instances ran at once", maxAtOnce)
+	}
+	for i := 1; i < len(epochs); i++ {
+		if epochs[i] <= epochs[i-1] {
+			t.Fatalf("epochs do not rise: %v", epochs)
+		}
+	}
+}
+
+func TestASingletonLeavesANodeWithoutMajority(t *testing.T) {
+	r := newRig(t)
+	all := []string{"n1", "n2", "n3"}
+	in := &instances{}
+	for _, n := range all {
+		r.w.set(n, shards.View{Alive: all, Majority: true})
+		l, err := shards.NewLeaders(shards.LeadersConfig{Self: n, Leases: r.leases, View: r.w.view(n), TakeoverDelay: 300 * time.Millisecond, Retry: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		l.Lead(in.singleton(n))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if running, _, _, _ := in.snapshot(); running == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, _, _, by := in.snapshot()
+	leader := by[0]
+	// The leader is cut off: it sees no majority, the others see it dead.
+	var rest []string
+	for _, n := range all {
+		if n != leader {
+			rest = append(rest, n)
+		}
+	}
+	r.w.set(leader, shards.View{Alive: []string{leader}, Dead: rest, Majority: false})
+	for _, n := range rest {
+		r.w.set(n, shards.View{Alive: rest, Dead: []string{leader}, Majority: true})
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, _, epochs, by := in.snapshot()
+		if len(epochs) >= 2 && by[len(by)-1] != leader {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not taken over: starts by %v", by)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, maxAtOnce, _, _ := in.snapshot(); maxAtOnce != 1 {
+		t.Fatalf("%d instances ran at once: the cut-off leader did not stop first", maxAtOnce)
 	}
 }

@@ -23,7 +23,7 @@ func newClusterCmd() *cobra.Command {
 		Use:   "cluster",
 		Short: "Show the cluster a running node belongs to",
 	}
-	cmd.AddCommand(newClusterMembersCmd(), newClusterStatusCmd(), newClusterShardsCmd())
+	cmd.AddCommand(newClusterMembersCmd(), newClusterStatusCmd(), newClusterShardsCmd(), newClusterLeadersCmd())
 	return cmd
 }
 
@@ -190,6 +190,53 @@ serves it). Ask each node for the full picture of epochs and entities.`,
 					owner = "(moving)"
 				}
 				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", s.GetShard(), owner, s.GetState(), epoch, s.GetEntities(), s.GetTarget())
+			}
+			return w.Flush()
+		},
+	}
+	addNodeFlag(cmd, &node, &timeout)
+	cmd.Flags().StringVar(&format, "format", "table", "output: table or json")
+	return cmd
+}
+
+func newClusterLeadersCmd() *cobra.Command {
+	var (
+		node    string
+		timeout time.Duration
+		format  string
+	)
+	cmd := &cobra.Command{
+		Use:   "leaders",
+		Short: "List the singletons: the node that runs each, and its lease's epoch",
+		Long: `List the singletons (actors.Singleton) as the node sees them: the node that
+runs each one under its lease, and the lease's epoch (a fencing token that
+rises with every new leader). A singleton moves to another node when its
+node stops or dies.`,
+		Example: `  troupe cluster leaders --node http://127.0.0.1:8081`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return fmt.Errorf("--format %q: want table or json", format)
+			}
+			c := troupev1connect.NewClusterServiceClient(httpClient(timeout), node)
+			resp, err := c.Leaders(cmd.Context(), connect.NewRequest(&troupev1.LeadersRequest{}))
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "SINGLETON\tNODE\tEPOCH\tSINCE\n")
+			for _, l := range resp.Msg.GetLeaders() {
+				node, epoch := l.GetNode(), "-"
+				if node == "" {
+					node = "(none)"
+				}
+				if l.GetEpoch() != 0 {
+					epoch = fmt.Sprint(l.GetEpoch())
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", l.GetSingleton(), node, epoch, l.GetSince())
 			}
 			return w.Flush()
 		},

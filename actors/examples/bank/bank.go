@@ -39,6 +39,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"time"
 
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/journal"
@@ -333,20 +334,23 @@ func Register(rt *actors.Runtime) error { return register(rt, nil) }
 
 // register is Register with a fault hook for the transfer process (tests).
 func register(rt *actors.Runtime, fault faultFunc) error {
-	for _, k := range []actors.Behavior{Accounts, Transfers} {
+	for _, k := range []actors.Behavior{Accounts, Transfers, Alerts} {
 		if err := rt.Register(k); err != nil {
 			return err
 		}
 	}
-	for _, p := range []actors.Projection{Balances, Statements, TopAccounts, TransferStates} {
+	for _, p := range []actors.Projection{Balances, Statements, TopAccounts, TransferStates, LargeTransfers} {
 		if err := rt.RegisterProjection(p); err != nil {
 			return err
 		}
 	}
-	for _, q := range []actors.Query{BalanceQuery, AccountQuery, StatementQuery, TopAccountsQuery, TransferQuery} {
+	for _, q := range []actors.Query{BalanceQuery, AccountQuery, StatementQuery, TopAccountsQuery, TransferQuery, LargeTransfersQuery} {
 		if err := rt.RegisterQuery(q); err != nil {
 			return err
 		}
+	}
+	if err := rt.RegisterSingleton(LargeTransferMonitor(rt, time.Second, rt.Logger())); err != nil {
+		return err
 	}
 	pm := &process{rt: rt, fault: fault}
 	return rt.RegisterReactor(pm.reactor())

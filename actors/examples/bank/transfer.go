@@ -122,6 +122,12 @@ var Transfers = newTransfers()
 
 func newTransfers() *actors.Kind[Transfer] {
 	k := actors.NewKind(TransferKind, func(id string) Transfer { return Transfer{ID: id} })
+	k.Tags(func(ev any) []string {
+		if s, ok := ev.(Started); ok && s.Amount >= LargeTransfer {
+			return []string{LargeTransferTag}
+		}
+		return nil
+	})
 	actors.Handle(k, func(s Transfer, c Start) (actors.Decision, error) {
 		switch {
 		case s.Status != StatusNone:

@@ -1311,6 +1311,167 @@ func (x *CallResponse) GetMetadata() map[string]string {
 	return nil
 }
 
+type LeadersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeadersRequest) Reset() {
+	*x = LeadersRequest{}
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeadersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeadersRequest) ProtoMessage() {}
+
+func (x *LeadersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeadersRequest.ProtoReflect.Descriptor instead.
+func (*LeadersRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
+}
+
+type LeadersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Leaders       []*Leader              `protobuf:"bytes,2,rep,name=leaders,proto3" json:"leaders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeadersResponse) Reset() {
+	*x = LeadersResponse{}
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeadersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeadersResponse) ProtoMessage() {}
+
+func (x *LeadersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeadersResponse.ProtoReflect.Descriptor instead.
+func (*LeadersResponse) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LeadersResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *LeadersResponse) GetLeaders() []*Leader {
+	if x != nil {
+		return x.Leaders
+	}
+	return nil
+}
+
+// Leader is one singleton as the answering node sees it.
+type Leader struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Singleton string                 `protobuf:"bytes,1,opt,name=singleton,proto3" json:"singleton,omitempty"`
+	// node runs the singleton ("" when nobody does at the moment); epoch is
+	// its lease's epoch.
+	Node  string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// since is when the answering node last saw the leadership change
+	// (RFC 3339).
+	Since         string `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leader) Reset() {
+	*x = Leader{}
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leader) ProtoMessage() {}
+
+func (x *Leader) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leader.ProtoReflect.Descriptor instead.
+func (*Leader) Descriptor() ([]byte, []int) {
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Leader) GetSingleton() string {
+	if x != nil {
+		return x.Singleton
+	}
+	return ""
+}
+
+func (x *Leader) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Leader) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Leader) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
 type ShardsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1319,7 +1480,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	mi := &file_troupe_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1492,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[21]
+	mi := &file_troupe_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1505,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 type ShardsResponse struct {
@@ -1358,7 +1519,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	mi := &file_troupe_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1531,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[22]
+	mi := &file_troupe_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1544,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ShardsResponse) GetNodeId() string {
@@ -1424,7 +1585,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	mi := &file_troupe_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1597,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[23]
+	mi := &file_troupe_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1610,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Shard) GetShard() uint32 {
@@ -1509,7 +1670,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[24]
+	mi := &file_troupe_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1682,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[24]
+	mi := &file_troupe_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1695,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 type MembersResponse struct {
@@ -1546,7 +1707,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[25]
+	mi := &file_troupe_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1719,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[25]
+	mi := &file_troupe_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1732,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1608,7 +1769,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_troupe_v1_api_proto_msgTypes[26]
+	mi := &file_troupe_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1781,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[26]
+	mi := &file_troupe_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1794,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Member) GetId() string {
@@ -1714,7 +1875,7 @@ type ClusterServiceStatusRequest struct {
 
 func (x *ClusterServiceStatusRequest) Reset() {
 	*x = ClusterServiceStatusRequest{}
-	mi := &file_troupe_v1_api_proto_msgTypes[27]
+	mi := &file_troupe_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1887,7 @@ func (x *ClusterServiceStatusRequest) String() string {
 func (*ClusterServiceStatusRequest) ProtoMessage() {}
 
 func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[27]
+	mi := &file_troupe_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1900,7 @@ func (x *ClusterServiceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterServiceStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterServiceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 type ClusterServiceStatusResponse struct {
@@ -1765,7 +1926,7 @@ type ClusterServiceStatusResponse struct {
 
 func (x *ClusterServiceStatusResponse) Reset() {
 	*x = ClusterServiceStatusResponse{}
-	mi := &file_troupe_v1_api_proto_msgTypes[28]
+	mi := &file_troupe_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1938,7 @@ func (x *ClusterServiceStatusResponse) String() string {
 func (*ClusterServiceStatusResponse) ProtoMessage() {}
 
 func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_troupe_v1_api_proto_msgTypes[28]
+	mi := &file_troupe_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1951,7 @@ func (x *ClusterServiceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterServiceStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterServiceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_troupe_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_troupe_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClusterServiceStatusResponse) GetNodeId() string {
@@ -1951,7 +2112,16 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2%.troupe.v1.CallResponse.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x10\n" +
+	"\x0eLeadersRequest\"W\n" +
+	"\x0fLeadersResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12+\n" +
+	"\aleaders\x18\x02 \x03(\v2\x11.troupe.v1.LeaderR\aleaders\"f\n" +
+	"\x06Leader\x12\x1c\n" +
+	"\tsingleton\x18\x01 \x01(\tR\tsingleton\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05since\x18\x04 \x01(\tR\x05since\"\x0f\n" +
 	"\rShardsRequest\"S\n" +
 	"\x0eShardsResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12(\n" +
@@ -2011,11 +2181,12 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\rPluginService\x127\n" +
 	"\x04List\x12\x16.troupe.v1.ListRequest\x1a\x17.troupe.v1.ListResponse\x12=\n" +
 	"\x06Reload\x12\x18.troupe.v1.ReloadRequest\x1a\x19.troupe.v1.ReloadResponse\x127\n" +
-	"\x04Call\x12\x16.troupe.v1.CallRequest\x1a\x17.troupe.v1.CallResponse2\xec\x01\n" +
+	"\x04Call\x12\x16.troupe.v1.CallRequest\x1a\x17.troupe.v1.CallResponse2\xae\x02\n" +
 	"\x0eClusterService\x12@\n" +
 	"\aMembers\x12\x19.troupe.v1.MembersRequest\x1a\x1a.troupe.v1.MembersResponse\x12Y\n" +
 	"\x06Status\x12&.troupe.v1.ClusterServiceStatusRequest\x1a'.troupe.v1.ClusterServiceStatusResponse\x12=\n" +
-	"\x06Shards\x12\x18.troupe.v1.ShardsRequest\x1a\x19.troupe.v1.ShardsResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
+	"\x06Shards\x12\x18.troupe.v1.ShardsRequest\x1a\x19.troupe.v1.ShardsResponse\x12@\n" +
+	"\aLeaders\x12\x19.troupe.v1.LeadersRequest\x1a\x1a.troupe.v1.LeadersResponseB7Z5github.com/troupe-dev/troupe/proto/troupe/v1;troupev1b\x06proto3"
 
 var (
 	file_troupe_v1_api_proto_rawDescOnce sync.Once
@@ -2029,7 +2200,7 @@ func file_troupe_v1_api_proto_rawDescGZIP() []byte {
 	return file_troupe_v1_api_proto_rawDescData
 }
 
-var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_troupe_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_troupe_v1_api_proto_goTypes = []any{
 	(*SendRequest)(nil),                     // 0: troupe.v1.SendRequest
 	(*SendResponse)(nil),                    // 1: troupe.v1.SendResponse
@@ -2052,70 +2223,76 @@ var file_troupe_v1_api_proto_goTypes = []any{
 	(*ReloadResponse)(nil),                  // 18: troupe.v1.ReloadResponse
 	(*CallRequest)(nil),                     // 19: troupe.v1.CallRequest
 	(*CallResponse)(nil),                    // 20: troupe.v1.CallResponse
-	(*ShardsRequest)(nil),                   // 21: troupe.v1.ShardsRequest
-	(*ShardsResponse)(nil),                  // 22: troupe.v1.ShardsResponse
-	(*Shard)(nil),                           // 23: troupe.v1.Shard
-	(*MembersRequest)(nil),                  // 24: troupe.v1.MembersRequest
-	(*MembersResponse)(nil),                 // 25: troupe.v1.MembersResponse
-	(*Member)(nil),                          // 26: troupe.v1.Member
-	(*ClusterServiceStatusRequest)(nil),     // 27: troupe.v1.ClusterServiceStatusRequest
-	(*ClusterServiceStatusResponse)(nil),    // 28: troupe.v1.ClusterServiceStatusResponse
-	nil,                                     // 29: troupe.v1.SendRequest.MetadataEntry
-	nil,                                     // 30: troupe.v1.CallRequest.MetadataEntry
-	nil,                                     // 31: troupe.v1.CallResponse.MetadataEntry
-	nil,                                     // 32: troupe.v1.ClusterServiceStatusResponse.MembersEntry
-	(*structpb.Struct)(nil),                 // 33: google.protobuf.Struct
-	(*structpb.Value)(nil),                  // 34: google.protobuf.Value
-	(*Event)(nil),                           // 35: troupe.v1.Event
-	(*PluginInfo)(nil),                      // 36: troupe.v1.PluginInfo
+	(*LeadersRequest)(nil),                  // 21: troupe.v1.LeadersRequest
+	(*LeadersResponse)(nil),                 // 22: troupe.v1.LeadersResponse
+	(*Leader)(nil),                          // 23: troupe.v1.Leader
+	(*ShardsRequest)(nil),                   // 24: troupe.v1.ShardsRequest
+	(*ShardsResponse)(nil),                  // 25: troupe.v1.ShardsResponse
+	(*Shard)(nil),                           // 26: troupe.v1.Shard
+	(*MembersRequest)(nil),                  // 27: troupe.v1.MembersRequest
+	(*MembersResponse)(nil),                 // 28: troupe.v1.MembersResponse
+	(*Member)(nil),                          // 29: troupe.v1.Member
+	(*ClusterServiceStatusRequest)(nil),     // 30: troupe.v1.ClusterServiceStatusRequest
+	(*ClusterServiceStatusResponse)(nil),    // 31: troupe.v1.ClusterServiceStatusResponse
+	nil,                                     // 32: troupe.v1.SendRequest.MetadataEntry
+	nil,                                     // 33: troupe.v1.CallRequest.MetadataEntry
+	nil,                                     // 34: troupe.v1.CallResponse.MetadataEntry
+	nil,                                     // 35: troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	(*structpb.Struct)(nil),                 // 36: google.protobuf.Struct
+	(*structpb.Value)(nil),                  // 37: google.protobuf.Value
+	(*Event)(nil),                           // 38: troupe.v1.Event
+	(*PluginInfo)(nil),                      // 39: troupe.v1.PluginInfo
 }
 var file_troupe_v1_api_proto_depIdxs = []int32{
-	33, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
-	29, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
-	34, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
-	33, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
-	34, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
-	35, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
-	35, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
+	36, // 0: troupe.v1.SendRequest.payload:type_name -> google.protobuf.Struct
+	32, // 1: troupe.v1.SendRequest.metadata:type_name -> troupe.v1.SendRequest.MetadataEntry
+	37, // 2: troupe.v1.SendResponse.reply:type_name -> google.protobuf.Value
+	36, // 3: troupe.v1.QueryRequest.params:type_name -> google.protobuf.Struct
+	37, // 4: troupe.v1.QueryResponse.result:type_name -> google.protobuf.Value
+	38, // 5: troupe.v1.ReadResponse.event:type_name -> troupe.v1.Event
+	38, // 6: troupe.v1.TailResponse.event:type_name -> troupe.v1.Event
 	11, // 7: troupe.v1.ProjectionServiceStatusResponse.projections:type_name -> troupe.v1.ProjectionStatus
-	36, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
-	36, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
-	30, // 10: troupe.v1.CallRequest.metadata:type_name -> troupe.v1.CallRequest.MetadataEntry
-	31, // 11: troupe.v1.CallResponse.metadata:type_name -> troupe.v1.CallResponse.MetadataEntry
-	23, // 12: troupe.v1.ShardsResponse.shards:type_name -> troupe.v1.Shard
-	26, // 13: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
-	32, // 14: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
-	0,  // 15: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
-	2,  // 16: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
-	4,  // 17: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
-	5,  // 18: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
-	8,  // 19: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
-	10, // 20: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
-	13, // 21: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
-	15, // 22: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
-	17, // 23: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
-	19, // 24: troupe.v1.PluginService.Call:input_type -> troupe.v1.CallRequest
-	24, // 25: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
-	27, // 26: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
-	21, // 27: troupe.v1.ClusterService.Shards:input_type -> troupe.v1.ShardsRequest
-	1,  // 28: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
-	3,  // 29: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
-	6,  // 30: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
-	7,  // 31: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
-	9,  // 32: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
-	12, // 33: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
-	14, // 34: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
-	16, // 35: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
-	18, // 36: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
-	20, // 37: troupe.v1.PluginService.Call:output_type -> troupe.v1.CallResponse
-	25, // 38: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
-	28, // 39: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
-	22, // 40: troupe.v1.ClusterService.Shards:output_type -> troupe.v1.ShardsResponse
-	28, // [28:41] is the sub-list for method output_type
-	15, // [15:28] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	39, // 8: troupe.v1.ListResponse.plugins:type_name -> troupe.v1.PluginInfo
+	39, // 9: troupe.v1.ReloadResponse.plugins:type_name -> troupe.v1.PluginInfo
+	33, // 10: troupe.v1.CallRequest.metadata:type_name -> troupe.v1.CallRequest.MetadataEntry
+	34, // 11: troupe.v1.CallResponse.metadata:type_name -> troupe.v1.CallResponse.MetadataEntry
+	23, // 12: troupe.v1.LeadersResponse.leaders:type_name -> troupe.v1.Leader
+	26, // 13: troupe.v1.ShardsResponse.shards:type_name -> troupe.v1.Shard
+	29, // 14: troupe.v1.MembersResponse.members:type_name -> troupe.v1.Member
+	35, // 15: troupe.v1.ClusterServiceStatusResponse.members:type_name -> troupe.v1.ClusterServiceStatusResponse.MembersEntry
+	0,  // 16: troupe.v1.CommandService.Send:input_type -> troupe.v1.SendRequest
+	2,  // 17: troupe.v1.QueryService.Query:input_type -> troupe.v1.QueryRequest
+	4,  // 18: troupe.v1.EventService.Read:input_type -> troupe.v1.ReadRequest
+	5,  // 19: troupe.v1.EventService.Tail:input_type -> troupe.v1.TailRequest
+	8,  // 20: troupe.v1.EventService.Stats:input_type -> troupe.v1.StatsRequest
+	10, // 21: troupe.v1.ProjectionService.Status:input_type -> troupe.v1.ProjectionServiceStatusRequest
+	13, // 22: troupe.v1.ProjectionService.Rebuild:input_type -> troupe.v1.RebuildRequest
+	15, // 23: troupe.v1.PluginService.List:input_type -> troupe.v1.ListRequest
+	17, // 24: troupe.v1.PluginService.Reload:input_type -> troupe.v1.ReloadRequest
+	19, // 25: troupe.v1.PluginService.Call:input_type -> troupe.v1.CallRequest
+	27, // 26: troupe.v1.ClusterService.Members:input_type -> troupe.v1.MembersRequest
+	30, // 27: troupe.v1.ClusterService.Status:input_type -> troupe.v1.ClusterServiceStatusRequest
+	24, // 28: troupe.v1.ClusterService.Shards:input_type -> troupe.v1.ShardsRequest
+	21, // 29: troupe.v1.ClusterService.Leaders:input_type -> troupe.v1.LeadersRequest
+	1,  // 30: troupe.v1.CommandService.Send:output_type -> troupe.v1.SendResponse
+	3,  // 31: troupe.v1.QueryService.Query:output_type -> troupe.v1.QueryResponse
+	6,  // 32: troupe.v1.EventService.Read:output_type -> troupe.v1.ReadResponse
+	7,  // 33: troupe.v1.EventService.Tail:output_type -> troupe.v1.TailResponse
+	9,  // 34: troupe.v1.EventService.Stats:output_type -> troupe.v1.StatsResponse
+	12, // 35: troupe.v1.ProjectionService.Status:output_type -> troupe.v1.ProjectionServiceStatusResponse
+	14, // 36: troupe.v1.ProjectionService.Rebuild:output_type -> troupe.v1.RebuildResponse
+	16, // 37: troupe.v1.PluginService.List:output_type -> troupe.v1.ListResponse
+	18, // 38: troupe.v1.PluginService.Reload:output_type -> troupe.v1.ReloadResponse
+	20, // 39: troupe.v1.PluginService.Call:output_type -> troupe.v1.CallResponse
+	28, // 40: troupe.v1.ClusterService.Members:output_type -> troupe.v1.MembersResponse
+	31, // 41: troupe.v1.ClusterService.Status:output_type -> troupe.v1.ClusterServiceStatusResponse
+	25, // 42: troupe.v1.ClusterService.Shards:output_type -> troupe.v1.ShardsResponse
+	22, // 43: troupe.v1.ClusterService.Leaders:output_type -> troupe.v1.LeadersResponse
+	30, // [30:44] is the sub-list for method output_type
+	16, // [16:30] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_troupe_v1_api_proto_init() }
@@ -2131,7 +2308,7 @@ func file_troupe_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_v1_api_proto_rawDesc), len(file_troupe_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -71,6 +71,8 @@ const (
 	ClusterServiceStatusProcedure = "/troupe.v1.ClusterService/Status"
 	// ClusterServiceShardsProcedure is the fully-qualified name of the ClusterService's Shards RPC.
 	ClusterServiceShardsProcedure = "/troupe.v1.ClusterService/Shards"
+	// ClusterServiceLeadersProcedure is the fully-qualified name of the ClusterService's Leaders RPC.
+	ClusterServiceLeadersProcedure = "/troupe.v1.ClusterService/Leaders"
 )
 
 // CommandServiceClient is a client for the troupe.v1.CommandService service.
@@ -593,6 +595,9 @@ type ClusterServiceClient interface {
 	// Shards lists every shard: its owner, epoch, state and live entities,
 	// as this node sees them.
 	Shards(context.Context, *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error)
+	// Leaders lists the singletons: which node runs each, under which
+	// epoch, as this node sees them.
+	Leaders(context.Context, *connect.Request[v1.LeadersRequest]) (*connect.Response[v1.LeadersResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the troupe.v1.ClusterService service. By default,
@@ -624,6 +629,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Shards")),
 			connect.WithClientOptions(opts...),
 		),
+		leaders: connect.NewClient[v1.LeadersRequest, v1.LeadersResponse](
+			httpClient,
+			baseURL+ClusterServiceLeadersProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Leaders")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -632,6 +643,7 @@ type clusterServiceClient struct {
 	members *connect.Client[v1.MembersRequest, v1.MembersResponse]
 	status  *connect.Client[v1.ClusterServiceStatusRequest, v1.ClusterServiceStatusResponse]
 	shards  *connect.Client[v1.ShardsRequest, v1.ShardsResponse]
+	leaders *connect.Client[v1.LeadersRequest, v1.LeadersResponse]
 }
 
 // Members calls troupe.v1.ClusterService.Members.
@@ -649,6 +661,11 @@ func (c *clusterServiceClient) Shards(ctx context.Context, req *connect.Request[
 	return c.shards.CallUnary(ctx, req)
 }
 
+// Leaders calls troupe.v1.ClusterService.Leaders.
+func (c *clusterServiceClient) Leaders(ctx context.Context, req *connect.Request[v1.LeadersRequest]) (*connect.Response[v1.LeadersResponse], error) {
+	return c.leaders.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the troupe.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Members lists every member this node knows, itself included.
@@ -659,6 +676,9 @@ type ClusterServiceHandler interface {
 	// Shards lists every shard: its owner, epoch, state and live entities,
 	// as this node sees them.
 	Shards(context.Context, *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error)
+	// Leaders lists the singletons: which node runs each, under which
+	// epoch, as this node sees them.
+	Leaders(context.Context, *connect.Request[v1.LeadersRequest]) (*connect.Response[v1.LeadersResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -686,6 +706,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("Shards")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceLeadersHandler := connect.NewUnaryHandler(
+		ClusterServiceLeadersProcedure,
+		svc.Leaders,
+		connect.WithSchema(clusterServiceMethods.ByName("Leaders")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/troupe.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceMembersProcedure:
@@ -694,6 +720,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceStatusHandler.ServeHTTP(w, r)
 		case ClusterServiceShardsProcedure:
 			clusterServiceShardsHandler.ServeHTTP(w, r)
+		case ClusterServiceLeadersProcedure:
+			clusterServiceLeadersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -713,4 +741,8 @@ func (UnimplementedClusterServiceHandler) Status(context.Context, *connect.Reque
 
 func (UnimplementedClusterServiceHandler) Shards(context.Context, *connect.Request[v1.ShardsRequest]) (*connect.Response[v1.ShardsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ClusterService.Shards is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Leaders(context.Context, *connect.Request[v1.LeadersRequest]) (*connect.Response[v1.LeadersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("troupe.v1.ClusterService.Leaders is not implemented"))
 }
