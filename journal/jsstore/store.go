@@ -190,6 +190,9 @@ type part struct {
 
 	nmu    sync.Mutex
 	notify chan struct{} // closed and replaced when lastEvent advances
+
+	watcher jetstream.ConsumeContext // see watch; nil when not watching
+	wname   string                   // the watcher's consumer
 }
 
 // head is what the owner knows of an entity's stream.
@@ -224,6 +227,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.parts = append(s.parts, p)
+	}
+	for _, p := range s.parts {
+		if err := s.watch(ctx, p); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -401,6 +410,7 @@ func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 func (s *Store) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
 		close(s.closing)
+		s.unwatch()
 	}
 	s.wg.Wait()
 	return nil
@@ -542,8 +552,8 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-// LastPosition is the position of a partition's last event; see
-// journal.Store.
+// LastPosition is the position of a partition's last event, by any
+// writer, as far as this Store has seen; see journal.Store.
 func (s *Store) LastPosition(partition int) uint64 {
 	p, err := s.partition(partition)
 	if err != nil {
@@ -553,8 +563,9 @@ func (s *Store) LastPosition(partition int) uint64 {
 }
 
 // WaitPosition blocks until a partition's last event position exceeds
-// after; see journal.Store. It wakes on this store's own appends (the
-// partition's owner is its only writer).
+// after; see journal.Store. It wakes on this Store's own appends and on
+// other Stores' (other nodes'), which the partition's watcher sees within
+// about a millisecond of their ack (watch.go).
 func (s *Store) WaitPosition(ctx context.Context, partition int, after uint64) (uint64, error) {
 	p, err := s.partition(partition)
 	if err != nil {
@@ -579,15 +590,21 @@ func (s *Store) WaitPosition(ctx context.Context, partition int, after uint64) (
 	}
 }
 
+// advance moves the partition's last event position forward (never
+// back) and wakes its waiters. It is called by this Store's writes and by
+// the partition's watcher (other Stores' writes).
 func (p *part) advance(lastEvent uint64) {
 	if lastEvent <= p.lastEvent.Load() {
 		return
 	}
-	p.lastEvent.Store(lastEvent)
 	p.nmu.Lock()
+	defer p.nmu.Unlock()
+	if lastEvent <= p.lastEvent.Load() {
+		return
+	}
+	p.lastEvent.Store(lastEvent)
 	close(p.notify)
 	p.notify = make(chan struct{})
-	p.nmu.Unlock()
 }
 
 // lastMsg is the last message on a literal subject, or nil.
