@@ -250,6 +250,10 @@ type work struct {
 	types   []byte     // value type of each local (params first)
 	seen    []uint32   // per local: the last checkpoint that copied it
 	stamp   uint32
+	// entryLoop: the first loop's header is reached from the function's
+	// entry by straight-line code, so every activation passes its
+	// checkpoint before it can branch, call or return.
+	entryLoop bool
 }
 
 // loopInfo is what a loop's checkpoint needs to know about its body.
@@ -313,6 +317,8 @@ func (m *module) function(fn, out []byte, params []byte, w *work) ([]byte, error
 
 	w.costs = append(w.costs, 0)
 	w.regions = append(w.regions, 0)
+	w.entryLoop = false
+	straight := true // no branch, call or return since the entry
 	var in instr
 	for {
 		if r.off >= len(fn) {
@@ -339,6 +345,21 @@ func (m *module) function(fn, out []byte, params []byte, w *work) ([]byte, error
 			if len(w.regions) > 1 { // inside a loop
 				ir := &reader{b: fn[in.start+1 : in.end]}
 				w.writes = append(w.writes, ir.u32())
+			}
+		}
+		if straight {
+			switch {
+			case in.kind == kindLoop:
+				w.entryLoop = true
+				straight = false
+			case in.kind == kindBlock && in.op == 0x02: // block
+			case in.kind != kindPlain:
+				straight = false
+			default:
+				switch in.op {
+				case 0x00, 0x0C, 0x0D, 0x0E, 0x0F, 0x11, 0x13: // unreachable, br*, return, call_indirect*
+					straight = false
+				}
 			}
 		}
 		switch in.kind {
@@ -428,7 +449,17 @@ func (m *module) emitFunction(fn, out []byte, groups uint32, groupsStart, codeSt
 	out = append(out, fn[groupsStart:codeStart]...)
 	out = append(out, 0x01, 0x7E)
 	out = m.load(out)
-	out = m.checkpoint(out, w.costs[0], nil, false, w)
+	if w.entryLoop && uint64(w.costs[0])*4 <= uint64(w.costs[1]) {
+		// The first loop's checkpoint runs at least once per activation
+		// before anything else can happen: it also charges what lies
+		// outside loops (adding at most a quarter to its cost), and the entry
+		// needs no checkpoint of its own. Go's compiler wraps most
+		// function bodies in such a loop (its resumption points), so this
+		// saves one checkpoint per call there.
+		w.costs[1] += w.costs[0]
+	} else {
+		out = m.checkpoint(out, w.costs[0], nil, false, w)
+	}
 	if cap(w.seen) < int(m.local) {
 		w.seen = make([]uint32, m.local)
 	}

@@ -267,6 +267,45 @@ func TestLoopIsBounded(t *testing.T) {
 	}
 }
 
+// TestRecursionIsBounded: calls are bounded without any loop iterating:
+// "rec" starts with a loop (whose checkpoint then stands in for the entry's,
+// as in functions compiled by Go), "skip" branches before its loop can run
+// (so its entry keeps a checkpoint, though its loop is large enough to
+// stand in for it otherwise). Both recurse into two calls down to a
+// depth of 24 (33 M calls); with 50 chunks of 1,000 units they must stop
+// long before.
+func TestRecursionIsBounded(t *testing.T) {
+	src := []byte(`(module
+	  (func $rec (export "rec") (param $d i32)
+	    (loop $l
+	      (if (i32.eqz (local.get $d)) (then (return)))
+	      (call $rec (i32.sub (local.get $d) (i32.const 1)))
+	      (call $rec (i32.sub (local.get $d) (i32.const 1)))))
+	  (func $skip (export "skip") (param $d i32)
+	    (block $b
+	      (br_if $b (i32.const 1))
+	      (loop $l (br_if $l (i32.const 0)) ` + strings.Repeat("(nop) ", 100) + `))
+	    (if (i32.eqz (local.get $d)) (then (return)))
+	    (call $skip (i32.sub (local.get $d) (i32.const 1)))
+	    (call $skip (i32.sub (local.get $d) (i32.const 1)))))`)
+	metered := instrument(t, watBytes(t, src))
+	for _, fn := range []string{"rec", "skip"} {
+		t.Run(fn, func(t *testing.T) {
+			ctx := context.Background()
+			m := &meter{chunk: 1000, limit: 50}
+			rt := newRuntime(t, m)
+			mod, err := rt.InstantiateWithConfig(ctx, metered, wazero.NewModuleConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			fuelGlobal(t, mod).Set(1000)
+			if _, err := mod.ExportedFunction(fn).Call(ctx, 24); !errors.Is(err, errSpent) {
+				t.Fatalf("err = %v, want %v", err, errSpent)
+			}
+		})
+	}
+}
+
 // TestCostBoundsInstructions: the fuel a call spends is at least the number
 // of instructions it executes, and not wildly more.
 func TestCostBoundsInstructions(t *testing.T) {
