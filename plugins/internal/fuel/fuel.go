@@ -16,7 +16,7 @@ const (
 	ExportGlobal = "troupe:fuel"
 	// Version changes whenever Instrument's output for the same input
 	// changes: it belongs in the key of any cache of instrumented modules.
-	Version = 3
+	Version = 4
 )
 
 var (
