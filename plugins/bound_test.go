@@ -391,3 +391,36 @@ func TestStateNames(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundAllocatesNothing: bounding a call allocates nothing: a bounded
+// sidecar call allocates no more than the unbounded call it replaced (the
+// node's hot path must not feed the garbage collector per plugin call).
+func TestBoundAllocatesNothing(t *testing.T) {
+	wasm := buildWAT(t, "allow")
+	allocs := map[meterMode]float64{}
+	for _, mode := range []meterMode{meterNone, meterFuel} {
+		dir := t.TempDir()
+		writePlugin(t, dir, "p", wasm, "name = \"p\"\ntrusted = true\n[hooks]\ncommands = [\"*\"]\n")
+		h, err := New(Config{Dir: dir, CacheDir: cacheDir, NoWatch: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.mode = mode
+		if err := h.Start(context.Background()); err != nil {
+			h.Close()
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		cmd := benchCommand()
+		allocs[mode] = testing.AllocsPerRun(500, func() {
+			if d, err := h.Command(ctx, cmd); err != nil || d.Rejected {
+				t.Fatal(d, err)
+			}
+		})
+		h.Close()
+	}
+	t.Logf("allocations per call: unbounded %v, bounded %v", allocs[meterNone], allocs[meterFuel])
+	if allocs[meterFuel] > allocs[meterNone] {
+		t.Errorf("a bounded call allocates %v times, the unbounded one %v", allocs[meterFuel], allocs[meterNone])
+	}
+}
