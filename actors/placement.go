@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 
@@ -102,3 +103,30 @@ func (p LocalPlacement) Owner(int) (string, bool) {
 	}
 	return p.Node, true
 }
+
+// PartitionOwner is implemented by a Placement whose shards are the
+// journal's partitions (a cluster): the side effects of a partition
+// (reactors, and projections with a Flush such as the events publisher)
+// then run only on the node that owns it, from a checkpoint kept in
+// Config.Checkpoints under the owner's epoch.
+type PartitionOwner interface {
+	// PartitionEpoch reports whether this node owns partition p now, and
+	// the epoch (fencing token, never 0) of its ownership.
+	PartitionEpoch(p int) (epoch uint64, owned bool)
+}
+
+// CheckpointStore keeps the checkpoints of projections with side effects
+// where every node reads them (replicated), fenced by the epoch of the
+// partition's owner.
+type CheckpointStore interface {
+	// Load returns projection's checkpoint for partition (0: none).
+	Load(ctx context.Context, projection string, partition int) (uint64, error)
+	// Save records pos as projection's checkpoint for partition under
+	// epoch. A checkpoint saved under a higher epoch makes it fail with
+	// an error matching ErrFencedCheckpoint.
+	Save(ctx context.Context, projection string, partition int, pos, epoch uint64) error
+}
+
+// ErrFencedCheckpoint is matched by CheckpointStore.Save's error when a
+// newer owner of the partition has saved a checkpoint.
+var ErrFencedCheckpoint = errors.New("actors: checkpoint fenced by a newer owner of the partition")

@@ -454,10 +454,14 @@ const batchSize = 256
 
 // run consumes one partition of the log until ctx ends.
 func (p *projection) run(ctx context.Context, part int) {
+	if po, ok := p.owned(); ok {
+		p.runOwned(ctx, part, po)
+		return
+	}
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
 		pos := p.position(part)
-		caughtUp, err := p.step(ctx, part, pos)
+		caughtUp, err := p.step(ctx, part, pos, 0)
 		if errors.Is(err, badger.ErrConflict) {
 			continue // another partition's batch wrote the same keys first
 		}
@@ -484,10 +488,110 @@ func (p *projection) run(ctx context.Context, part int) {
 	}
 }
 
+// owned reports whether the projection's partitions run only where they
+// are owned: a projection with side effects (a reactor, or one with a
+// Flush such as the events publisher) in a cluster, whose placement owns
+// the journal's partitions and whose checkpoints are kept in
+// Config.Checkpoints.
+func (p *projection) owned() (PartitionOwner, bool) {
+	if !p.def.perEvent && p.def.Flush == nil {
+		return nil, false
+	}
+	po, ok := p.rt.placement.(PartitionOwner)
+	if !ok || p.rt.cfg.Checkpoints == nil {
+		return nil, false
+	}
+	return po, true
+}
+
+// runOwned consumes one partition while this node owns it, from the
+// checkpoint in Config.Checkpoints, saved under the owner's epoch: a
+// failover repeats at most what the previous owner did after its last
+// checkpoint (one event for a reactor).
+func (p *projection) runOwned(ctx context.Context, part int, po PartitionOwner) {
+	var epoch, fenced uint64
+	backoff := 10 * time.Millisecond
+	pause := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		e, ok := po.PartitionEpoch(part)
+		if !ok || e == fenced {
+			// Not ours; or ours under an epoch a newer owner's
+			// checkpoint has fenced: wait for the placement to learn.
+			epoch = 0
+			if !pause(50 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		if e != epoch {
+			pos, err := p.rt.cfg.Checkpoints.Load(ctx, p.def.Name, part)
+			if err != nil {
+				p.rt.log.Warn("projection checkpoint not loaded; retrying", "projection", p.def.Name, "partition", part, "err", err)
+				if !pause(backoff) {
+					return
+				}
+				backoff = min(backoff*2, 2*time.Second)
+				continue
+			}
+			p.reset(part, pos)
+			epoch = e
+		}
+		pos := p.position(part)
+		caughtUp, err := p.step(ctx, part, pos, epoch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, ErrFencedCheckpoint) {
+				p.rt.log.Warn("projection checkpoint fenced by a newer owner; pausing the partition", "projection", p.def.Name, "partition", part, "epoch", epoch)
+				epoch, fenced = 0, epoch
+				continue
+			}
+			p.rt.log.Error("projection failed; retrying", "projection", p.def.Name, "partition", part, "position", pos, "err", err)
+			p.advance(part, 0, err)
+			if !pause(backoff) {
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		if caughtUp {
+			// Wake on new events, and look at ownership again now and
+			// then.
+			wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			_, _ = p.rt.journal.WaitPosition(wctx, part, p.position(part))
+			cancel()
+		}
+	}
+}
+
+// reset sets a partition's checkpoint, forwards or backwards (an owner
+// taking a partition over starts from the replicated checkpoint).
+func (p *projection) reset(part int, pos uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pos[part] != pos {
+		p.pos[part] = pos
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
 // step applies up to batchSize events of a partition after pos in one
 // transaction together with the partition's new checkpoint, and reports
-// whether it reached the partition's head.
-func (p *projection) step(ctx context.Context, part int, pos uint64) (caughtUp bool, err error) {
+// whether it reached the partition's head. With an epoch (an owned
+// partition) the checkpoint goes to Config.Checkpoints under it instead.
+func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (caughtUp bool, err error) {
 	// Read the head first: every position up to it is committed, so when
 	// the filtered read comes back short the projection has seen all of
 	// them and may advance its checkpoint to the head.
@@ -538,10 +642,18 @@ func (p *projection) step(ctx context.Context, part int, pos uint64) (caughtUp b
 			return false, fmt.Errorf("flush: %w", err)
 		}
 	}
-	var cp [8]byte
-	binary.BigEndian.PutUint64(cp[:], last)
-	if err := txn.Set(checkpointKey(p.def.Name, part), cp[:]); err != nil {
-		return false, err
+	if epoch != 0 {
+		if last > pos {
+			if err := p.rt.cfg.Checkpoints.Save(ctx, p.def.Name, part, last, epoch); err != nil {
+				return false, err
+			}
+		}
+	} else {
+		var cp [8]byte
+		binary.BigEndian.PutUint64(cp[:], last)
+		if err := txn.Set(checkpointKey(p.def.Name, part), cp[:]); err != nil {
+			return false, err
+		}
 	}
 	if err := txn.Commit(); err != nil {
 		return false, err

@@ -80,6 +80,9 @@ type Config struct {
 	// Forwarder sends a command whose shard another node owns to that
 	// node. Nil: such a command fails with *NotOwnerError.
 	Forwarder Forwarder
+	// Checkpoints keeps the checkpoints of projections with side effects
+	// in a cluster (see PartitionOwner). Nil: the read store.
+	Checkpoints CheckpointStore
 	// Node names this node (its id in a cluster). Default "local".
 	Node string
 	// Leader runs the singletons where the cluster decides. Nil: the

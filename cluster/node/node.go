@@ -76,10 +76,12 @@ type Node struct {
 	api     *api
 	// In a cluster: the shard manager (the runtime's placement) and the
 	// server of forwarded commands; shardsOn once the manager runs.
-	shards   *shards.Manager
-	leaders  *shards.Leaders
-	shardSrv *shardServer
-	shardsOn atomic.Bool
+	shards  *shards.Manager
+	leaders *shards.Leaders
+	// checkpoints keeps the reactors' and publisher's checkpoints.
+	checkpoints *shards.Checkpoints
+	shardSrv    *shardServer
+	shardsOn    atomic.Bool
 	// kinds and queries registered by Setup: metric labels are limited to
 	// them so that bad input cannot grow the label space.
 	kinds, queries map[string]bool
@@ -244,6 +246,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		rcfg.Placement = n.shards
 		rcfg.Forwarder = &forwarder{n: n, nc: n.bus.Conn()}
 		rcfg.Leader = n.leaders
+		rcfg.Checkpoints = n.checkpoints
 	}
 	if n.rt, err = actors.NewRuntime(rcfg); err != nil {
 		return err
@@ -271,7 +274,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.metrics.Register(newProjectionCollector(n.rt)); err != nil {
 		return err
 	}
-	publishes := cfg.EventSubject != "-" || len(cfg.EventSubjectByKind) > 0
+	// In a cluster each shard's events are published by its owner, which
+	// drains them when it hands the shard over.
+	publishes := (cfg.EventSubject != "-" || len(cfg.EventSubjectByKind) > 0) && n.shards == nil
 	n.onStop("actors", func(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return n.rt.Close()

@@ -45,6 +45,9 @@ func (n *Node) startSharding(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: shard leases: %w", err)
 	}
+	if n.checkpoints, err = shards.OpenCheckpoints(lctx, js, cfg.Replicas); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
 	S := cfg.Shards
 	var mgr *shards.Manager
 	jcfg := jsstore.Config{
@@ -171,7 +174,6 @@ func (cs *clusterState) shardView() shards.View {
 	v.Majority = alive*2 > known
 	return v
 }
-
 
 // Shards lists the shards as this node sees them (ClusterService.Shards).
 // A single node owns every shard of its placement.

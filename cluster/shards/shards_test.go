@@ -2,6 +2,7 @@ package shards_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -504,5 +505,44 @@ func TestASingletonLeavesANodeWithoutMajority(t *testing.T) {
 	}
 	if _, maxAtOnce, _, _ := in.snapshot(); maxAtOnce != 1 {
 		t.Fatalf("%d instances ran at once: the cut-off leader did not stop first", maxAtOnce)
+	}
+}
+
+func TestCheckpointsAreFencedByEpoch(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := shards.OpenCheckpoints(ctx, c.JetStream(0), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := shards.OpenCheckpoints(ctx, c.JetStream(0), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos, err := a.Load(ctx, "transfer process", 3); err != nil || pos != 0 {
+		t.Fatalf("fresh checkpoint %d, %v; want 0", pos, err)
+	}
+	for _, pos := range []uint64{5, 9, 12} {
+		if err := a.Save(ctx, "transfer process", 3, pos, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new owner (epoch 8) continues from it; the old one is fenced.
+	if pos, err := b.Load(ctx, "transfer process", 3); err != nil || pos != 12 {
+		t.Fatalf("checkpoint %d, %v; want 12", pos, err)
+	}
+	if err := b.Save(ctx, "transfer process", 3, 15, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Save(ctx, "transfer process", 3, 13, 7); !errors.Is(err, actors.ErrFencedCheckpoint) {
+		t.Fatalf("save under an older epoch: %v, want ErrFencedCheckpoint", err)
+	}
+	if pos, _ := a.Load(ctx, "transfer process", 3); pos != 15 {
+		t.Fatalf("checkpoint %d after the fenced save, want 15", pos)
+	}
+	// Other partitions and projections are separate keys.
+	if pos, _ := a.Load(ctx, "transfer process", 4); pos != 0 {
+		t.Fatalf("partition 4 at %d, want 0", pos)
 	}
 }
