@@ -75,9 +75,10 @@ type Config struct {
 	AccountPrefix string
 	// Workers is how many commands are in flight at once. Default 4.
 	Workers int
-	// Duration bounds the run: no command starts after it; a command
-	// whose outcome is still unknown may be retried past it (Attempts).
-	// Default 5 s.
+	// Duration bounds the workload, counted from the end of the setup
+	// (opening the accounts): no command starts after it; a command whose
+	// outcome is still unknown may be retried past it (Attempts). Default
+	// 5 s.
 	Duration time.Duration
 	// Ops, when positive, also bounds the number of commands.
 	Ops int
@@ -219,11 +220,13 @@ type Client struct {
 	nodes    []troupev1connect.CommandServiceClient
 	ownHTTP  bool
 
-	mu    sync.Mutex
-	ran   bool
-	stats Stats
-	used  map[string]int // commands sent per account
-	ops   int            // commands started
+	mu         sync.Mutex
+	ran        bool
+	stats      Stats
+	used       map[string]int // commands sent per account
+	ops        int            // commands started
+	cmds       uint64         // ids of commands
+	unresolved []*command     // deposits and withdrawals still Unknown
 }
 
 // Stats describes a run.
@@ -376,8 +379,8 @@ func (c *Client) setup(ctx context.Context) error {
 					mu.Unlock()
 					continue
 				}
-				c.count(a)
-				proc = c.command(ctx, &p, proc, Input{Account: a, Kind: Deposit, Amount: probeAmount, Ref: ProbeRef(a)}, ProbeRef(a))
+				c.countSetup(a)
+				proc = c.do(ctx, &p, proc, Input{Account: a, Kind: Deposit, Amount: probeAmount, Ref: ProbeRef(a)}, ProbeRef(a))
 			}
 		}()
 	}
@@ -433,8 +436,8 @@ func (c *Client) work(ctx context.Context, w int, deadline time.Time, rng *mrand
 		default:
 			in.Kind, in.Amount, in.Ref = Read, probeAmount, ProbeRef(a)
 		}
-		key := fmt.Sprintf("k-w%d-%d", w, seq)
-		proc = c.command(ctx, &p, proc, in, key)
+		key := fmt.Sprintf("%s/k-w%d-%d", a, w, seq)
+		proc = c.do(ctx, &p, proc, in, key)
 	}
 }
 
@@ -458,8 +461,8 @@ func (c *Client) take(rng *mrand.Rand) (string, bool) {
 	return "", false
 }
 
-// count counts a setup command against a's budget (not the run's).
-func (c *Client) count(a string) {
+// countSetup counts a setup command against a's budget (not the run's).
+func (c *Client) countSetup(a string) {
 	c.mu.Lock()
 	c.used[a]++
 	c.mu.Unlock()
@@ -473,9 +476,97 @@ type attempt struct {
 	dup       bool
 }
 
-// command sends in (retrying a Deposit or Withdraw while its outcome is
-// unknown), records it, and returns the worker's process id for its next
-// command (a new one after an Unknown operation).
+// command is one command (one ref and idempotency key) and its requests.
+type command struct {
+	id    uint64
+	in    Input
+	key   string
+	proc  int // the process of its first request
+	tries []attempt
+}
+
+func (cmd *command) last() attempt { return cmd.tries[len(cmd.tries)-1] }
+
+// do sends in as a new command (retrying a Deposit or Withdraw while its
+// outcome is unknown), records it, and returns the worker's process id
+// for its next command (a new one after an Unknown operation).
+func (c *Client) do(ctx context.Context, p *picker, proc int, in Input, key string) int {
+	c.mu.Lock()
+	c.cmds++
+	cmd := &command{id: c.cmds, in: in, key: key, proc: proc}
+	c.mu.Unlock()
+	attempts := 1
+	if in.Kind != Read {
+		attempts = c.cfg.Attempts
+	}
+	c.try(ctx, p, cmd, attempts)
+
+	c.mu.Lock()
+	c.stats.Commands++
+	c.count(cmd, +1)
+	if cmd.last().out.Result == Unknown && in.Kind != Read {
+		c.unresolved = append(c.unresolved, cmd)
+	}
+	c.mu.Unlock()
+	return c.record(cmd)
+}
+
+// try sends cmd up to attempts more times while its outcome is unknown.
+func (c *Client) try(ctx context.Context, p *picker, cmd *command, attempts int) {
+	backoff := c.cfg.Backoff
+	payload := map[string]any{"amount": cmd.in.Amount, "ref": cmd.in.Ref}
+	typ := "Deposit"
+	if cmd.in.Kind == Withdraw {
+		typ = "Withdraw"
+	}
+	for i := range attempts {
+		if i > 0 && !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+		node := p.pick()
+		call := c.rec.Now()
+		out, dup, code, err := c.send(ctx, node, cmd.in.Account, typ, payload, cmd.key)
+		cmd.tries = append(cmd.tries, attempt{call: call, ret: c.rec.Now(), node: c.cfg.Nodes[node], out: out, dup: dup})
+		c.mu.Lock()
+		c.stats.Requests++
+		if out.Result == Unknown {
+			c.stats.Errors[code]++
+		}
+		c.mu.Unlock()
+		if out.Result != Unknown {
+			return
+		}
+		c.cfg.Logger.Debug("linear: unknown outcome", "stream", "account/"+cmd.in.Account, "node", c.cfg.Nodes[node], "err", err)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// count adds (sign +1) or takes back (-1) cmd's final outcome in the
+// stats. Called with c.mu held.
+func (c *Client) count(cmd *command, sign int) {
+	last := cmd.last().out
+	switch last.Result {
+	case OK:
+		c.stats.OK += sign
+		if cmd.in.Kind != Read {
+			c.stats.Acknowledged[cmd.in.Account] += sign
+		}
+	case Rejected:
+		c.stats.Rejected += sign
+		if last.Reason != InsufficientFunds {
+			c.stats.OtherRejections += sign
+		}
+	default:
+		c.stats.Unknown += sign
+	}
+}
+
+// record puts cmd's operations into the history, in place of those it
+// recorded for cmd before, and returns the process id for the worker's
+// next command.
 //
 // What is recorded: a command whose final answer was a repeat of its
 // idempotency key (duplicate) is one operation from the first request's
@@ -484,71 +575,80 @@ type attempt struct {
 // the two. Otherwise every request is an operation of its own, with the
 // same ref: the Unknown ones and the definite last one (a repeat of the
 // ref answers the balance of its time, which the model knows).
-func (c *Client) command(ctx context.Context, p *picker, proc int, in Input, key string) int {
-	attempts := 1
-	if in.Kind != Read {
-		attempts = c.cfg.Attempts
-	}
-	var tries []attempt
-	backoff := c.cfg.Backoff
-	for i := range attempts {
-		if i > 0 && !sleep(ctx, backoff) {
-			break
-		}
-		backoff = min(2*backoff, maxBackoff)
-		node := p.pick()
-		payload := map[string]any{"amount": in.Amount, "ref": in.Ref}
-		typ := "Deposit"
-		if in.Kind == Withdraw {
-			typ = "Withdraw"
-		}
-		call := c.rec.Now()
-		out, dup, code, err := c.send(ctx, node, in.Account, typ, payload, key)
-		tries = append(tries, attempt{call: call, ret: c.rec.Now(), node: c.cfg.Nodes[node], out: out, dup: dup})
-		c.mu.Lock()
-		c.stats.Requests++
-		if out.Result == Unknown {
-			c.stats.Errors[code]++
-		}
-		c.mu.Unlock()
-		if out.Result != Unknown {
-			break
-		}
-		c.cfg.Logger.Debug("linear: unknown outcome", "stream", "account/"+in.Account, "node", c.cfg.Nodes[node], "err", err)
-	}
-
-	last := tries[len(tries)-1]
-	c.mu.Lock()
-	c.stats.Commands++
-	switch last.out.Result {
-	case OK:
-		c.stats.OK++
-		if in.Kind != Read {
-			c.stats.Acknowledged[in.Account]++
-		}
-	case Rejected:
-		c.stats.Rejected++
-		if last.out.Reason != InsufficientFunds {
-			c.stats.OtherRejections++
-		}
-	default:
-		c.stats.Unknown++
-	}
-	c.mu.Unlock()
-
+func (c *Client) record(cmd *command) int {
+	last := cmd.last()
 	if last.dup && last.out.Result == OK {
-		c.rec.Add(Op{Client: proc, Input: in, Output: last.out, Call: tries[0].call, Return: last.ret,
-			Meta: fmt.Sprintf("%d requests; duplicate answered by %s", len(tries), last.node)})
-		return proc
+		c.rec.replace(cmd.id, []Op{{Client: cmd.proc, Input: cmd.in, Output: last.out, Call: cmd.tries[0].call, Return: last.ret,
+			Meta: fmt.Sprintf("%d requests; duplicate answered by %s", len(cmd.tries), last.node)}})
+		return cmd.proc
 	}
-	for i, t := range tries {
-		c.rec.Add(Op{Client: proc, Input: in, Output: t.out, Call: t.call, Return: t.ret,
-			Meta: fmt.Sprintf("request %d of %d to %s", i+1, len(tries), t.node)})
-		if t.out.Result == Unknown {
+	ops := make([]Op, 0, len(cmd.tries))
+	proc := cmd.proc
+	for i, t := range cmd.tries {
+		if i > 0 && cmd.tries[i-1].out.Result == Unknown {
 			proc = c.rec.NewClient()
 		}
+		ops = append(ops, Op{Client: proc, Input: cmd.in, Output: t.out, Call: t.call, Return: t.ret,
+			Meta: fmt.Sprintf("request %d of %d to %s", i+1, len(cmd.tries), t.node)})
+	}
+	c.rec.replace(cmd.id, ops)
+	if last.out.Result == Unknown {
+		return c.rec.NewClient()
 	}
 	return proc
+}
+
+// Settle sends again, with the same refs and idempotency keys, the
+// deposits and withdrawals whose outcome is still unknown (each up to
+// Attempts times, Workers at once), and records the answers: call it once
+// the cluster is healthy again (after Heal and restarts), before Check.
+// A command answered now leaves the history with one open-ended Unknown
+// operation fewer, which makes the check cheaper and its verdict
+// sharper, and lets Audit count it as acknowledged or not applied. It
+// returns the stats of the whole run so far; Run must have returned.
+func (c *Client) Settle(ctx context.Context) (Stats, error) {
+	c.mu.Lock()
+	todo := c.unresolved
+	c.unresolved = nil
+	c.mu.Unlock()
+	next := make(chan *command)
+	var wg sync.WaitGroup
+	for w := range min(c.cfg.Workers, len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := picker{c: c, next: w}
+			for cmd := range next {
+				c.mu.Lock()
+				c.count(cmd, -1)
+				c.mu.Unlock()
+				c.try(ctx, &p, cmd, c.cfg.Attempts)
+				c.mu.Lock()
+				c.count(cmd, +1)
+				if cmd.last().out.Result == Unknown {
+					c.unresolved = append(c.unresolved, cmd)
+				}
+				c.mu.Unlock()
+				c.record(cmd)
+			}
+		}()
+	}
+	for _, cmd := range todo {
+		next <- cmd
+	}
+	close(next)
+	wg.Wait()
+	if c.ownHTTP {
+		c.cfg.HTTPClient.CloseIdleConnections()
+	}
+	return c.Stats(), ctx.Err()
+}
+
+// Stats returns the stats of the run so far.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats.clone()
 }
 
 // send sends one command to node i and classifies the answer (Classify).

@@ -303,6 +303,10 @@ func TestSingleNodeKill(t *testing.T) {
 	if r.stats.OtherRejections != 0 {
 		t.Fatalf("rejections other than for funds: %s", r.stats)
 	}
+	// The node is back: commands left Unknown get their answers.
+	if s, err := cl.Settle(ctx); err != nil || s.Unknown > s.Commands-s.OK-s.Rejected {
+		t.Fatalf("Settle: %v (%s)", err, s)
+	}
 
 	ops := cl.Recorder().Ops()
 	res, info, err := linear.Check(ops, 20*time.Second, t.TempDir())

@@ -40,6 +40,10 @@ const (
 type fakeBank struct {
 	fault fault
 
+	// blackout, while set, fails every Deposit and Withdraw with
+	// unavailable, after applying every other one.
+	blackout bool
+
 	mu       sync.Mutex
 	writes   int
 	accounts map[string]*fakeAccount
@@ -77,6 +81,19 @@ func (f *fakeBank) Send(_ context.Context, req *connect.Request[troupev1.SendReq
 	amount := int64(m.GetPayload().GetFields()["amount"].GetNumberValue())
 	ref := m.GetPayload().GetFields()["ref"].GetStringValue()
 	key := m.GetIdempotencyKey()
+	if f.blackout {
+		f.writes++
+		if f.writes%2 == 0 && !a.refs[ref] {
+			typ, delta := "Deposited", amount
+			if m.GetType() == "Withdraw" {
+				typ, delta = "Withdrawn", -amount
+			}
+			if a.balance+delta >= 0 {
+				a.apply(typ, delta, amount, ref, key, m.GetId())
+			}
+		}
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("blackout"))
+	}
 	if b, ok := a.keys[key]; ok && f.fault != doubleApply {
 		return reply(b, true)
 	}
@@ -189,4 +206,79 @@ func httptestMux(path string, h http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle(path, h)
 	return mux
+}
+
+// TestSettle leaves most commands Unknown (a blackout that applies half of
+// them and answers none), then settles them once the fake bank answers
+// again: every deposit and withdrawal gets a definite outcome, the history
+// checks, and the audit is clean. (Every command of the run stays open
+// until Settle, so all are concurrent: few per account, or the check
+// explodes.)
+func TestSettle(t *testing.T) {
+	bank := &fakeBank{accounts: map[string]*fakeAccount{}, blackout: true}
+	path, h := troupev1connect.NewCommandServiceHandler(bank)
+	srv := httptest.NewServer(httptestMux(path, h))
+	defer srv.Close()
+	cl, err := linear.New(linear.Config{
+		Nodes:    []string{srv.URL},
+		Accounts: 8, Workers: 4, Ops: 40, Duration: 20 * time.Second,
+		Backoff: time.Millisecond, Attempts: 2, Seed: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := cl.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Unknown < 30 || stats.OK != 0 {
+		t.Fatalf("blackout run: %s; want nearly every command unknown", stats)
+	}
+	bank.mu.Lock()
+	bank.blackout = false
+	bank.mu.Unlock()
+
+	stats, err = cl.Settle(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("settled: %s", stats)
+	ack := 0
+	for _, n := range stats.Acknowledged {
+		ack += n
+	}
+	// What is left Unknown are reads, which are not settled.
+	if stats.Unknown != stats.Commands-stats.OK-stats.Rejected || ack == 0 {
+		t.Fatalf("after Settle: %s", stats)
+	}
+	ops := cl.Recorder().Ops()
+	for _, op := range ops {
+		if op.Output.Result == linear.Unknown && op.Input.Kind != linear.Read {
+			if op.Input.Ref != linear.ProbeRef(op.Input.Account) && !acknowledgedOrRejected(ops, op.Input) {
+				t.Fatalf("write %+v still unknown after Settle", op.Input)
+			}
+		}
+	}
+	res, info, err := linear.Check(ops, 20*time.Second, t.TempDir())
+	t.Logf("check: %s: %s", res, info)
+	if res != porcupine.Ok || err != nil {
+		t.Fatalf("check after Settle: %s (%v): %s", res, err, info)
+	}
+	if rep := linear.Audit(ops, bank.streams()); rep.Err() != nil || rep.Acknowledged < ack {
+		t.Fatalf("audit: %v (%s)", rep.Err(), rep)
+	}
+	if again, err := cl.Settle(context.Background()); err != nil || again.Requests != stats.Requests {
+		t.Fatalf("a second Settle sent requests (%v): %s", err, again)
+	}
+}
+
+// acknowledgedOrRejected tells whether some operation with in's account and
+// ref got a definite answer.
+func acknowledgedOrRejected(ops []linear.Op, in linear.Input) bool {
+	for _, op := range ops {
+		if op.Input.Account == in.Account && op.Input.Ref == in.Ref && op.Output.Result != linear.Unknown {
+			return true
+		}
+	}
+	return false
 }

@@ -162,6 +162,48 @@ func TestModel(t *testing.T) {
 			want: porcupine.Illegal, illegal: []string{"a"},
 		},
 		{
+			name: "an unknown attempt before its acknowledged retry may have applied the ref",
+			ops: []linear.Op{
+				probe("a"),
+				dep(0, "a", 10, "r1", 10, 0, unknown),
+				read(1, "a", 20, 30, ok(11)),
+				dep(2, "a", 10, "r1", 40, 50, ok(11)),
+			},
+			want: porcupine.Ok,
+		},
+		{
+			name: "an unknown attempt and its acknowledged retry apply the ref once",
+			ops: []linear.Op{
+				probe("a"),
+				dep(0, "a", 10, "r1", 10, 0, unknown),
+				read(1, "a", 20, 30, ok(11)),
+				dep(2, "a", 10, "r1", 40, 50, ok(11)),
+				read(1, "a", 60, 70, ok(21)),
+			},
+			want: porcupine.Illegal, illegal: []string{"a"},
+		},
+		{
+			name: "an unknown repeat of an acknowledged ref has no effect",
+			ops: []linear.Op{
+				probe("a"),
+				dep(0, "a", 10, "r1", 10, 20, ok(11)),
+				dep(0, "a", 10, "r1", 30, 0, unknown),
+				read(1, "a", 40, 50, ok(21)),
+			},
+			want: porcupine.Illegal, illegal: []string{"a"},
+		},
+		{
+			name: "unknown reads of an applied probe",
+			ops: []linear.Op{
+				probe("a"),
+				read(1, "a", 10, 0, unknown),
+				dep(0, "a", 10, "r1", 10, 20, ok(11)),
+				read(2, "a", 15, 0, unknown),
+				read(1, "a", 30, 40, ok(11)),
+			},
+			want: porcupine.Ok,
+		},
+		{
 			name: "insufficient funds while the balance covered the withdrawal",
 			ops: []linear.Op{
 				dep(0, "a", 10, "r1", 0, 10, ok(10)),

@@ -21,11 +21,13 @@ type Op struct {
 	Input  Input
 	Output Output
 	// Call is when the operation was sent; Return when its answer came.
-	// Return is ignored for an Unknown output (see Check).
+	// Return is ignored for an Unknown output (Check gives it one).
 	Call, Return int64
 	// Meta says where and how (node, attempts, error): shown in the
 	// visualisation, ignored by the model.
 	Meta string
+
+	cmd uint64 // the Client's command, when not 0 (Recorder.replace)
 }
 
 // Recorder records a history of operations from many goroutines. Every
@@ -36,13 +38,14 @@ type Recorder struct {
 	mu      sync.Mutex
 	ops     []Op
 	pending map[int]Op
+	cmds    map[uint64]bool // commands of the Client recorded (replace)
 	nextID  int
 	clients int
 }
 
 // NewRecorder returns an empty recorder whose clock starts now.
 func NewRecorder() *Recorder {
-	return &Recorder{start: time.Now(), pending: map[int]Op{}}
+	return &Recorder{start: time.Now(), pending: map[int]Op{}, cmds: map[uint64]bool{}}
 }
 
 // Now is the recorder's clock: nanoseconds since NewRecorder, from Go's
@@ -95,6 +98,28 @@ func (r *Recorder) Add(op Op) {
 	r.noteClient(op.Client)
 }
 
+// replace records ops as the operations of the Client's command cmd (not
+// 0), in place of those recorded for it before.
+func (r *Recorder) replace(cmd uint64, ops []Op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmds[cmd] {
+		kept := r.ops[:0]
+		for _, op := range r.ops {
+			if op.cmd != cmd {
+				kept = append(kept, op)
+			}
+		}
+		r.ops = kept
+	}
+	r.cmds[cmd] = true
+	for _, op := range ops {
+		op.cmd = cmd
+		r.ops = append(r.ops, op)
+		r.noteClient(op.Client)
+	}
+}
+
 func (r *Recorder) noteClient(c int) {
 	if c >= r.clients {
 		r.clients = c + 1
@@ -125,6 +150,10 @@ type CheckInfo struct {
 	// Ops, Accounts and Unknown count the operations checked, the
 	// partitions (accounts) and the operations with an Unknown output.
 	Ops, Accounts, Unknown int
+	// Open counts the Unknown operations whose ref no operation got OK
+	// for: open-ended in the history (see Check), they are what makes a
+	// check expensive.
+	Open int
 	// Took is how long the checker ran.
 	Took time.Duration
 	// Illegal names the accounts whose histories are not linearizable
@@ -141,7 +170,7 @@ type CheckInfo struct {
 
 // String summarises the check for a test log.
 func (i CheckInfo) String() string {
-	s := fmt.Sprintf("%d ops (%d unknown) on %d accounts, checked in %s", i.Ops, i.Unknown, i.Accounts, i.Took.Round(time.Millisecond))
+	s := fmt.Sprintf("%d ops (%d unknown, %d open-ended) on %d accounts, checked in %s", i.Ops, i.Unknown, i.Open, i.Accounts, i.Took.Round(time.Millisecond))
 	if len(i.Illegal) > 0 {
 		s += fmt.Sprintf("; not linearizable: %v", i.Illegal)
 	}
@@ -165,13 +194,23 @@ func (i CheckInfo) String() string {
 // from its call on, including after every other operation, which is the
 // same as not at all. The model accepts any output for it.
 //
+// Two refinements keep the search small without changing its verdict.
+// When an operation with the same account and ref was answered OK, the
+// account had applied the ref by that answer's return R, and from then on
+// a repeat of the ref has no effect: an Unknown operation called after R
+// is left out, and one called before R gets R as its return time (placing
+// it later would be the same as placing it just after R). Open-ended
+// Unknown operations (refs never acknowledged) are what makes a check
+// expensive: each one doubles the orders the checker may have to try.
+//
 // When the result is Illegal and dir is not empty, Check writes porcupine's
 // visualisation into dir and names the file in CheckInfo.Visualization;
 // the error is about writing it.
 func Check(ops []Op, timeout time.Duration, dir string) (porcupine.CheckResult, CheckInfo, error) {
 	info := CheckInfo{Ops: len(ops)}
 	model := Model()
-	history := toPorcupine(ops)
+	history, open := toPorcupine(ops)
+	info.Open = open
 	accounts := map[string]bool{}
 	for _, op := range ops {
 		accounts[op.Input.Account] = true
@@ -216,37 +255,61 @@ func illegalAccounts(model porcupine.Model, ops []Op, timeout time.Duration) []s
 	}
 	var bad []string
 	for _, a := range sortedKeys(by) {
-		if porcupine.CheckOperationsTimeout(model, toPorcupine(by[a]), timeout) == porcupine.Illegal {
+		h, _ := toPorcupine(by[a])
+		if porcupine.CheckOperationsTimeout(model, h, timeout) == porcupine.Illegal {
 			bad = append(bad, a)
 		}
 	}
 	return bad
 }
 
-// toPorcupine converts ops, giving Unknown outputs the end of the history
-// as their return time (see Check).
-func toPorcupine(ops []Op) []porcupine.Operation {
+// toPorcupine converts ops, giving Unknown outputs their return times
+// (see Check) and leaving out those that cannot have an effect.
+func toPorcupine(ops []Op) (history []porcupine.Operation, open int) {
 	var end int64
+	// acked[account][ref]: the earliest return of an OK operation with the
+	// ref: by then the account had applied it.
+	acked := map[string]map[string]int64{}
 	for _, op := range ops {
 		end = max(end, op.Call)
-		if op.Output.Result != Unknown {
-			end = max(end, op.Return)
+		if op.Output.Result == Unknown {
+			continue
+		}
+		end = max(end, op.Return)
+		if op.Output.Result != OK || op.Input.Ref == "" {
+			continue
+		}
+		m := acked[op.Input.Account]
+		if m == nil {
+			m = map[string]int64{}
+			acked[op.Input.Account] = m
+		}
+		if r, ok := m[op.Input.Ref]; !ok || op.Return < r {
+			m[op.Input.Ref] = op.Return
 		}
 	}
 	end++
-	out := make([]porcupine.Operation, len(ops))
-	for i, op := range ops {
+	out := make([]porcupine.Operation, 0, len(ops))
+	for _, op := range ops {
 		ret := op.Return
 		if op.Output.Result == Unknown {
 			ret = end
+			if by, ok := acked[op.Input.Account][op.Input.Ref]; ok {
+				if by < op.Call {
+					continue // a repeat of an applied ref: no effect
+				}
+				ret = by
+			} else {
+				open++
+			}
 		}
 		var meta any
 		if op.Meta != "" || op.Output.Err != "" {
 			meta = op.metaString()
 		}
-		out[i] = porcupine.Operation{ClientId: op.Client, Input: op.Input, Call: op.Call, Output: op.Output, Return: ret, Metadata: meta}
+		out = append(out, porcupine.Operation{ClientId: op.Client, Input: op.Input, Call: op.Call, Output: op.Output, Return: ret, Metadata: meta})
 	}
-	return out
+	return out, open
 }
 
 func (op Op) metaString() string {
