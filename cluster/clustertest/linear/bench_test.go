@@ -55,7 +55,7 @@ func history(w, n, unknown int, illegal bool, seed uint64) []linear.Op {
 func BenchmarkCheck(b *testing.B) {
 	for _, illegal := range []bool{false, true} {
 		for _, w := range []int{2, 8, 16} {
-			for _, u := range []int{0, 10, 40} {
+			for _, u := range []int{0, 10, 20} {
 				ops := history(w, 200, u, illegal, 42)
 				want := porcupine.Ok
 				if illegal {
