@@ -598,7 +598,7 @@ func TestClusterArgs(t *testing.T) {
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Binary: "/bin/true"})
 	n := c.Node(1)
 	got := strings.Join(clustertest.ClusterArgs(n), " ")
-	want := fmt.Sprintf("dev --node-id n2 --data-dir %s --http 127.0.0.1:%d --nats-host 127.0.0.1 --nats-port %d --gossip 127.0.0.1:%d --cluster-port %d --join %s,%s --log-format json",
+	want := fmt.Sprintf("dev --node-id n2 --data-dir %s --http 127.0.0.1:%d --nats-host 127.0.0.1 --nats-port %d --gossip 127.0.0.1:%d --cluster-port %d --shards 8 --join %s,%s --log-format json",
 		n.DataDir, n.HTTPPort, n.NATSPort, n.GossipPort, n.RoutePort, c.Node(0).GossipAddr(), c.Node(2).GossipAddr())
 	if got != want {
 		t.Fatalf("ClusterArgs:\n got %s\nwant %s", got, want)

@@ -111,8 +111,9 @@ type Config struct {
 	// otherwise is refused). Default DefaultShards. Cluster only.
 	Shards int
 	// Replicas is the replica count of the cluster's replicated streams
-	// and leases: 3 by default, which needs at least three nodes with the
-	// jetstream role; a smaller cluster sets 1 (or 2).
+	// and buckets. 0 (the default): min(3, the JetStream nodes of the
+	// cluster when this node starts); a node that starts later and sees
+	// more raises the streams' count up to 3.
 	Replicas int
 	// ReapFailedAfter is how long a failed member stays listed before it
 	// is forgotten. Default: membership.DefaultReapFailedAfter.
@@ -170,9 +171,6 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Shards == 0 {
 		cfg.Shards = DefaultShards
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 3
 	}
 	if cfg.ClusterSecret == "" && len(cfg.GossipKey) > 0 {
 		cfg.ClusterSecret = deriveSecret(cfg.GossipKey)
@@ -257,8 +255,8 @@ func (cfg Config) Validate() error {
 	if cfg.Shards < 1 || cfg.Shards > 4096 {
 		return fmt.Errorf("node: --shards %d: want 1 to 4096", cfg.Shards)
 	}
-	if cfg.Replicas < 1 || cfg.Replicas > 5 {
-		return fmt.Errorf("node: --replicas %d: want 1 to 5", cfg.Replicas)
+	if cfg.Replicas < 0 || cfg.Replicas > 5 {
+		return fmt.Errorf("node: --replicas %d: want 1 to 5, or 0 for min(3, JetStream nodes)", cfg.Replicas)
 	}
 	for _, r := range cfg.Roles {
 		if r != RoleShards && r != RoleJetStream {

@@ -41,17 +41,22 @@ func (n *Node) startSharding(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
 	defer cancel()
-	leases, err := lease.Open(lctx, js, lease.Config{Replicas: cfg.Replicas, Logger: n.log})
+	replicas := cfg.Replicas
+	if replicas == 0 {
+		replicas = min(3, max(1, n.bus.State().MetaSize))
+	}
+	n.log.Info("replicated journal", "shards", cfg.Shards, "replicas", replicas)
+	leases, err := lease.Open(lctx, js, lease.Config{Replicas: replicas, Logger: n.log})
 	if err != nil {
 		return fmt.Errorf("node: shard leases: %w", err)
 	}
-	if n.checkpoints, err = shards.OpenCheckpoints(lctx, js, cfg.Replicas); err != nil {
+	if n.checkpoints, err = shards.OpenCheckpoints(lctx, js, replicas); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	S := cfg.Shards
 	var mgr *shards.Manager
 	jcfg := jsstore.Config{
-		Conn: nc, Partitions: S, Replicas: cfg.Replicas, Logger: n.log,
+		Conn: nc, Partitions: S, Replicas: replicas, Logger: n.log,
 		PartitionOf: func(stream string) int {
 			kind, id, _ := strings.Cut(stream, "/")
 			return actors.ShardOf(kind, id, S)

@@ -87,7 +87,7 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.StringVar(&secretFile, "cluster-secret-file", "", "file holding the NATS route password")
 	f.StringSliceVar(&cfg.Roles, "roles", []string{node.RoleShards, node.RoleJetStream}, "what this node does in a cluster: shards, jetstream")
 	f.IntVar(&cfg.Shards, "shards", node.DefaultShards, "number of shards of a new cluster (fixed at creation; every node must agree)")
-	f.IntVar(&cfg.Replicas, "replicas", 3, "replicas of the cluster's streams and leases (3 needs three nodes with the jetstream role)")
+	f.IntVar(&cfg.Replicas, "replicas", 0, "replicas of the cluster's streams and buckets (0: min(3, JetStream nodes))")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
