@@ -3,7 +3,7 @@
 // linearizable, with github.com/anishathalye/porcupine, and audits the
 // accounts' event streams for lost and doubled operations. It is the
 // checker of the cluster tests (docs/testing.md, ADR
-// docs/adr/0014-linearizability-checker.md).
+// docs/adr/0015-linearizability-checker.md).
 //
 // Three parts:
 //
