@@ -298,6 +298,28 @@ func (e *FencedError) Error() string {
 // Is makes errors.Is(err, ErrFenced) and errors.Is(err, ErrNotOwner) hold.
 func (e *FencedError) Is(target error) bool { return target == ErrFenced || target == ErrNotOwner }
 
+// ErrUnknownOutcome is matched (errors.Is) by *UnknownOutcomeError.
+var ErrUnknownOutcome = errors.New("journal: outcome unknown")
+
+// UnknownOutcomeError reports a write whose outcome the store could not
+// learn (the replicated log's leader did not answer, and could not be
+// asked afterwards): it may have happened or not. It is retryable: repeat
+// it with the same idempotency key (or re-read the stream and decide).
+type UnknownOutcomeError struct {
+	Stream    string
+	Partition int
+	Err       error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	return fmt.Sprintf("journal: write to stream %q (partition %d): outcome unknown, it may or may not have happened (retry with the same idempotency key): %v", e.Stream, e.Partition, e.Err)
+}
+
+// Is makes errors.Is(err, ErrUnknownOutcome) hold.
+func (e *UnknownOutcomeError) Is(target error) bool { return target == ErrUnknownOutcome }
+
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
 // StreamID joins a kind and an id into a stream id.
 func StreamID(kind, id string) string { return kind + "/" + id }
 

@@ -187,8 +187,10 @@ func (s *Store) readFence(ctx context.Context, p *part, prev error) (uint64, *ma
 // caller holds p.mu.
 func (s *Store) adopt(p *part, f Fence, last uint64) Fence {
 	p.own = ownership{owned: true, fence: f}
+	p.mayWrite.Store(true)
 	p.last = last
-	p.heads = map[string]head{}
+	p.unresolved = nil // a batch of an earlier ownership: fenced by the marker
+	p.resetCache()
 	return f
 }
 
@@ -208,7 +210,8 @@ func (s *Store) Release(partition int) {
 		s.log.Info("partition released", "shard", partition, "stream", p.name, "epoch", p.own.fence.Epoch)
 	}
 	p.own = ownership{}
-	p.heads = map[string]head{}
+	p.mayWrite.Store(false)
+	p.resetCache()
 }
 
 // Owned reports whether this Store owns a partition, and its fence.
@@ -238,7 +241,9 @@ func (s *Store) fenced(ctx context.Context, p *part, cause error) error {
 	s.log.Warn("partition fenced: another owner took it over", "shard", p.n, "stream", p.name,
 		"epoch", fe.Epoch, "by", fe.By, "by_epoch", fe.ByEpoch, "err", cause)
 	p.own = ownership{lost: fe}
-	p.heads = map[string]head{}
+	p.mayWrite.Store(false)
+	p.unresolved = nil
+	p.resetCache()
 	if f := s.cfg.OnFenced; f != nil {
 		s.wg.Add(1)
 		go func() {

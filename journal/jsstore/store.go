@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
@@ -67,7 +68,7 @@ type Config struct {
 	// OnFenced, if set, is called once, on its own goroutine, when this
 	// Store loses a partition it had acquired because another writer (a
 	// newer owner's takeover marker) moved the stream's fence. Close waits
-	// for it to return.
+	// for it to return, so it must not call Close.
 	OnFenced func(partition int)
 	// Logger receives the store's logs. Default: discarded.
 	Logger *slog.Logger
@@ -161,9 +162,8 @@ const (
 // Positions are stream sequences: they increase strictly but skip the
 // store's own records (idempotency, snapshots, tombstones).
 //
-// Reads go to each stream's leader (no direct gets from replicas that may
-// lag). This first version reads one message per request; batched reads
-// and group commit across entities come next.
+// Appends are group-committed per partition (commit.go). Reads go to each
+// stream's leader (no direct gets from replicas that may lag).
 type Store struct {
 	cfg   Config
 	js    jetstream.JetStream
@@ -173,7 +173,8 @@ type Store struct {
 
 	closed  atomic.Bool
 	closing chan struct{}
-	wg      sync.WaitGroup // OnFenced calls
+	wg      sync.WaitGroup // committers and OnFenced calls
+	nonce   string         // unique to this Store: its batches' ids
 }
 
 // part is one partition: its stream and what its owner knows of it.
@@ -182,10 +183,26 @@ type part struct {
 	name   string
 	stream jetstream.Stream
 
-	mu        sync.Mutex // serialises writes: the fence admits one at a time
-	last      uint64     // the stream's last sequence (the fence)
-	heads     map[string]head
-	own       ownership
+	mu         sync.Mutex // serialises writes: the fence admits one at a time
+	last       uint64     // the stream's last sequence (the fence)
+	own        ownership
+	mayWrite   atomic.Bool // own.owned, for a check without mu
+	unresolved *unresolved // a batch of unknown outcome, settled before the next write
+	batches    uint64      // batches published, for their ids
+
+	// What the writer knows of the partition's entities, valid for one
+	// generation (gen): resetCache drops it and starts the next. Held
+	// under mu (by the writer) and hmu (for Append's prefetch); lock
+	// order mu, then hmu.
+	hmu   sync.Mutex
+	gen   atomic.Uint64
+	heads map[string]head
+	idem  map[idemKey]journal.AppendResult // keys this writer recorded
+
+	qmu       sync.Mutex
+	queue     []*pending    // appends waiting for the committer
+	qclosed   bool          // the committer has stopped: no more appends
+	qwake     chan struct{} // capacity 1: the queue has appends
 	lastEvent atomic.Uint64
 
 	nmu    sync.Mutex
@@ -217,7 +234,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
-	s := &Store{cfg: cfg, js: js, pub: pub, log: cfg.Logger, closing: make(chan struct{})}
+	s := &Store{cfg: cfg, js: js, pub: pub, log: cfg.Logger, closing: make(chan struct{}), nonce: nuid.Next()}
 	if err := s.checkLayout(ctx); err != nil {
 		return nil, err
 	}
@@ -227,6 +244,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.parts = append(s.parts, p)
+	}
+	for _, p := range s.parts {
+		s.wg.Add(1)
+		go s.commitLoop(p)
 	}
 	for _, p := range s.parts {
 		if err := s.watch(ctx, p); err != nil {
@@ -253,7 +274,9 @@ func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
 	}
-	p := &part{n: n, name: name, stream: st, heads: map[string]head{}, notify: make(chan struct{})}
+	p := &part{n: n, name: name, stream: st, heads: map[string]head{}, idem: map[idemKey]journal.AppendResult{},
+		notify: make(chan struct{}), qwake: make(chan struct{}, 1)}
+	p.mayWrite.Store(!s.cfg.RequireOwnership)
 	info, err := st.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
@@ -624,9 +647,22 @@ func (s *Store) lastMsg(ctx context.Context, p *part, subject string) (*jetstrea
 // headOf returns what is known of a stream, reading it on a cache miss.
 // The caller holds p.mu.
 func (s *Store) headOf(ctx context.Context, p *part, stream string) (head, error) {
-	if h, ok := p.heads[stream]; ok {
+	p.hmu.Lock()
+	h, ok := p.heads[stream]
+	p.hmu.Unlock()
+	if ok {
 		return h, nil
 	}
+	h, err := s.readHead(ctx, p, stream)
+	if err != nil {
+		return h, err
+	}
+	p.setHead(stream, h)
+	return h, nil
+}
+
+// readHead reads what the stream's leader holds of an entity.
+func (s *Store) readHead(ctx context.Context, p *part, stream string) (head, error) {
 	var h head
 	m, err := s.lastMsg(ctx, p, s.entitySubject(p.n, "e", stream))
 	if err != nil {
@@ -644,6 +680,33 @@ func (s *Store) headOf(ctx context.Context, p *part, stream string) (head, error
 		return h, err
 	}
 	h.tombstoned = t != nil
-	p.heads[stream] = h
 	return h, nil
+}
+
+// maxCached bounds the heads and idempotency keys a partition's writer
+// keeps; past it the cache starts again (entries are re-read on a miss).
+const maxCached = 1 << 18
+
+// setHead caches an entity's head. The caller holds p.mu.
+func (p *part) setHead(stream string, h head) {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if len(p.heads) >= maxCached {
+		p.resetLocked()
+	}
+	p.heads[stream] = h
+}
+
+// resetCache forgets what the writer knew of the entities and starts a
+// new generation. The caller holds p.mu.
+func (p *part) resetCache() {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	p.resetLocked()
+}
+
+func (p *part) resetLocked() {
+	p.heads = map[string]head{}
+	p.idem = map[idemKey]journal.AppendResult{}
+	p.gen.Add(1)
 }

@@ -88,9 +88,10 @@ func (s *Store) validate(req *journal.AppendRequest) error {
 	return nil
 }
 
-// Append appends atomically; see journal.Store. One append is one atomic
-// batch on its partition's stream: the events and, with a key, the
-// idempotency record, fenced by the stream's last sequence.
+// Append appends atomically; see journal.Store. The partition's
+// committer (commit.go) puts the appends of many entities waiting at once
+// into one atomic batch, fenced by the stream's last sequence; one
+// append's events and its idempotency record are always in one batch.
 func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.AppendResult, error) {
 	if err := s.validate(&req); err != nil {
 		return journal.AppendResult{}, err
@@ -102,114 +103,149 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 		return journal.AppendResult{}, err
 	}
 	p := s.part(req.Stream)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := s.writable(p); err != nil {
-		return journal.AppendResult{}, err
-	}
-	if req.IdempotencyKey != "" {
-		if r, ok, err := s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil || ok {
-			return r, err
+	if s.cfg.RequireOwnership && !p.mayWrite.Load() {
+		// Fail at once; the committer checks again under p.mu.
+		p.mu.Lock()
+		err := s.writable(p)
+		p.mu.Unlock()
+		if err != nil {
+			return journal.AppendResult{}, err
 		}
 	}
-	h, err := s.headOf(ctx, p, req.Stream)
-	if err != nil {
+	pd := &pending{ctx: ctx, req: req, done: make(chan struct{})}
+	if err := s.prefetch(ctx, p, pd); err != nil || pd.dup {
+		return pd.res, err
+	}
+	if err := p.enqueue(pd); err != nil {
 		return journal.AppendResult{}, err
 	}
-	if h.tombstoned {
-		return journal.AppendResult{}, fmt.Errorf("append to %q: %w", req.Stream, journal.ErrTombstoned)
-	}
-	if req.Expected != journal.ExpectAny && req.Expected != h.seq {
-		return journal.AppendResult{}, &journal.ConflictError{Stream: req.Stream, Expected: req.Expected, Actual: h.seq}
-	}
-	if err := ctx.Err(); err != nil {
-		return journal.AppendResult{}, err
-	}
-	n := len(req.Events)
-	res := journal.AppendResult{
-		FirstSequence: h.seq + 1, LastSequence: h.seq + uint64(n),
-		Partition: p.n, FirstPosition: p.last + 1, LastPosition: p.last + uint64(n),
-	}
+	<-pd.done
+	return pd.res, pd.err
+}
+
+// eventMsgs turns an append's events into messages, their entity
+// sequences from first.
+func (s *Store) eventMsgs(p *part, req *journal.AppendRequest, first uint64, msgs []*nats.Msg) ([]*nats.Msg, error) {
 	subject := s.entitySubject(p.n, "e", req.Stream)
-	msgs := make([]*nats.Msg, 0, n+1)
 	for i := range req.Events {
 		e := &req.Events[i]
-		m := nats.NewMsg(subject)
-		seq := strconv.FormatUint(h.seq+1+uint64(i), 10)
-		m.Header.Set(jsbatch.HeaderMsgID, msgID("e", req.Stream, seq))
-		m.Header.Set(hdrSeq, seq)
-		m.Header.Set(hdrType, e.Type)
+		m := &nats.Msg{Subject: subject, Header: make(nats.Header, 4)}
+		m.Header[hdrSeq] = []string{strconv.FormatUint(first+uint64(i), 10)}
+		m.Header[hdrType] = []string{e.Type}
 		if e.ContentType != "" {
-			m.Header.Set(hdrContentType, e.ContentType)
+			m.Header[hdrContentType] = []string{e.ContentType}
 		}
-		for _, t := range e.Tags {
-			m.Header.Add(hdrTag, t)
+		if len(e.Tags) > 0 {
+			m.Header[hdrTag] = append([]string(nil), e.Tags...)
 		}
 		if len(e.Metadata) > 0 {
 			b, err := json.Marshal(e.Metadata)
 			if err != nil {
-				return journal.AppendResult{}, fmt.Errorf("%w: metadata of event %d: %v", journal.ErrInvalid, i, err)
+				return msgs, fmt.Errorf("%w: metadata of event %d: %v", journal.ErrInvalid, i, err)
 			}
-			m.Header.Set(hdrMeta, string(b))
+			m.Header[hdrMeta] = []string{string(b)}
 		}
 		m.Data = e.Payload
 		msgs = append(msgs, m)
 	}
-	if req.IdempotencyKey != "" {
-		b, _ := json.Marshal(idemRecord{res.FirstSequence, res.LastSequence, res.FirstPosition, res.LastPosition, req.Reply})
-		m := nats.NewMsg(s.idemSubject(p.n, req.Stream, req.IdempotencyKey))
-		m.Header.Set(jsbatch.HeaderMsgID, msgID("i", req.Stream, strconv.FormatUint(res.LastSequence, 10)))
-		m.Data = b
-		msgs = append(msgs, m)
-	}
-	ack, err := s.publish(ctx, p, msgs)
-	if err != nil {
-		return journal.AppendResult{}, fmt.Errorf("append to %q: %w", req.Stream, err)
-	}
-	if ack.FirstSeq != res.FirstPosition {
-		// The fence makes this impossible; say so loudly if it happens.
-		return journal.AppendResult{}, fmt.Errorf("jsstore: append to %q landed at %d, expected %d", req.Stream, ack.FirstSeq, res.FirstPosition)
-	}
-	p.last = ack.LastSeq
-	p.heads[req.Stream] = head{seq: res.LastSequence}
-	p.advance(res.LastPosition)
-	if req.IdempotencyKey != "" {
-		res.Reply = append([]byte(nil), req.Reply...)
-	}
-	return res, nil
+	return msgs, nil
 }
 
-// publish writes one fenced batch and resolves an unknown outcome. The
-// caller holds p.mu. On a conflict (another writer moved the fence) an
-// owned partition is lost (*journal.FencedError); an unowned one drops
-// its cache and re-reads the fence, since what it knew may be stale.
+// unresolved is a batch whose outcome is not known: the partition settles
+// it before its next write.
+type unresolved struct {
+	expected uint64
+	msgs     []*nats.Msg
+}
+
+// publish writes one fenced batch at the partition's fence and resolves
+// an unknown outcome. The caller holds p.mu. On a conflict (another
+// writer moved the fence) an owned partition is lost (*journal.FencedError);
+// an unowned one drops its cache and re-reads the fence, since what it
+// knew may be stale. An outcome that stays unknown is returned as an
+// error wrapping jsbatch.ErrUnknownOutcome, and the batch is kept to be
+// settled (landed, or refused) before the next write.
 func (s *Store) publish(ctx context.Context, p *part, msgs []*nats.Msg) (jsbatch.Ack, error) {
+	if err := s.settle(ctx, p); err != nil {
+		return jsbatch.Ack{}, err
+	}
+	expected := p.last
+	ack, err := s.publishAt(ctx, p, expected, msgs)
+	switch {
+	case err == nil:
+		p.last = ack.LastSeq
+	case fenceErr(err):
+		err = s.moved(ctx, p, err)
+	case errors.Is(err, jsbatch.ErrUnknownOutcome):
+		p.unresolved = &unresolved{expected: expected, msgs: msgs}
+	}
+	return ack, err
+}
+
+// publishAt publishes msgs fenced at expected, retrying what is safe to
+// retry and resolving unknown outcomes by asking the stream's leader.
+func (s *Store) publishAt(ctx context.Context, p *part, expected uint64, msgs []*nats.Msg) (jsbatch.Ack, error) {
+	unknown := false
 	for attempt := 0; ; attempt++ {
-		ack, err := s.pub.Publish(ctx, p.name, p.last, msgs)
+		ack, err := s.pub.Publish(ctx, p.name, expected, msgs)
 		if errors.Is(err, jsbatch.ErrUnknownOutcome) || errors.Is(err, jsbatch.ErrDuplicate) {
 			// A timeout is not a failure: ask the leader where the batch is.
-			ack, err = s.pub.Resolve(ctx, p.name, p.last, msgs)
-			if errors.Is(err, jsbatch.ErrNotLanded) && attempt < 3 {
+			unknown = true
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
+			ack, err = s.pub.Resolve(rctx, p.name, expected, msgs)
+			cancel()
+			if errors.Is(err, jsbatch.ErrNotLanded) && attempt < 3 && ctx.Err() == nil {
 				continue // the same batch, the same ids: lands once at most
 			}
 		}
 		if errors.Is(err, jsbatch.ErrInFlight) && attempt < 3 {
 			continue
 		}
-		if fenceErr(err) && p.own.owned {
-			// Never refresh and carry on: a newer owner took over.
-			return ack, s.fenced(ctx, p, err)
-		}
-		var ce *jsbatch.ConflictError
-		if errors.As(err, &ce) {
-			s.log.Warn("partition fence moved: another writer appended", "stream", p.name, "expected", p.last, "err", err)
-			p.heads = map[string]head{}
-			if last, lerr := s.pub.LastSequence(ctx, p.name); lerr == nil {
-				p.last = last
-			}
+		if err != nil && unknown && !fenceErr(err) && !errors.Is(err, jsbatch.ErrUnknownOutcome) {
+			err = fmt.Errorf("%w: %w", jsbatch.ErrUnknownOutcome, err)
 		}
 		return ack, err
 	}
+}
+
+// settle finds out what became of the partition's unresolved batch, if
+// any, before a new write: it publishes it again (same fence, same ids: it
+// lands once at most, or is found). The caller holds p.mu.
+func (s *Store) settle(ctx context.Context, p *part) error {
+	u := p.unresolved
+	if u == nil {
+		return nil
+	}
+	ack, err := s.publishAt(ctx, p, u.expected, u.msgs)
+	switch {
+	case err == nil:
+		s.log.Info("a batch of unknown outcome landed", "stream", p.name, "first", ack.FirstSeq, "last", ack.LastSeq)
+		p.unresolved = nil
+		p.last = ack.LastSeq
+		// Its callers were told the outcome is unknown: forget what
+		// they would have changed, read it again.
+		p.resetCache()
+		return nil
+	case fenceErr(err):
+		p.unresolved = nil
+		return s.moved(ctx, p, err)
+	}
+	return fmt.Errorf("partition %d has a batch of unknown outcome that cannot be settled yet: %w", p.n, err)
+}
+
+// moved handles a write refused because the stream's fence moved. The
+// caller holds p.mu.
+func (s *Store) moved(ctx context.Context, p *part, err error) error {
+	if p.own.owned {
+		// Never refresh and carry on: a newer owner took over.
+		return s.fenced(ctx, p, err)
+	}
+	s.log.Warn("partition fence moved: another writer appended", "stream", p.name, "expected", p.last, "err", err)
+	p.resetCache()
+	if last, lerr := s.pub.LastSequence(ctx, p.name); lerr == nil {
+		p.last = last
+	}
+	return err
 }
 
 // Idempotent looks up an idempotency key; see journal.Store.
@@ -447,7 +483,7 @@ func (s *Store) Tombstone(ctx context.Context, stream string) error {
 	}
 	p.last = ack.LastSeq
 	h.tombstoned = true
-	p.heads[stream] = h
+	p.setHead(stream, h)
 	return nil
 }
 

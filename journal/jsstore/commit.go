@@ -1,0 +1,305 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+)
+
+// Group commit. Each partition has one committer goroutine, its stream's
+// only writer in this Store. Appends queue up while a batch is in flight
+// and the next batch takes all of them: the appends of many entities
+// become one atomic batch, fenced by the stream's last sequence on its
+// first message. Each append is checked on its own (its entity's expected
+// sequence, its idempotency key, a tombstone), so a conflicting append
+// fails alone. A batch holds at most jsbatch.MaxMessages messages and
+// maxBatchBytes bytes, split at append boundaries. Round trips that do
+// not need the committer (reading an entity's head or an idempotency key
+// on a cache miss) run in the caller's goroutine before it queues, valid
+// for the cache generation they were read in.
+
+// maxBatchBytes caps a batch's payloads (an append over it is one batch
+// of its own).
+const maxBatchBytes = 8 << 20
+
+// idemKey names an idempotency key of a stream.
+type idemKey struct{ stream, key string }
+
+// pending is one append waiting for the committer.
+type pending struct {
+	ctx context.Context
+	req journal.AppendRequest
+
+	// Read before queueing, valid while the partition's gen is gen.
+	gen     uint64
+	head    head
+	hasHead bool
+	dup     bool // the key was recorded before: res is the answer
+
+	res  journal.AppendResult
+	err  error
+	done chan struct{} // closed when res and err are set
+}
+
+func (pd *pending) answer(res journal.AppendResult, err error) {
+	pd.res, pd.err = res, err
+	close(pd.done)
+}
+
+// prefetch reads, in the caller's goroutine, what the committer would
+// otherwise read one append at a time: a recorded idempotency key (then
+// pd.dup is set and pd.res is the answer) and the entity's head.
+func (s *Store) prefetch(ctx context.Context, p *part, pd *pending) error {
+	pd.gen = p.gen.Load()
+	req := &pd.req
+	if req.IdempotencyKey != "" {
+		p.hmu.Lock()
+		r, ok := p.idem[idemKey{req.Stream, req.IdempotencyKey}]
+		p.hmu.Unlock()
+		if !ok {
+			var err error
+			if r, ok, err = s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil {
+				return err
+			}
+		}
+		if ok {
+			pd.res, pd.dup = r, true
+			return nil
+		}
+	}
+	p.hmu.Lock()
+	_, ok := p.heads[req.Stream]
+	p.hmu.Unlock()
+	if !ok {
+		h, err := s.readHead(ctx, p, req.Stream)
+		if err != nil {
+			return err
+		}
+		pd.head, pd.hasHead = h, true
+	}
+	return nil
+}
+
+// enqueue hands an append to the partition's committer.
+func (p *part) enqueue(pd *pending) error {
+	p.qmu.Lock()
+	if p.qclosed {
+		p.qmu.Unlock()
+		return journal.ErrClosed
+	}
+	p.queue = append(p.queue, pd)
+	p.qmu.Unlock()
+	select {
+	case p.qwake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// commitLoop is the partition's committer; it runs until Close, then
+// answers what is still queued with ErrClosed.
+func (s *Store) commitLoop(p *part) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-p.qwake:
+		case <-s.closing:
+			p.qmu.Lock()
+			p.qclosed = true
+			rest := p.queue
+			p.queue = nil
+			p.qmu.Unlock()
+			for _, pd := range rest {
+				pd.answer(journal.AppendResult{}, journal.ErrClosed)
+			}
+			return
+		}
+		p.qmu.Lock()
+		group := p.queue
+		p.queue = nil
+		p.qmu.Unlock()
+		for len(group) > 0 {
+			group = s.commitSome(p, group)
+		}
+	}
+}
+
+// planned is an append placed in the batch being built.
+type planned struct {
+	pd  *pending
+	res journal.AppendResult
+}
+
+// commitSome builds one batch from the front of group, publishes it and
+// answers its appends; it returns the appends left for the next batch.
+func (s *Store) commitSome(p *part, group []*pending) []*pending {
+	ctx := context.Background() // each request is bounded by Timeout
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := s.writable(p); err != nil {
+		for _, pd := range group {
+			pd.answer(journal.AppendResult{}, err)
+		}
+		return nil
+	}
+	if err := s.settle(ctx, p); err != nil {
+		for _, pd := range group {
+			pd.answer(journal.AppendResult{}, s.appendErr(p, pd, err))
+		}
+		return nil
+	}
+	gen := p.gen.Load()
+	var (
+		plan    []planned
+		msgs    []*nats.Msg
+		size    int
+		left    []*pending
+		running = map[string]head{} // entity heads with this batch
+		keys    = map[idemKey]bool{}
+	)
+	for i, pd := range group {
+		req := &pd.req
+		if err := pd.ctx.Err(); err != nil {
+			pd.answer(journal.AppendResult{}, err) // not taken: nothing written
+			continue
+		}
+		k := idemKey{req.Stream, req.IdempotencyKey}
+		if req.IdempotencyKey != "" {
+			if keys[k] {
+				// Its twin is in this batch: decide after it lands.
+				left = append(left, pd)
+				continue
+			}
+			p.hmu.Lock()
+			r, ok := p.idem[k]
+			p.hmu.Unlock()
+			if !ok && pd.gen != gen {
+				var err error
+				if r, ok, err = s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil {
+					pd.answer(journal.AppendResult{}, err)
+					continue
+				}
+			}
+			if ok {
+				pd.answer(r, nil)
+				continue
+			}
+		}
+		h, ok := running[req.Stream]
+		if !ok {
+			p.hmu.Lock()
+			h, ok = p.heads[req.Stream]
+			p.hmu.Unlock()
+		}
+		if !ok && pd.hasHead && pd.gen == gen {
+			h, ok = pd.head, true
+		}
+		if !ok {
+			var err error
+			if h, err = s.headOf(ctx, p, req.Stream); err != nil {
+				pd.answer(journal.AppendResult{}, err)
+				continue
+			}
+		}
+		switch {
+		case h.tombstoned:
+			pd.answer(journal.AppendResult{}, fmt.Errorf("append to %q: %w", req.Stream, journal.ErrTombstoned))
+			continue
+		case req.Expected != journal.ExpectAny && req.Expected != h.seq:
+			pd.answer(journal.AppendResult{}, &journal.ConflictError{Stream: req.Stream, Expected: req.Expected, Actual: h.seq})
+			continue
+		}
+		n := len(req.Events)
+		nmsgs, bytes := n, 0
+		if req.IdempotencyKey != "" {
+			nmsgs++
+		}
+		for j := range req.Events {
+			bytes += eventSize(&req.Events[j])
+		}
+		if len(plan) > 0 && (len(msgs)+nmsgs > jsbatch.MaxMessages || size+bytes > maxBatchBytes) {
+			left = append(left, group[i:]...)
+			break
+		}
+		pos := p.last + uint64(len(msgs))
+		res := journal.AppendResult{
+			FirstSequence: h.seq + 1, LastSequence: h.seq + uint64(n),
+			Partition: p.n, FirstPosition: pos + 1, LastPosition: pos + uint64(n),
+		}
+		var err error
+		mark := len(msgs)
+		if msgs, err = s.eventMsgs(p, req, h.seq+1, msgs); err != nil {
+			msgs = msgs[:mark]
+			pd.answer(journal.AppendResult{}, err)
+			continue
+		}
+		if req.IdempotencyKey != "" {
+			b, _ := json.Marshal(idemRecord{res.FirstSequence, res.LastSequence, res.FirstPosition, res.LastPosition, req.Reply})
+			msgs = append(msgs, &nats.Msg{Subject: s.idemSubject(p.n, req.Stream, req.IdempotencyKey), Data: b})
+			keys[k] = true
+			res.Reply = append([]byte(nil), req.Reply...)
+		}
+		size += bytes
+		running[req.Stream] = head{seq: res.LastSequence}
+		plan = append(plan, planned{pd, res})
+	}
+	if len(plan) == 0 {
+		return left
+	}
+	// The batch's identity, for Resolve: unique to this Store and batch,
+	// the same on every retry of it.
+	p.batches++
+	msgs[0].Header.Set(jsbatch.HeaderMsgID, "b."+s.nonce+"."+strconv.Itoa(p.n)+"."+strconv.FormatUint(p.batches, 10))
+	ack, err := s.publish(ctx, p, msgs)
+	if err == nil && ack.FirstSeq != plan[0].res.FirstPosition {
+		// The fence makes this impossible; say so loudly if it happens.
+		err = fmt.Errorf("jsstore: batch landed at %d, expected %d", ack.FirstSeq, plan[0].res.FirstPosition)
+	}
+	if err != nil {
+		for _, pl := range plan {
+			pl.pd.answer(journal.AppendResult{}, s.appendErr(p, pl.pd, err))
+		}
+		return left
+	}
+	var lastEvent uint64
+	p.hmu.Lock()
+	if len(p.heads)+len(running) > maxCached || len(p.idem)+len(keys) > maxCached {
+		p.resetLocked()
+	}
+	for stream, h := range running {
+		p.heads[stream] = h
+	}
+	for _, pl := range plan {
+		if pl.pd.req.IdempotencyKey != "" {
+			r := pl.res
+			r.Duplicate = true
+			p.idem[idemKey{pl.pd.req.Stream, pl.pd.req.IdempotencyKey}] = r
+		}
+		lastEvent = max(lastEvent, pl.res.LastPosition)
+	}
+	p.hmu.Unlock()
+	p.advance(lastEvent)
+	for _, pl := range plan {
+		pl.pd.answer(pl.res, nil)
+	}
+	return left
+}
+
+// appendErr is what the caller of an append in a failed batch gets.
+func (s *Store) appendErr(p *part, pd *pending, err error) error {
+	var fe *journal.FencedError
+	switch {
+	case errors.As(err, &fe):
+		return err
+	case errors.Is(err, jsbatch.ErrUnknownOutcome):
+		return &journal.UnknownOutcomeError{Stream: pd.req.Stream, Partition: p.n, Err: err}
+	}
+	return fmt.Errorf("append to %q: %w", pd.req.Stream, err)
+}

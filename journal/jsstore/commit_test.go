@@ -1,0 +1,181 @@
+package jsstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/cluster/bus/bustest"
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/journaltest"
+	"github.com/troupe-dev/troupe/journal/jsstore"
+)
+
+func openOne(t *testing.T, c *bustest.Cluster, prefix string, replicas int) *jsstore.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var (
+		st  *jsstore.Store
+		err error
+	)
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
+		if st, err = jsstore.Open(ctx, jsstore.Config{Conn: c.Connect(0), Prefix: prefix, Partitions: 1, Replicas: replicas}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// Many entities appending at once share batches; an append whose
+// expected sequence is stale fails alone, its batch mates land.
+func TestGroupCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		servers, replicas int
+	}{{"one server", 1, 1}, {"three servers R3", 3, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := bustest.Start(t, tc.servers)
+			st := openOne(t, c, "gc", tc.replicas)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			const entities, rounds = 100, 3
+			var wg sync.WaitGroup
+			errs := make([][]error, entities)
+			for e := range entities {
+				errs[e] = make([]error, rounds)
+				wg.Go(func() {
+					stream := fmt.Sprintf("acct/%d", e)
+					for r := range rounds {
+						expected := uint64(r)
+						if e%10 == 0 && r == 1 {
+							expected = 7 // stale: fails alone
+						}
+						_, errs[e][r] = appendEv(ctx, st, stream, expected, fmt.Sprint("E", r))
+					}
+				})
+			}
+			wg.Wait()
+			for e := range entities {
+				for r := range rounds {
+					var ce *journal.ConflictError
+					bad := e%10 == 0 && r >= 1 // round 2 of a bad entity expects 2, finds 1
+					switch {
+					case bad && !errors.As(errs[e][r], &ce):
+						t.Fatalf("entity %d round %d: %v; want a conflict", e, r, errs[e][r])
+					case !bad && errs[e][r] != nil:
+						t.Fatalf("entity %d round %d: %v", e, r, errs[e][r])
+					}
+				}
+			}
+			evs := journaltest.CheckGlobalLogGaps(t, st, true)
+			if want := entities*rounds - 2*entities/10; len(evs) != want {
+				t.Fatalf("%d events, want %d", len(evs), want)
+			}
+			// The stored messages name their batches: fewer batches than appends.
+			js, err := jetstream.New(c.Connect(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := js.Stream(ctx, "GC_P0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			batches := map[string]int{}
+			for _, ev := range evs {
+				m, err := s.GetMsg(ctx, ev.Position)
+				if err != nil {
+					t.Fatal(err)
+				}
+				batches[m.Header.Get("Nats-Batch-Id")]++
+			}
+			t.Logf("%d appends in %d batches", len(evs), len(batches))
+			if len(batches) >= len(evs) {
+				t.Fatalf("%d appends in %d batches: no group commit", len(evs), len(batches))
+			}
+		})
+	}
+}
+
+// Concurrent appends with one idempotency key: one lands, the others
+// return its result as a duplicate.
+func TestGroupCommitIdempotency(t *testing.T) {
+	c := bustest.Start(t, 1)
+	st := openOne(t, c, "gci", 1)
+	ctx := context.Background()
+	const n = 30
+	res := make([]journal.AppendResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res[i], errs[i] = st.Append(ctx, journal.AppendRequest{Stream: "acct/k", Expected: journal.ExpectAny,
+				Events: []journal.Event{journaltest.Ev("E", "")}, IdempotencyKey: "key", Reply: []byte("r")})
+		})
+	}
+	wg.Wait()
+	first := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if !res[i].Duplicate {
+			first++
+		}
+		if res[i].LastPosition != res[0].LastPosition || string(res[i].Reply) != "r" {
+			t.Fatalf("result %d: %+v; result 0: %+v", i, res[i], res[0])
+		}
+	}
+	if first != 1 {
+		t.Fatalf("%d appends were not duplicates, want 1", first)
+	}
+	if evs := journaltest.Collect(t, st.Read(ctx, "acct/k", 1, 0)); len(evs) != 1 {
+		t.Fatalf("%d events, want 1", len(evs))
+	}
+}
+
+// Appends too many for one batch together are split at append
+// boundaries; each stays atomic.
+func TestGroupCommitSplits(t *testing.T) {
+	c := bustest.Start(t, 1)
+	st := openOne(t, c, "gcs", 1)
+	ctx := context.Background()
+	evs := make([]journal.Event, 999)
+	for i := range evs {
+		evs[i] = journaltest.Ev("E", "x")
+	}
+	var wg sync.WaitGroup
+	res := make([]journal.AppendResult, 4)
+	errs := make([]error, 4)
+	for i := range 4 {
+		wg.Go(func() {
+			res[i], errs[i] = st.Append(ctx, journal.AppendRequest{Stream: fmt.Sprintf("big/%d", i), Events: evs, IdempotencyKey: "k"})
+		})
+	}
+	wg.Wait()
+	for i := range 4 {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if res[i].LastPosition-res[i].FirstPosition != 998 || res[i].LastSequence != 999 {
+			t.Fatalf("append %d: %+v", i, res[i])
+		}
+	}
+	if got := len(journaltest.CheckGlobalLogGaps(t, st, true)); got != 4*999 {
+		t.Fatalf("%d events, want %d", got, 4*999)
+	}
+	_, err := st.Append(ctx, journal.AppendRequest{Stream: "big/x", Events: append(evs, journaltest.Ev("E", ""))})
+	var tl *journal.TooLargeError
+	if !errors.As(err, &tl) || tl.Limit != 999 {
+		t.Fatalf("an append of 1,000 events: %v; want *journal.TooLargeError", err)
+	}
+}
