@@ -106,6 +106,14 @@ type Config struct {
 	MaxAmount int64
 	// Seed seeds the random choices; 0: a random seed.
 	Seed uint64
+	// NotApplied, when set, is asked about every error a node sent whose
+	// code Classify takes as Unknown (code as Connect names it,
+	// "unavailable"; the message): true says the contract promises that
+	// the command was not applied, and the request is recorded as
+	// Rejected with reason NotApplied instead of Unknown (the command is
+	// still sent again). Default: nil, every such error is Unknown. A
+	// wrong promise shows up in Check or in Audit.
+	NotApplied func(code, message string) bool
 	// Logger receives a line per unknown outcome (debug) and per run
 	// (info). Default: discard.
 	Logger *slog.Logger
@@ -234,13 +242,15 @@ type Stats struct {
 	// Commands counts the commands (one ref each, reads included), and
 	// Requests the requests sent for them (retries included).
 	Commands, Requests int
-	// OK, Rejected and Unknown count the commands by their final outcome.
+	// OK, Rejected and Unknown count the commands by their final outcome
+	// (Rejected includes those whose last request was NotApplied).
 	OK, Rejected, Unknown int
 	// Errors counts the requests that got no definite answer, by code
 	// a node answered ("unavailable", "deadline_exceeded", ...), or
 	// "client_timeout" (AttemptTimeout passed with no answer) or
-	// "transport" (no answer from a node at all: refused, reset, cut).
-	// Rejections are not in it.
+	// "transport" (no answer from a node at all: refused, reset, cut),
+	// including the errors Config.NotApplied vouched for. Rejections are
+	// not in it.
 	Errors map[string]int
 	// OtherRejections counts definite refusals other than insufficient
 	// funds (a plugin's, a malformed request): a test of the bank through
@@ -504,7 +514,7 @@ func (c *Client) do(ctx context.Context, p *picker, proc int, in Input, key stri
 	c.mu.Lock()
 	c.stats.Commands++
 	c.count(cmd, +1)
-	if cmd.last().out.Result == Unknown && in.Kind != Read {
+	if cmd.last().out.retry() && in.Kind != Read {
 		c.unresolved = append(c.unresolved, cmd)
 	}
 	c.mu.Unlock()
@@ -527,14 +537,17 @@ func (c *Client) try(ctx context.Context, p *picker, cmd *command, attempts int)
 		node := p.pick()
 		call := c.rec.Now()
 		out, dup, code, err := c.send(ctx, node, cmd.in.Account, typ, payload, cmd.key)
+		if out.Result == Unknown && c.cfg.NotApplied != nil && connect.IsWireError(err) && c.cfg.NotApplied(code, connectMessage(err)) {
+			out.Result, out.Reason = Rejected, NotApplied
+		}
 		cmd.tries = append(cmd.tries, attempt{call: call, ret: c.rec.Now(), node: c.cfg.Nodes[node], out: out, dup: dup})
 		c.mu.Lock()
 		c.stats.Requests++
-		if out.Result == Unknown {
+		if out.Result == Unknown || out.Reason == NotApplied {
 			c.stats.Errors[code]++
 		}
 		c.mu.Unlock()
-		if out.Result != Unknown {
+		if !out.retry() {
 			return
 		}
 		c.cfg.Logger.Debug("linear: unknown outcome", "stream", "account/"+cmd.in.Account, "node", c.cfg.Nodes[node], "err", err)
@@ -543,6 +556,9 @@ func (c *Client) try(ctx context.Context, p *picker, cmd *command, attempts int)
 		}
 	}
 }
+
+// retry tells whether a command that ended with o is worth sending again.
+func (o Output) retry() bool { return o.Result == Unknown || o.Reason == NotApplied }
 
 // count adds (sign +1) or takes back (-1) cmd's final outcome in the
 // stats. Called with c.mu held.
@@ -556,7 +572,7 @@ func (c *Client) count(cmd *command, sign int) {
 		}
 	case Rejected:
 		c.stats.Rejected += sign
-		if last.Reason != InsufficientFunds {
+		if last.Reason == OtherRejection {
 			c.stats.OtherRejections += sign
 		}
 	default:
@@ -625,7 +641,7 @@ func (c *Client) Settle(ctx context.Context) (Stats, error) {
 				c.try(ctx, &p, cmd, c.cfg.Attempts)
 				c.mu.Lock()
 				c.count(cmd, +1)
-				if cmd.last().out.Result == Unknown {
+				if cmd.last().out.retry() {
 					c.unresolved = append(c.unresolved, cmd)
 				}
 				c.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ const (
 	staleRead          // a read answers the balance before the last write
 	lostWrite          // every 5th write is acknowledged but not applied
 	phantomWrite       // every 5th write is applied, and the client told it was rejected
+	moving             // every 3rd write is refused as "moving; not applied", truthfully
+	movingLie          // every 3rd write is applied, then refused as "moving; not applied"
 )
 
 // fakeBank serves CommandService.Send for accounts with the bank's rules,
@@ -112,6 +115,11 @@ func (f *fakeBank) Send(_ context.Context, req *connect.Request[troupev1.SendReq
 	}
 	f.writes++
 	switch {
+	case f.fault == moving && f.writes%3 == 0:
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("shard 3 is moving; not applied: send it again"))
+	case f.fault == movingLie && f.writes%3 == 0:
+		a.apply(typ, delta, amount, ref, key, m.GetId())
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("shard 3 is moving; not applied: send it again"))
 	case f.fault == lostWrite && f.writes%5 == 0:
 		return reply(a.balance+delta, false)
 	case f.fault == phantomWrite && f.writes%5 == 0:
@@ -154,12 +162,17 @@ func TestClientAgainstFaults(t *testing.T) {
 		linearizable bool
 		lost, double bool
 		phantom      bool
+		attempts     int  // default 3
+		notApplied   bool // trust "not applied" in unavailable errors
 	}{
 		{name: "honest, with lost replies", fault: honest, linearizable: true},
 		{name: "a retry applied twice", fault: doubleApply, double: true},
 		{name: "stale reads", fault: staleRead},
 		{name: "acknowledged writes lost", fault: lostWrite, lost: true},
 		{name: "writes applied but rejected", fault: phantomWrite, phantom: true},
+		{name: "moving shards, trusted to have applied nothing", fault: moving, linearizable: true, notApplied: true},
+		{name: "moving shards that did apply, trusted, never retried", fault: movingLie, notApplied: true, attempts: 1, phantom: true},
+		{name: "moving shards that did apply, not trusted", fault: movingLie, linearizable: true, attempts: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bank := &fakeBank{fault: tc.fault, accounts: map[string]*fakeAccount{}}
@@ -167,11 +180,20 @@ func TestClientAgainstFaults(t *testing.T) {
 			mux := httptestMux(path, h)
 			srv := httptest.NewServer(mux)
 			defer srv.Close()
-			cl, err := linear.New(linear.Config{
+			cfg := linear.Config{
 				Nodes:    []string{srv.URL},
 				Accounts: 4, Workers: 4, Ops: 240, Duration: 20 * time.Second,
 				Backoff: time.Millisecond, Attempts: 3, Seed: 7,
-			})
+			}
+			if tc.attempts != 0 {
+				cfg.Attempts = tc.attempts
+			}
+			if tc.notApplied {
+				cfg.NotApplied = func(code, msg string) bool {
+					return code == "unavailable" && strings.Contains(msg, "not applied")
+				}
+			}
+			cl, err := linear.New(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,10 +201,21 @@ func TestClientAgainstFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if stats.Requests <= stats.Commands {
+			if stats.Requests <= stats.Commands && cfg.Attempts > 1 {
 				t.Fatalf("no retries: %s", stats)
 			}
 			ops := cl.Recorder().Ops()
+			if tc.notApplied {
+				n := 0
+				for _, op := range ops {
+					if op.Output.Reason == linear.NotApplied {
+						n++
+					}
+				}
+				if n == 0 {
+					t.Fatalf("no request recorded as not applied: %s", stats)
+				}
+			}
 			res, info, err := linear.Check(ops, 20*time.Second, "")
 			if err != nil || (res == porcupine.Ok) != tc.linearizable || res == porcupine.Unknown {
 				t.Errorf("check: %s (%v), want linearizable %v: %s", res, err, tc.linearizable, info)

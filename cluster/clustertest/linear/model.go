@@ -93,11 +93,17 @@ const (
 	// happen" in any state; it is not a linearizability question, and the
 	// client counts it so that a test can insist on none.
 	OtherRejection
+	// NotApplied: a retryable error that, by the test's own rule
+	// (Config.NotApplied), says the command was not applied (for example
+	// "shard 7 is moving; not applied"). The model takes it as "did not
+	// happen", like OtherRejection, so a wrong claim shows up as a
+	// violation or in the audit; the client sends the command again.
+	NotApplied
 )
 
-var reasonNames = [...]string{NoReason: "", InsufficientFunds: "insufficient_funds", OtherRejection: "other"}
+var reasonNames = [...]string{NoReason: "", InsufficientFunds: "insufficient_funds", OtherRejection: "other", NotApplied: "not_applied"}
 
-// String returns "", "insufficient_funds" or "other".
+// String returns "", "insufficient_funds", "other" or "not_applied".
 func (r Reason) String() string {
 	if r < 0 || int(r) >= len(reasonNames) {
 		return fmt.Sprintf("Reason(%d)", int(r))
@@ -193,7 +199,8 @@ func step(s state, in Input) (state, Output) {
 //     history (see Check), so the checker may also place it after every
 //     other operation, where its effect is seen by nothing: that is "it
 //     never happened". Both readings are open to the checker.
-//   - Rejected with OtherRejection: did not happen; legal in any state.
+//   - Rejected with OtherRejection or NotApplied: did not happen; legal in
+//     any state.
 func modelStep(s state, in Input, out Output) (bool, state) {
 	next, want := step(s, in)
 	switch out.Result {
@@ -207,7 +214,7 @@ func modelStep(s state, in Input, out Output) (bool, state) {
 			ok := want.Result == Rejected && want.Reason == InsufficientFunds &&
 				(!out.BalanceKnown || out.Balance == want.Balance)
 			return ok, s
-		case OtherRejection:
+		case OtherRejection, NotApplied:
 			return true, s
 		}
 	}
