@@ -168,6 +168,7 @@ func (l *Leaders) sleep(d time.Duration) bool {
 // campaign tries for s's lease until Close, running s whenever it holds it.
 func (l *Leaders) campaign(s actors.Singleton) {
 	name := SingletonLease(s.Name)
+	failed := "" // the last failure logged (repeats go to debug)
 	for l.ctx.Err() == nil {
 		v := l.cfg.View()
 		if !v.Majority {
@@ -184,11 +185,17 @@ func (l *Leaders) campaign(s actors.Singleton) {
 			continue
 		case err != nil:
 			if l.ctx.Err() == nil {
-				l.log.Warn("singleton lease not acquired", "singleton", s.Name, "err", err)
+				lvl := slog.LevelWarn
+				if err.Error() == failed {
+					lvl = slog.LevelDebug
+				}
+				failed = err.Error()
+				l.log.Log(l.ctx, lvl, "singleton lease not acquired", "singleton", s.Name, "err", err)
 			}
 			l.sleep(l.cfg.Retry)
 			continue
 		}
+		failed = ""
 		l.lead(s, ls)
 	}
 }

@@ -190,6 +190,7 @@ type shard struct {
 	stop   func() // ends Serve
 	since  time.Time
 	next   time.Time // no acquire attempt before
+	failed string    // the last acquire failure logged (repeats go to debug)
 }
 
 // Manager owns this node's shards. Its methods are safe for concurrent use.
@@ -486,10 +487,21 @@ func (m *Manager) acquire(sh *shard, dead []string) {
 		return
 	case err != nil:
 		if m.ctx.Err() == nil {
-			m.log.Warn("shard lease not acquired", "shard", sh.n, "err", err)
+			sh.mu.Lock()
+			repeat := sh.failed == err.Error()
+			sh.failed = err.Error()
+			sh.mu.Unlock()
+			lvl := slog.LevelWarn
+			if repeat {
+				lvl = slog.LevelDebug
+			}
+			m.log.Log(m.ctx, lvl, "shard lease not acquired", "shard", sh.n, "err", err)
 		}
 		return
 	}
+	sh.mu.Lock()
+	sh.failed = ""
+	sh.mu.Unlock()
 	k, err := m.cfg.Leases.Keep(l)
 	if err != nil {
 		m.log.Warn("shard lease lost at once", "shard", sh.n, "err", err)
