@@ -18,6 +18,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/jsstore"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
 )
 
@@ -64,6 +66,9 @@ func BenchmarkRawJetStream(b *testing.B) {
 		data[i] = byte('a' + i%26)
 	}
 	const entities = 1000
+	for _, p := range []int{1, 16} {
+		benchStore(b, conns[0], ctx, p, data)
+	}
 	for _, p := range []int{1, 16} {
 		streams := createStreams(ctx, b, jss[0], fmt.Sprintf("CAS%d", p), p)
 		last := make([]uint64, entities) // per entity, kept across the runs of b.N
@@ -145,6 +150,50 @@ func BenchmarkRawJetStream(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchStore is our store's append on the same cluster as the raw
+// ceilings: one Store (one node's connection) owning every partition,
+// 1,000 entities each appending one 200-byte event at a time with its
+// expected sequence, all at once. An op is one append.
+func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data []byte) {
+	var (
+		st  *jsstore.Store
+		err error
+	)
+	for start := time.Now(); time.Since(start) < 60*time.Second; time.Sleep(200 * time.Millisecond) {
+		st, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: fmt.Sprintf("bst%d", p), Partitions: p, Replicas: 3, RequireOwnership: true})
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	for k := range p {
+		if _, err := st.Acquire(ctx, k, 1, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const entities = 1000
+	last := make([]uint64, entities)
+	b.Run(fmt.Sprintf("Store/P=%d", p), func(b *testing.B) {
+		b.ReportAllocs()
+		lat := runWorkers(b, entities, func(w int) (time.Duration, error) {
+			start := time.Now()
+			r, err := st.Append(ctx, journal.AppendRequest{
+				Stream: fmt.Sprintf("acct/%d", w), Expected: last[w],
+				Events: []journal.Event{{Type: "Deposited", Payload: data}},
+			})
+			if err != nil {
+				return 0, err
+			}
+			last[w] = r.LastSequence
+			return time.Since(start), nil
+		})
+		report(b, lat, 1)
+	})
 }
 
 type benchStream struct {

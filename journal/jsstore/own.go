@@ -186,6 +186,16 @@ func (s *Store) readFence(ctx context.Context, p *part, prev error) (uint64, *ma
 // adopt makes p owned under f, with the stream's last sequence last. The
 // caller holds p.mu.
 func (s *Store) adopt(p *part, f Fence, last uint64) Fence {
+	s.stopWatch(p) // the only writer now: its appends advance the position
+	// The previous owner's last events may not have reached the watcher:
+	// read the partition's last event from the leader.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	if m, err := s.lastMsg(ctx, p, s.subject(p.n, "e.>")); err != nil {
+		s.log.Warn("partition's last event not read after acquiring it", "stream", p.name, "err", err)
+	} else if m != nil {
+		p.advance(m.Sequence)
+	}
+	cancel()
 	p.own = ownership{owned: true, fence: f}
 	p.mayWrite.Store(true)
 	p.last = last
@@ -210,8 +220,9 @@ func (s *Store) Release(partition int) {
 		s.log.Info("partition released", "shard", partition, "stream", p.name, "epoch", p.own.fence.Epoch)
 	}
 	p.own = ownership{}
-	p.mayWrite.Store(false)
+	p.mayWrite.Store(!s.cfg.RequireOwnership)
 	p.resetCache()
+	s.rewatch(p)
 }
 
 // Owned reports whether this Store owns a partition, and its fence.
@@ -244,6 +255,7 @@ func (s *Store) fenced(ctx context.Context, p *part, cause error) error {
 	p.mayWrite.Store(false)
 	p.unresolved = nil
 	p.resetCache()
+	s.rewatch(p)
 	if f := s.cfg.OnFenced; f != nil {
 		s.wg.Add(1)
 		go func() {

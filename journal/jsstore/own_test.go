@@ -112,6 +112,9 @@ func TestTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got, want := b.LastPosition(0), a.LastPosition(0); got != want || want != fb.Sequence-1 {
+		t.Fatalf("B's LastPosition(0) after Acquire %d; A's last event at %d, B's marker at %d", got, want, fb.Sequence)
+	}
 	if fb.Sequence <= fa.Sequence+3 {
 		t.Fatalf("B's marker at %d, not after A's marker %d and 3 events", fb.Sequence, fa.Sequence)
 	}

@@ -198,8 +198,8 @@ func (s *Store) publishAt(ctx context.Context, p *part, expected uint64, msgs []
 				continue // the same batch, the same ids: lands once at most
 			}
 		}
-		if errors.Is(err, jsbatch.ErrInFlight) && attempt < 3 {
-			continue
+		if (errors.Is(err, jsbatch.ErrInFlight) || errors.Is(err, jsbatch.ErrIncomplete)) && attempt < 3 {
+			continue // nothing landed: the same batch again
 		}
 		if err != nil && unknown && !fenceErr(err) && !errors.Is(err, jsbatch.ErrUnknownOutcome) {
 			err = fmt.Errorf("%w: %w", jsbatch.ErrUnknownOutcome, err)
