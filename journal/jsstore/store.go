@@ -370,7 +370,11 @@ func (s *Store) isEvent(n int, subject string) bool {
 
 // streamOfSubject decodes an event subject back into its stream id.
 func (s *Store) streamOfSubject(n int, subject string) (string, error) {
-	rest, ok := strings.CutPrefix(subject, s.subject(n, "e."))
+	return streamOfSubject(s.subject(n, "e."), subject)
+}
+
+func streamOfSubject(evPrefix, subject string) (string, error) {
+	rest, ok := strings.CutPrefix(subject, evPrefix)
 	k, i, ok2 := strings.Cut(rest, ".")
 	if !ok || !ok2 {
 		return "", fmt.Errorf("subject %q is not an event subject", subject)
@@ -380,7 +384,11 @@ func (s *Store) streamOfSubject(n int, subject string) (string, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return "", fmt.Errorf("subject %q: %w", subject, err)
 	}
-	return journal.StreamID(string(kind), string(id)), nil
+	stream := journal.StreamID(string(kind), string(id))
+	if pk, _, err := journal.ParseStream(stream); err != nil || pk != string(kind) {
+		return "", fmt.Errorf("subject %q does not name a valid stream", subject)
+	}
+	return stream, nil
 }
 
 // Partitions is the number of partitions; see journal.Store.
@@ -425,15 +433,27 @@ func corrupt(stream string, seq, pos uint64, err error) error {
 	return &journal.CorruptError{Stream: stream, Sequence: seq, Position: pos, Err: err}
 }
 
-// decodeEvent turns an event message into an event.
+// decodeEvent turns a stored event message of partition n into an event.
 func (s *Store) decodeEvent(n int, m *jetstream.RawStreamMsg) (journal.Event, error) {
-	stream, err := s.streamOfSubject(n, m.Subject)
+	return decodeEvent(s.subject(n, "e."), s.parts[n].name, n, m)
+}
+
+// decodeEvent decodes a stored event message (subject, headers, data) of
+// the JetStream stream jsName, partition n, whose event subjects start
+// with evPrefix. Bytes that do not decode (another writer's, a damaged
+// replica's) give a *journal.CorruptError naming the stream and the
+// message's sequence, never a panic (FuzzDecodeEvent).
+func decodeEvent(evPrefix, jsName string, n int, m *jetstream.RawStreamMsg) (journal.Event, error) {
+	bad := func(stream string, seq uint64, err error) error {
+		return corrupt(stream, seq, m.Sequence, fmt.Errorf("JetStream stream %s sequence %d: %w", jsName, m.Sequence, err))
+	}
+	stream, err := streamOfSubject(evPrefix, m.Subject)
 	if err != nil {
-		return journal.Event{}, corrupt("(partition "+strconv.Itoa(n)+")", 0, m.Sequence, err)
+		return journal.Event{}, bad(jsName, 0, err)
 	}
 	seq, err := strconv.ParseUint(m.Header.Get(hdrSeq), 10, 64)
 	if err != nil || seq == 0 {
-		return journal.Event{}, corrupt(stream, 0, m.Sequence, fmt.Errorf("header %s %q", hdrSeq, m.Header.Get(hdrSeq)))
+		return journal.Event{}, bad(stream, 0, fmt.Errorf("header %s %q", hdrSeq, m.Header.Get(hdrSeq)))
 	}
 	ev := journal.Event{
 		Stream: stream, Sequence: seq, Partition: n, Position: m.Sequence, Time: m.Time,
@@ -441,11 +461,11 @@ func (s *Store) decodeEvent(n int, m *jetstream.RawStreamMsg) (journal.Event, er
 		Payload: m.Data, Tags: m.Header.Values(hdrTag),
 	}
 	if ev.Type == "" {
-		return journal.Event{}, corrupt(stream, seq, m.Sequence, errors.New("no event type"))
+		return journal.Event{}, bad(stream, seq, errors.New("no event type"))
 	}
 	if meta := m.Header.Get(hdrMeta); meta != "" {
 		if err := json.Unmarshal([]byte(meta), &ev.Metadata); err != nil {
-			return journal.Event{}, corrupt(stream, seq, m.Sequence, fmt.Errorf("metadata: %w", err))
+			return journal.Event{}, bad(stream, seq, fmt.Errorf("metadata: %w", err))
 		}
 	}
 	return ev, nil
