@@ -111,9 +111,13 @@ func (s *Store) openBucket(ctx context.Context) error {
 				return fmt.Errorf("lease: open bucket %q: %w (last: %v)", s.cfg.Bucket, err, last)
 			}
 		}
-		_, err := s.js.KeyValue(ctx, s.cfg.Bucket)
+		// Each request bounded: a create racing with another node's
+		// create of the same bucket in another configuration may never
+		// be answered; binding to the winner's bucket is the way out.
+		actx, cancel := context.WithTimeout(ctx, 5*s.cfg.RequestTimeout)
+		_, err := s.js.KeyValue(actx, s.cfg.Bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			_, err = s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			_, err = s.js.CreateKeyValue(actx, jetstream.KeyValueConfig{
 				Bucket:         s.cfg.Bucket,
 				Description:    "troupe leases (cluster/lease)",
 				History:        1,
@@ -121,9 +125,11 @@ func (s *Store) openBucket(ctx context.Context) error {
 				LimitMarkerTTL: s.cfg.MarkerTTL, // also turns on AllowMsgTTL
 			})
 			if errors.Is(err, jetstream.ErrBucketExists) {
+				cancel()
 				continue // created by someone else meanwhile: bind to it
 			}
 		}
+		cancel()
 		if err != nil {
 			last = err
 			if errors.Is(err, jetstream.ErrBadBucket) {

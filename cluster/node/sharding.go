@@ -43,7 +43,7 @@ func (n *Node) startSharding(ctx context.Context) error {
 	defer cancel()
 	replicas := cfg.Replicas
 	if replicas == 0 {
-		replicas = min(3, max(1, n.bus.State().MetaSize))
+		replicas = n.autoReplicas(lctx)
 	}
 	n.log.Info("replicated journal", "shards", cfg.Shards, "replicas", replicas)
 	leases, err := lease.Open(lctx, js, lease.Config{Replicas: replicas, Logger: n.log})
@@ -107,6 +107,35 @@ func (n *Node) startSharding(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// autoReplicas is min(3, the alive members with the jetstream role), once
+// the JetStream meta group has that many servers (waiting up to 10 s;
+// then what the meta group has). Every node of a cluster that boots
+// together computes the same count, so they create the streams and
+// buckets alike.
+func (n *Node) autoReplicas(ctx context.Context) int {
+	js := 0
+	for _, m := range n.cluster.mem.Members() {
+		if m.State == membership.Alive && m.Tags[tagCluster] == n.cluster.clusterID &&
+			slices.Contains(strings.Split(m.Tags[tagRoles], ","), RoleJetStream) {
+			js++
+		}
+	}
+	want := min(3, max(1, js))
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		size := n.bus.State().MetaSize
+		if size >= want {
+			return want
+		}
+		select {
+		case <-ctx.Done():
+			return min(want, max(1, size))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // startShards starts taking shards, once the runtime runs. On shutdown

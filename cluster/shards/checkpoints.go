@@ -52,14 +52,29 @@ type Checkpoints struct {
 var _ actors.CheckpointStore = (*Checkpoints)(nil)
 
 // OpenCheckpoints creates (or binds to) the bucket with replicas replicas.
+// Of several nodes opening it at once, one creates it and the others bind
+// to it (concurrent creates or updates of one bucket may go unanswered).
 func OpenCheckpoints(ctx context.Context, js jetstream.JetStream, replicas int) (*Checkpoints, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: DefaultCheckpointBucket, History: 1, Replicas: replicas, Storage: jetstream.FileStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("shards: checkpoint bucket: %w", err)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := js.KeyValue(actx, DefaultCheckpointBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(actx, jetstream.KeyValueConfig{
+				Bucket: DefaultCheckpointBucket, History: 1, Replicas: replicas, Storage: jetstream.FileStorage,
+			})
+		}
+		cancel()
+		if err == nil {
+			return &Checkpoints{kv: kv, revs: map[string]uint64{}}, nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("shards: checkpoint bucket: %w (last: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
 	}
-	return &Checkpoints{kv: kv, revs: map[string]uint64{}}, nil
 }
 
 type checkpoint struct {
