@@ -4,9 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
+	rtmetrics "runtime/metrics"
+	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -277,4 +284,109 @@ func median(xs []float64) float64 {
 func BenchmarkBoundCostWAT(b *testing.B) { benchBoundCost(b, buildWAT(b, "allow")) }
 func BenchmarkBoundCostGo(b *testing.B) {
 	benchBoundCost(b, buildGo(b, "plugins/testdata/goallow"))
+}
+
+// BenchmarkGCWithLoopingCalls measures what 8 calls looping in wasm on
+// this machine's cores do to Go's garbage collector, for several fuel
+// chunks (the work between two refuels, the only points where a goroutine
+// in wasm can be stopped), against 8 pure Go goroutines spinning the same
+// way. Each op is one runtime.GC() while the 8 loop. Reported: the wall
+// time of runtime.GC() (gc-ms, the whole cycle), and from runtime/metrics
+// the longest stop-the-world of the op's collections, from the decision to
+// stop until every P stopped (stw-stopping-max-ms), and until the world ran
+// again (stw-total-max-ms); both are the upper bounds of the histogram
+// buckets.
+//
+//	go test -run '^$' -bench GCWithLoopingCalls -benchtime 5x ./plugins/
+func BenchmarkGCWithLoopingCalls(b *testing.B) {
+	const loopers = 8
+	for _, chunk := range []int64{0, 1 << 14, 1 << 18, 1 << 22} {
+		name := fmt.Sprintf("wasm/chunk=%d", chunk)
+		if chunk == 0 {
+			name = "go-spinners"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			var stop atomic.Bool
+			// Stop the loopers (the next refuel sees ctx canceled) and wait
+			// for them, before the host closes.
+			defer func() {
+				cancel()
+				stop.Store(true)
+				wg.Wait()
+			}()
+			if chunk == 0 {
+				var sink atomic.Uint64
+				for range loopers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						n := uint64(0)
+						for !stop.Load() {
+							for i := 0; i < 1000; i++ {
+								n = n*6364136223846793005 + 1442695040888963407
+							}
+						}
+						sink.Add(n)
+					}()
+				}
+			} else {
+				dir := b.TempDir()
+				writePlugin(b, dir, "spin", buildWAT(b, "loop"), "name = \"spin\"\ntrusted = true\n[limits]\ntimeout = \"10m\"\nfuel = 1000000000000\n[hooks]\ncommands = [\"Spin\"]\n")
+				reg := prometheus.NewRegistry()
+				h, err := New(Config{Dir: dir, CacheDir: cacheDir, NoWatch: true, Metrics: reg})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { h.Close() }) // after the deferred stop above
+				h.chunk = chunk
+				if err := h.Start(ctx); err != nil {
+					b.Fatal(err)
+				}
+				for range loopers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						// Ends when ctx is canceled (the next refuel sees it).
+						_, _ = h.Command(ctx, bankCmd("Spin", ""))
+					}()
+				}
+				th := &testHost{Host: h, reg: reg}
+				eventually(b, 10*time.Second, "the looping calls to start", func() bool {
+					return th.metric(b, "troupe_plugin_calls_total", map[string]string{"plugin": "spin", "hook": "command"}) >= loopers
+				})
+			}
+			time.Sleep(100 * time.Millisecond) // let them all spin
+			samples := []rtmetrics.Sample{{Name: "/sched/pauses/stopping/gc:seconds"}, {Name: "/sched/pauses/total/gc:seconds"}}
+			var gcMS, stopMax, totalMax []float64
+			b.ResetTimer()
+			for range b.N {
+				rtmetrics.Read(samples)
+				// Read reuses the histograms' memory: keep the counts.
+				before := [][]uint64{slices.Clone(samples[0].Value.Float64Histogram().Counts), slices.Clone(samples[1].Value.Float64Histogram().Counts)}
+				start := time.Now()
+				runtime.GC()
+				gcMS = append(gcMS, float64(time.Since(start).Microseconds())/1000)
+				rtmetrics.Read(samples)
+				stopMax = append(stopMax, 1000*histMax(before[0], samples[0].Value.Float64Histogram()))
+				totalMax = append(totalMax, 1000*histMax(before[1], samples[1].Value.Float64Histogram()))
+			}
+			b.StopTimer()
+			b.ReportMetric(median(gcMS), "gc-ms")
+			b.ReportMetric(slices.Max(stopMax), "stw-stopping-max-ms")
+			b.ReportMetric(slices.Max(totalMax), "stw-total-max-ms")
+		})
+	}
+}
+
+// histMax returns the upper bound of the highest bucket that gained counts
+// from before to after (0 when none did).
+func histMax(before []uint64, after *rtmetrics.Float64Histogram) float64 {
+	for i := len(after.Counts) - 1; i >= 0; i-- {
+		if after.Counts[i] > before[i] {
+			return after.Buckets[i+1]
+		}
+	}
+	return 0
 }

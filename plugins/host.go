@@ -120,6 +120,7 @@ type Host struct {
 	metered *meteredCache
 	budget  *budget
 	mode    meterMode // meterFuel except in benchmarks
+	chunk   int64     // fuel per refuel: fuelChunk except in benchmarks
 
 	transport *http.Transport // for http_call
 
@@ -182,6 +183,7 @@ func New(cfg Config) (*Host, error) {
 		transport: newTransport(),
 		metered:   newMeteredCache(cfg.CacheDir),
 		budget:    &budget{limit: cfg.MemoryBudget},
+		chunk:     fuelChunk,
 	}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)

@@ -281,7 +281,7 @@ func (v *version) instantiate(ctx context.Context, what string) (*instance, erro
 	}
 	name := v.name + "#" + strconv.FormatUint(v.seq.Add(1), 10)
 	stderr := &guestStderr{log: v.log.With(slog.String("instance", name))}
-	m := &meter{}
+	m := &meter{chunk: v.host.chunk}
 	cfg := v.modCfg.WithName(name).WithStderr(stderr)
 	if v.metered {
 		if v.man.Capabilities.Clock {
