@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/troupe-dev/troupe/actors"
@@ -70,10 +71,11 @@ func (n *Node) startSharding(ctx context.Context) error {
 		// and with the first elections of their Raft groups: a timeout
 		// is retried (Open binds to what exists) until JoinTimeout.
 		store, err = jsstore.Open(lctx, jcfg)
-		if err == nil || lctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil || lctx.Err() != nil || !transient(err) {
 			break
 		}
 		n.log.Warn("replicated journal not open yet; retrying", "err", err)
+		time.Sleep(200 * time.Millisecond)
 	}
 	if err != nil {
 		return fmt.Errorf("node: replicated journal: %w", err)
@@ -107,6 +109,21 @@ func (n *Node) startSharding(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// transient reports whether err is JetStream not answering yet (a stream
+// or bucket whose Raft group has no leader yet, a timeout): worth trying
+// again while the cluster forms.
+func transient(err error) bool {
+	var api *jetstream.APIError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return true
+	case errors.As(err, &api):
+		return api.Code == 503 || api.Code == 408
+	}
+	return false
 }
 
 // autoReplicas is min(3, the alive members with the jetstream role), once

@@ -427,3 +427,124 @@ func TestShardedReadYourWrites(t *testing.T) {
 	}
 	t.Logf("%d writes read back through another node", pairs)
 }
+
+// runLoad starts a load client over every node of c in the background; the
+// returned func stops it and returns its stats.
+func runLoad(t *testing.T, c *clustertest.Cluster, nodes []string, d time.Duration) (*linear.Client, func() linear.Stats) {
+	t.Helper()
+	cl, err := linear.New(linear.Config{
+		Nodes: nodes, HTTPClient: c.HTTPClient(), Accounts: 16, Workers: 6,
+		Duration: d, AttemptTimeout: 3 * time.Second, Attempts: 12,
+		NotApplied: func(code, msg string) bool { return code == "unavailable" && strings.Contains(msg, "was not applied") },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stats linear.Stats
+	var rerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stats, rerr = cl.Run(ctx)
+	}()
+	return cl, func() linear.Stats {
+		cancel()
+		<-done
+		if rerr != nil && rerr != context.Canceled {
+			t.Fatalf("load: %v", rerr)
+		}
+		return stats
+	}
+}
+
+// retryable reports whether every error the load saw is one a client
+// retries (the contract's retryable codes, or a timeout/transport error
+// whose outcome is unknown).
+func retryable(errs map[string]int) error {
+	for code, n := range errs {
+		switch code {
+		case "unavailable", "deadline_exceeded", "resource_exhausted", "aborted", "client_timeout", "transport":
+		default:
+			return fmt.Errorf("%d errors %q, which is not retryable", n, code)
+		}
+	}
+	return nil
+}
+
+// TestShardedJoinUnderLoad: a fourth node joins while writers run through
+// the three others; a share of the shards moves to it within the failover
+// bound, and the only failed commands are retryable ones.
+func TestShardedJoinUnderLoad(t *testing.T) {
+	c := startCluster(t, clustertest.Options{Nodes: 3})
+	waitServed(t, c, []int{0, 1, 2}, time.Now(), 60*time.Second)
+	cl, stop := runLoad(t, c, urls(c), 30*time.Second)
+	time.Sleep(2 * time.Second)
+	n4 := c.AddNode()
+	t0 := time.Now()
+	if err := n4.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := waitServed(t, c, []int{0, 1, 2, 3}, t0, 60*time.Second)
+	by, err := servedBy(context.Background(), c, []int{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(by) == 0 {
+		t.Fatal("the new node serves no shard")
+	}
+	t.Logf("n4 started and serves %d of %d shards %s after its start", len(by), testShards, d.Round(time.Millisecond))
+	time.Sleep(3 * time.Second) // load after the move
+	stats := stop()
+	t.Logf("load: %s", stats)
+	if err := retryable(stats.Errors); err != nil {
+		t.Fatal(err)
+	}
+	rep := checkHistory(t, c, cl, 3)
+	t.Logf("audit: %s", rep)
+}
+
+// TestShardedPartitionIsLinearizable: a node cut off from the two others
+// by a network partition stops serving its shards, the majority takes them
+// over, and after the heal the history of every account is linearizable,
+// nothing acknowledged is lost or doubled, and the replicas agree.
+func TestShardedPartitionIsLinearizable(t *testing.T) {
+	schedules := 3
+	if clustertest.Long() {
+		schedules = 20
+	}
+	c := startCluster(t, clustertest.Options{Nodes: 3, Namespaces: true})
+	all := []int{0, 1, 2}
+	waitServed(t, c, all, time.Now(), 60*time.Second)
+	cl, stop := runLoad(t, c, urls(c), time.Duration(schedules)*25*time.Second)
+	for r := range schedules {
+		time.Sleep(2 * time.Second)
+		victim := r % 3
+		v := c.Node(victim)
+		t0 := time.Now()
+		c.Isolate(victim) // the clients still reach it
+		clustertest.Eventually(t, 15*time.Second, v.ID+" stops serving", func() error {
+			by, err := servedBy(context.Background(), c, []int{victim})
+			if err != nil {
+				return nil // unreachable from here: it serves no client either
+			}
+			if len(by) > 0 {
+				return fmt.Errorf("%s still serves %d shards", v.ID, len(by))
+			}
+			return nil
+		})
+		stopped := time.Since(t0)
+		d := waitServed(t, c, others(c, victim), t0, 30*time.Second)
+		t.Logf("schedule %d: cut %s off; it stopped serving after %s, the majority served every shard after %s",
+			r+1, v.ID, stopped.Round(time.Millisecond), d.Round(time.Millisecond))
+		time.Sleep(3 * time.Second) // load on the majority
+		c.Heal()
+		waitMembers(t, c, all, 60*time.Second)
+		waitServed(t, c, all, time.Now(), 60*time.Second)
+	}
+	stats := stop()
+	t.Logf("load: %s", stats)
+	rep := checkHistory(t, c, cl, 0)
+	t.Logf("audit: %s", rep)
+	checkReplicas(t, c, 1)
+}
