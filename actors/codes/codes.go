@@ -150,8 +150,11 @@ func Of(err error) Code {
 			return OutOfRange
 		}
 		return DeadlineExceeded
-	case errors.As(err, &notOwner), errors.Is(err, actors.ErrClosed), errors.Is(err, journal.ErrClosed):
+	case errors.As(err, &notOwner), errors.Is(err, actors.ErrClosed), errors.Is(err, journal.ErrClosed),
+		errors.Is(err, journal.ErrNotOwner):
 		return Unavailable
+	case errors.Is(err, journal.ErrUnknownOutcome):
+		return DeadlineExceeded // the write may have happened: as a timeout
 	case errors.Is(err, context.DeadlineExceeded):
 		return DeadlineExceeded
 	case errors.Is(err, context.Canceled):

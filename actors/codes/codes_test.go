@@ -2,6 +2,7 @@ package codes_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -34,6 +35,9 @@ func TestOf(t *testing.T) {
 		{"not owner", &actors.NotOwnerError{Kind: "k", ID: "i", Shard: 3}, codes.Unavailable},
 		{"runtime closed", actors.ErrClosed, codes.Unavailable},
 		{"journal closed", journal.ErrClosed, codes.Unavailable},
+		{"journal not the owner", &journal.NotOwnerError{Partition: 2}, codes.Unavailable},
+		{"journal fenced", &journal.FencedError{Partition: 2, Epoch: 3}, codes.Unavailable},
+		{"journal outcome unknown", &journal.UnknownOutcomeError{Stream: "k/i", Err: errors.New("timeout")}, codes.DeadlineExceeded},
 		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded},
 		{"canceled", context.Canceled, codes.Canceled},
 		{"remote", fmt.Errorf("forward: %w", &codes.Error{Code: codes.NotFound, Message: "m"}), codes.NotFound},

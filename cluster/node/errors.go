@@ -90,6 +90,11 @@ func contract(err error) (code codes.Code, msg string, retryAfter time.Duration)
 		return codes.InvalidArgument, fmt.Sprintf("%s command %q: payload: %s", decode.Kind, decode.Type, jsonProblem(decode.Err)), 0
 	}
 	code = codes.Of(err)
+	if code == codes.Internal && transient(err) {
+		// The replicated journal's JetStream did not answer (a stream
+		// electing its leader after a node died): nothing the client did.
+		code = codes.Unavailable
+	}
 	if code == codes.Unknown {
 		code = codes.Internal
 	}
