@@ -5,12 +5,16 @@
 //
 // Store passes the journal conformance suite on one server and on three
 // servers with three replicas (store_test.go); it is not wired into the
-// node yet. Each append is one atomic batch (internal/jsbatch) fenced by
-// the stream's last sequence; an unknown outcome is resolved by asking the
-// stream's leader; reads go to the leader, one message per request. Group
-// commit across entities, batched reads and the node's local copy come
-// next (ADR 0011). bench_test.go measures the raw ceilings the store will
-// be compared against (docs/benchmarks.md, "JetStream ceilings").
+// node yet. A committer per partition groups the appends of many entities
+// into one atomic batch (internal/jsbatch) fenced by the stream's last
+// sequence (commit.go); an unknown outcome is resolved by asking the
+// stream's leader; reads go to the leader, one message per request
+// (batched reads and the node's local copy come next, ADR 0011). The
+// journal's layout (its number of partitions) is recorded on first open
+// and checked by every later one (layout.go). Partitions this Store does
+// not own are watched, so that LastPosition and WaitPosition follow other
+// nodes' appends (watch.go). bench_test.go measures the store beside the
+// raw ceilings (docs/benchmarks.md, "JetStream ceilings").
 //
 //	st, err := jsstore.Open(ctx, jsstore.Config{Conn: nc, Partitions: 16, Replicas: 3})
 //	res, err := st.Append(ctx, journal.AppendRequest{Stream: "account/1", Events: evs})
