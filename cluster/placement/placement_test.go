@@ -474,3 +474,22 @@ func BenchmarkAssign(b *testing.B) {
 		})
 	}
 }
+
+// TestBalanceAt96Shards: a cluster's default shard count (cluster/node,
+// ADR 0014) keeps the most loaded member within 1.1 × the mean for every
+// member count from 3 to 16, over many id sets.
+func TestBalanceAt96Shards(t *testing.T) {
+	const shards = 96
+	r := rand.New(rand.NewPCG(9, 6))
+	for n := 3; n <= 16; n++ {
+		sets := [][]string{seqIDs(n)}
+		for range 50 {
+			sets = append(sets, randomIDs(r, n))
+		}
+		for _, ids := range sets {
+			if m := maxLoadOf(Assign(shards, ids)); 10*n*m > 11*shards {
+				t.Fatalf("%d shards over %d members: a member holds %d > 1.1 × %.2f", shards, n, m, float64(shards)/float64(n))
+			}
+		}
+	}
+}

@@ -548,3 +548,32 @@ func TestShardedPartitionIsLinearizable(t *testing.T) {
 	t.Logf("audit: %s", rep)
 	checkReplicas(t, c, 1)
 }
+
+// TestShardedNodeWithAnotherShardCountIsRefused: the shard count is fixed
+// when the cluster is created; a node started with another one exits
+// with an error that says so, and the cluster keeps serving.
+func TestShardedNodeWithAnotherShardCountIsRefused(t *testing.T) {
+	c := startCluster(t, clustertest.Options{Nodes: 3})
+	waitServed(t, c, []int{0, 1, 2}, time.Now(), 60*time.Second)
+	n3 := c.Node(2)
+	if _, _, err := n3.Term(); err != nil {
+		t.Fatal(err)
+	}
+	n3.Args = func(n *clustertest.Node) []string {
+		args := clustertest.ClusterArgs(n)
+		for i := range args {
+			if args[i] == "--shards" {
+				args[i+1] = "16"
+			}
+		}
+		return args
+	}
+	err := n3.Start()
+	if err == nil {
+		t.Fatal("a node with 16 shards joined a cluster of 8")
+	}
+	if !strings.Contains(n3.Log(), "the cluster's journal was created with 8 shards; this node is configured with 16 (--shards must match)") {
+		t.Fatalf("start failed (%v) without naming the shard counts; log:\n%s", err, n3.Log())
+	}
+	waitServed(t, c, []int{0, 1}, time.Now(), 30*time.Second)
+}
