@@ -40,7 +40,9 @@ func (n *Node) startSharding(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	lctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+	// Bounded by the join timeout, but never less than 2 minutes: a busy
+	// machine's first start creates a Raft group per stream.
+	lctx, cancel := context.WithTimeout(ctx, max(cfg.JoinTimeout, 2*time.Minute))
 	defer cancel()
 	replicas := cfg.Replicas
 	if replicas == 0 {
