@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -113,11 +114,21 @@ func checkHistory(t *testing.T, c *clustertest.Cluster, cl *linear.Client, reade
 	return rep
 }
 
+// harnessDialer dials through the harness (into the client namespace when
+// the nodes live in network namespaces).
+type harnessDialer struct{ c *clustertest.Cluster }
+
+func (d harnessDialer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.c.Dial(ctx, network, addr)
+}
+
 // checkReplicas waits until every replica of every shard stream is
 // current, with no lag, as the stream's leader reports it.
 func checkReplicas(t *testing.T, c *clustertest.Cluster, via int) {
 	t.Helper()
-	nc, err := nats.Connect(c.Node(via).NATSURL())
+	nc, err := nats.Connect(c.Node(via).NATSURL(), nats.SetCustomDialer(harnessDialer{c}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +216,9 @@ func TestShardedClusterSurvivesKills(t *testing.T) {
 		}
 		waitMembers(t, c, all, 60*time.Second)
 		waitServed(t, c, all, time.Now(), 60*time.Second)
+		// The restarted node's replicas catch up before the next kill:
+		// otherwise that kill may leave a stream without a quorum.
+		checkReplicas(t, c, (victim+1)%3)
 	}
 	cancel()
 	wg.Wait()
@@ -428,9 +442,9 @@ func TestShardedReadYourWrites(t *testing.T) {
 	t.Logf("%d writes read back through another node", pairs)
 }
 
-// runLoad starts a load client over every node of c in the background; the
+// startLoad starts a load client over every node of c in the background; the
 // returned func stops it and returns its stats.
-func runLoad(t *testing.T, c *clustertest.Cluster, nodes []string, d time.Duration) (*linear.Client, func() linear.Stats) {
+func startLoad(t *testing.T, c *clustertest.Cluster, nodes []string, d time.Duration) (*linear.Client, func() linear.Stats) {
 	t.Helper()
 	cl, err := linear.New(linear.Config{
 		Nodes: nodes, HTTPClient: c.HTTPClient(), Accounts: 16, Workers: 6,
@@ -478,7 +492,7 @@ func retryable(errs map[string]int) error {
 func TestShardedJoinUnderLoad(t *testing.T) {
 	c := startCluster(t, clustertest.Options{Nodes: 3})
 	waitServed(t, c, []int{0, 1, 2}, time.Now(), 60*time.Second)
-	cl, stop := runLoad(t, c, urls(c), 30*time.Second)
+	cl, stop := startLoad(t, c, urls(c), 30*time.Second)
 	time.Sleep(2 * time.Second)
 	n4 := c.AddNode()
 	t0 := time.Now()
@@ -516,7 +530,7 @@ func TestShardedPartitionIsLinearizable(t *testing.T) {
 	c := startCluster(t, clustertest.Options{Nodes: 3, Namespaces: true})
 	all := []int{0, 1, 2}
 	waitServed(t, c, all, time.Now(), 60*time.Second)
-	cl, stop := runLoad(t, c, urls(c), time.Duration(schedules)*25*time.Second)
+	cl, stop := startLoad(t, c, urls(c), time.Duration(schedules)*25*time.Second)
 	for r := range schedules {
 		time.Sleep(2 * time.Second)
 		victim := r % 3
@@ -541,6 +555,7 @@ func TestShardedPartitionIsLinearizable(t *testing.T) {
 		c.Heal()
 		waitMembers(t, c, all, 60*time.Second)
 		waitServed(t, c, all, time.Now(), 60*time.Second)
+		checkReplicas(t, c, (victim+1)%3)
 	}
 	stats := stop()
 	t.Logf("load: %s", stats)
