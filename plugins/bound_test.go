@@ -50,12 +50,14 @@ func TestTrustedLoopIsBounded(t *testing.T) {
 				dir := t.TempDir()
 				// With 1 and 2 calls the trusted defaults apply (1 s or
 				// 10^9 units of fuel). With 8 looping calls on 2 cores the
-				// checks below can take over a second on a loaded machine,
-				// so the calls get a longer bound: they must outlive the
-				// checks for the test to prove anything.
-				limits, bound := "", time.Second
+				// checks below take seconds on a loaded machine (a
+				// collection alone took 2.4-3.8 s at load average 9, with
+				// 8 spinning Go goroutines as well as with plugins), so the
+				// calls get a longer bound: they must outlive the checks
+				// for the test to prove anything.
+				limits, bound, gcBound := "", time.Second, 2*time.Second
 				if n > 2 {
-					limits, bound = "[limits]\ntimeout = \"5s\"\nfuel = 20000000000\n", 5*time.Second
+					limits, bound, gcBound = "[limits]\ntimeout = \"10s\"\nfuel = 40000000000\n", 10*time.Second, 6*time.Second
 				}
 				writePlugin(t, dir, "spin", wasm, fmt.Sprintf("name = \"spin\"\ntrusted = true\non_failure = %q\n%s[hooks]\ncommands = [\"Spin\"]\n", policy, limits))
 				h := startHost(t, dir, nil)
@@ -95,9 +97,13 @@ func TestTrustedLoopIsBounded(t *testing.T) {
 					return nil
 				})
 				// A collection stops every goroutine, those in wasm too: it
-				// waits for each to reach a refuel. Pure Go goroutines that
-				// spin take 40-240 ms here with 8 of them on 2 cores.
-				within(t, 2*time.Second, "a garbage collection", func() error {
+				// waits for each to reach a refuel (a stop takes well under
+				// a millisecond at 2^18 units per refuel). runtime.GC's wall
+				// time is the whole cycle, whose mark workers share the 2
+				// cores with 8 busy goroutines: 0.5-1.9 s with 8 spinning Go
+				// goroutines instead of plugins, depending on the load
+				// (BenchmarkGCWithLoopingCalls).
+				within(t, gcBound, "a garbage collection", func() error {
 					s := time.Now()
 					runtime.GC()
 					t.Logf("runtime.GC took %v with %d looping calls", time.Since(s), n)
@@ -117,9 +123,10 @@ func TestTrustedLoopIsBounded(t *testing.T) {
 						t.Fatalf("err = %v; failures must go through the policy", r.err)
 					}
 					// The bound is the timeout or the fuel, whichever comes
-					// first (10^9 units are about 0.9 s of this loop).
-					if r.took < bound/2 || r.took > bound+4*time.Second {
-						t.Errorf("a looping call took %v; its bound is %v", r.took, bound)
+					// first: 10^9 units (the trusted default) are 0.4-0.9 s
+					// of this loop here, so the fuel may end it first.
+					if r.took < time.Second/4 || r.took > bound+4*time.Second {
+						t.Errorf("a looping call took %v; its bound is %v or its fuel", r.took, bound)
 					}
 					switch policy {
 					case "reject":
