@@ -66,13 +66,31 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 	subject := forwardSubject(shard)
 	delivered := false // a request reached a node that may have run it
 	backoff := time.Millisecond
+	// Keep the end of the deadline to answer: a command that never
+	// reached a node is reported "not applied" before the caller gives up
+	// (a caller that times out first knows nothing).
+	dl, _ := ctx.Deadline()
+	reserve := min(250*time.Millisecond, time.Until(dl)/10)
+	waitCtx, cancelWait := context.WithDeadline(ctx, dl.Add(-reserve))
+	defer cancelWait()
 	for {
-		dl, _ := ctx.Deadline()
-		body, err := proto.Marshal(&troupev1.Forward{Command: cmd, External: external, DeadlineMs: uint32(max(time.Until(dl), 0) / time.Millisecond)})
+		if waitCtx.Err() != nil {
+			if delivered {
+				return nil, fmt.Errorf("node: forward to the owner of shard %d: no answer in time: %w", shard, context.DeadlineExceeded)
+			}
+			// Nobody received the command: it certainly did not happen.
+			return nil, &codes.Error{Code: codes.Unavailable, Message: fmt.Sprintf(
+				"%s/%s: shard %d is moving between nodes and no node served it in time; the command was not applied: send it again",
+				cmd.GetKind(), cmd.GetEntityId(), shard)}
+		}
+		// The owner gets what is left of the wait as its deadline, so it
+		// answers (even "deadline exceeded") before this node gives up.
+		left := time.Until(dl.Add(-reserve)) * 9 / 10
+		body, err := proto.Marshal(&troupev1.Forward{Command: cmd, External: external, DeadlineMs: uint32(max(left, time.Millisecond) / time.Millisecond)})
 		if err != nil {
 			return nil, fmt.Errorf("node: forward: %w", err)
 		}
-		msg, err := f.nc.RequestWithContext(ctx, subject, body)
+		msg, err := f.nc.RequestWithContext(waitCtx, subject, body)
 		switch {
 		case err == nil:
 			var r troupev1.ForwardReply
@@ -86,26 +104,15 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 			// was applied there.
 		case errors.Is(err, nats.ErrNoResponders):
 			// Nobody serves the shard at this moment: it is moving.
-		case ctx.Err() != nil:
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				delivered = true
-			}
 		default:
-			delivered = true // a connection problem: the request may have gone out
-		}
-		if ctx.Err() != nil {
-			if delivered {
-				return nil, fmt.Errorf("node: forward to the owner of shard %d: no answer in time: %w", shard, context.DeadlineExceeded)
-			}
-			// Nobody received the command: it certainly did not happen.
-			return nil, &codes.Error{Code: codes.Unavailable, Message: fmt.Sprintf(
-				"%s/%s: shard %d is moving between nodes and no node served it in time; the command was not applied: send it again",
-				cmd.GetKind(), cmd.GetEntityId(), shard)}
+			// A timeout waiting for the answer, or a connection problem:
+			// the request may have reached the owner.
+			delivered = true
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
-		case <-ctx.Done():
+		case <-waitCtx.Done():
 			t.Stop()
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)

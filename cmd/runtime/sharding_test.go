@@ -86,9 +86,12 @@ func checkHistory(t *testing.T, c *clustertest.Cluster, cl *linear.Client, reade
 	if _, err := cl.Settle(ctx); err != nil {
 		t.Fatalf("settle: %v", err)
 	}
-	res, info, err := cl.Recorder().Check(60*time.Second, t.TempDir())
+	res, info, err := cl.Recorder().Check(120*time.Second, t.TempDir())
 	if err != nil {
 		t.Fatalf("check: %v", err)
+	}
+	if res == porcupine.Unknown {
+		t.Fatalf("the checker ran out of time (%+v): too many operations of unknown outcome to decide", info)
 	}
 	if res != porcupine.Ok {
 		t.Fatalf("history not linearizable (%s): %+v", res, info)
@@ -447,7 +450,7 @@ func TestShardedReadYourWrites(t *testing.T) {
 func startLoad(t *testing.T, c *clustertest.Cluster, nodes []string, d time.Duration) (*linear.Client, func() linear.Stats) {
 	t.Helper()
 	cl, err := linear.New(linear.Config{
-		Nodes: nodes, HTTPClient: c.HTTPClient(), Accounts: 16, Workers: 6,
+		Nodes: nodes, HTTPClient: c.HTTPClient(), Accounts: 32, Workers: 6,
 		Duration: d, AttemptTimeout: 3 * time.Second, Attempts: 12,
 		NotApplied: func(code, msg string) bool { return code == "unavailable" && strings.Contains(msg, "was not applied") },
 	})
