@@ -50,11 +50,11 @@ func TestTrustedLoopIsBounded(t *testing.T) {
 				dir := t.TempDir()
 				// With 1 and 2 calls the trusted defaults apply (1 s or
 				// 10^9 units of fuel). With 8 looping calls on 2 cores the
-				// checks below take seconds on a loaded machine (a
-				// collection alone took 2.4-3.8 s at load average 9, with
-				// 8 spinning Go goroutines as well as with plugins), so the
-				// calls get a longer bound: they must outlive the checks
-				// for the test to prove anything.
+				// checks below take seconds on a loaded machine (the
+				// collection alone took up to 3.8 s at load average 4-9,
+				// and up to 2.8 s with the first version of the fuel
+				// rewriter), so the calls get a longer bound: they must
+				// outlive the checks for the test to prove anything.
 				limits, bound, gcBound := "", time.Second, 2*time.Second
 				if n > 2 {
 					limits, bound, gcBound = "[limits]\ntimeout = \"10s\"\nfuel = 40000000000\n", 10*time.Second, 6*time.Second
