@@ -6,7 +6,10 @@
 // header subtracts a cost from a counter held in a mutable i64 global, and
 // when the counter drops below zero the code calls an imported function
 // (ImportModule.ImportName, type () -> i64) whose result becomes the new
-// counter. The host's refuel function decides: it hands out another chunk of
+// counter. (A function whose first loop header is reached from its entry by
+// straight-line code is charged at that header only.) The checks are shaped
+// so that wazero's optimizing compiler keeps a loop's variables in registers
+// (see checkpoint in code.go). The host's refuel function decides: it hands out another chunk of
 // fuel, or it ends the call (a Go host function that panics aborts the call).
 // The global is exported as ExportGlobal so that the host sets the first
 // chunk before each call.
