@@ -26,7 +26,7 @@ for i in 1 2 3; do
 	pids+=($!)
 done
 for i in 1 2 3; do
-	for _ in $(seq 1 150); do
+	for _ in $(seq 1 600); do # up to 2 minutes: the first start creates a stream per shard
 		curl -fsS "http://127.0.0.1:808$i/readyz" >/dev/null 2>&1 && break
 		if ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
 			echo "node n$i exited; its log:" >&2
