@@ -195,7 +195,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.cluster.attachBus(n.bus)
 		// The replicated journal and durable topics are JetStream
 		// streams: wait for the cluster's JetStream (bounded).
-		wctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+		wctx, cancel := context.WithTimeout(ctx, max(cfg.JoinTimeout, 2*time.Minute))
 		err := n.bus.WaitJetStream(wctx)
 		cancel()
 		if err != nil {
