@@ -24,6 +24,7 @@ import (
 
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
 )
 
 // Config configures a Store. Conn is required; every other field has a
@@ -58,6 +59,10 @@ type Config struct {
 	MaxAppendEvents int
 	// MaxSnapshotSize caps a snapshot's data. Default 1 MiB.
 	MaxSnapshotSize int
+	// ReadBatch is the most messages Read and ReadAll ask one direct get
+	// for (a replica answers; see scan). Default 512; at most 10,000. One
+	// batch is also cut at 4 MiB.
+	ReadBatch int
 	// RequireOwnership makes writes (Append, SaveSnapshot, Tombstone) to a
 	// partition this Store has not acquired (Acquire) fail at once with
 	// *journal.NotOwnerError. A cluster sets it: a partition's owner, the
@@ -106,6 +111,9 @@ func (c *Config) setDefaults() {
 	if c.MaxSnapshotSize == 0 {
 		c.MaxSnapshotSize = 1 << 20
 	}
+	if c.ReadBatch == 0 {
+		c.ReadBatch = 512
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -128,6 +136,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAppendEvents < 1 || c.MaxAppendEvents > maxAppendEvents {
 		errs = append(errs, fmt.Errorf("MaxAppendEvents %d: want 1 to %d (one append is one atomic batch)", c.MaxAppendEvents, maxAppendEvents))
+	}
+	if c.ReadBatch < 1 || c.ReadBatch > 10000 {
+		errs = append(errs, fmt.Errorf("ReadBatch %d: want 1 to 10000", c.ReadBatch))
 	}
 	if c.Timeout < 0 || c.MaxEventSize < 0 || c.MaxSnapshotSize < 0 {
 		errs = append(errs, errors.New("negative limit"))
@@ -162,14 +173,27 @@ const (
 // Positions are stream sequences: they increase strictly but skip the
 // store's own records (idempotency, snapshots, tombstones).
 //
-// Appends are group-committed per partition (commit.go). Reads go to each
-// stream's leader (no direct gets from replicas that may lag).
+// Appends are group-committed per partition (commit.go). Read and ReadAll
+// take batches of events with direct gets, which any replica may answer,
+// checked against a position known to be committed (scan); every other
+// read (fences, heads, idempotency records, snapshots) asks the stream's
+// leader.
 type Store struct {
 	cfg   Config
 	js    jetstream.JetStream
 	pub   *jsbatch.Publisher
+	rd    *jsread.Reader
 	parts []*part
 	log   *slog.Logger
+
+	// Reads, for tests and benchmarks (export_test.go): direct batches
+	// asked for, single messages asked of a leader; leaderReads makes
+	// Read and ReadAll read one message at a time from the leader (as
+	// before batched reads); directHook sees every direct batch first.
+	directGets  atomic.Uint64
+	leaderGets  atomic.Uint64
+	leaderReads atomic.Bool
+	directHook  func(stream string, from uint64, b *jsread.Batch)
 
 	closed  atomic.Bool
 	closing chan struct{}
@@ -241,13 +265,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
-	s := &Store{cfg: cfg, js: js, pub: pub, log: cfg.Logger, closing: make(chan struct{}), nonce: nuid.Next()}
+	rd, err := jsread.New(cfg.Conn, jsread.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
+	}
+	s := &Store{cfg: cfg, js: js, pub: pub, rd: rd, log: cfg.Logger, closing: make(chan struct{}), nonce: nuid.Next()}
 	if err := s.checkLayout(ctx); err != nil {
+		rd.Close()
 		return nil, err
 	}
 	for n := range cfg.Partitions {
 		p, err := s.openPart(ctx, n)
 		if err != nil {
+			rd.Close()
 			return nil, err
 		}
 		s.parts = append(s.parts, p)
@@ -275,7 +305,10 @@ func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
 		Storage:            jetstream.FileStorage,
 		Replicas:           s.cfg.Replicas,
 		AllowAtomicPublish: true,
-		DenyDelete:         true,
+		// Read and ReadAll take batches from any replica (scan); set on
+		// streams created without it too (ensureStream updates them).
+		AllowDirect: true,
+		DenyDelete:  true,
 		Duplicates:         2 * time.Minute,
 	})
 	if err != nil {
@@ -418,7 +451,7 @@ func (s *Store) Close() error {
 		s.unwatch()
 	}
 	s.wg.Wait()
-	return nil
+	return s.rd.Close()
 }
 
 func (s *Store) check() error {
@@ -472,14 +505,40 @@ func decodeEvent(evPrefix, jsName string, n int, m *jetstream.RawStreamMsg) (jou
 }
 
 // Read yields a stream's events from sequence from; see journal.Store.
+//
+// It asks the stream's leader for the entity's last event first: that
+// event's position is the read's bound (scan), so the read sees every
+// event the leader held when it started, whichever replica answers the
+// batches; an entity without events costs that one request.
 func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int) iter.Seq2[journal.Event, error] {
 	return func(yield func(journal.Event, error) bool) {
 		if _, _, err := journal.ParseStream(stream); err != nil {
 			yield(journal.Event{}, err)
 			return
 		}
+		if err := s.check(); err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
 		n := s.PartitionOf(stream)
-		s.scan(ctx, n, 1, s.entitySubject(n, "e", stream), func(ev journal.Event, err error) (bool, bool) {
+		subject := s.entitySubject(n, "e", stream)
+		last, err := s.lastMsg(ctx, s.parts[n], subject)
+		if err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
+		if last == nil {
+			return
+		}
+		head, err := s.decodeEvent(n, last)
+		if err != nil {
+			yield(journal.Event{}, err)
+			return
+		}
+		if head.Sequence < from {
+			return
+		}
+		s.scan(ctx, n, 1, subject, bound{pos: last.Sequence, exact: true, dense: from <= 1}, func(ev journal.Event, err error) (bool, bool) {
 			if err != nil {
 				return yield(journal.Event{}, err), false
 			}
@@ -491,10 +550,15 @@ func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int)
 	}
 }
 
-// ReadAll yields a partition's events; see journal.Store.
+// ReadAll yields a partition's events; see journal.Store. It sees at
+// least every event up to the partition's LastPosition when it starts
+// (the bound of scan): to see another node's append, wait for its
+// position first (WaitPosition), as a query with a consistency token
+// does. Events appended since may or may not be yielded.
 func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journal.Filter, limit int) iter.Seq2[journal.Event, error] {
 	return func(yield func(journal.Event, error) bool) {
-		if _, err := s.partition(partition); err != nil {
+		p, err := s.partition(partition)
+		if err != nil {
 			yield(journal.Event{}, err)
 			return
 		}
@@ -509,7 +573,9 @@ func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journ
 		case f.Kind != "":
 			subject = s.subject(partition, "e."+b64.EncodeToString([]byte(f.Kind))+".*")
 		}
-		s.scan(ctx, partition, max(from, 1), subject, func(ev journal.Event, err error) (bool, bool) {
+		// The last event matches "e.>", not necessarily a kind's filter.
+		b := bound{pos: p.lastEvent.Load(), exact: f.Kind == "", dense: f.Tag == ""}
+		s.scan(ctx, partition, max(from, 1), subject, b, func(ev journal.Event, err error) (bool, bool) {
 			if err != nil {
 				return yield(journal.Event{}, err), false
 			}
@@ -521,43 +587,166 @@ func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journ
 	}
 }
 
+// bound is what a read must see: every message on its subject up to
+// stream sequence pos, which the reader knows to be committed (the
+// leader's last event of the entity; the partition's last position).
+type bound struct {
+	pos uint64
+	// exact: the message at pos is on the read's subject, so a replica
+	// that has nothing from a sequence at or below pos lags.
+	exact bool
+	// dense: the reader counts every message towards its limit, so a
+	// batch need not ask for more than the limit's rest.
+	dense bool
+}
+
+// Direct batches that come back short of an exact bound are asked again
+// after a pause (1, 2, 4 ms); then the rest up to the bound is read from
+// the leader.
+const maxBehind = 3
+
 // scan walks the events of partition n on subject from stream sequence
-// from, one request each, until the end, the limit (of events counted by
-// f) or f says stop.
-func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, f func(journal.Event, error) (more, counted bool), limit int) {
+// from, until the end, the limit (of events counted by f) or f says stop.
+//
+// It reads batches with direct gets (ADR 0011, "Reads"): a replica's
+// answer is a prefix of the committed log from `from`, so every message
+// it returns is right and in order, and the only way it can be wrong is
+// by stopping early, when it lags. The read must see everything up to
+// b.pos. While batches come back full (the replica holds more), they go
+// on. When the replica has nothing more at a sequence past b.pos, the
+// read is done. When it has nothing more at or below b.pos:
+//   - exact bound: the message at b.pos matches, so the replica lags; the
+//     batch is asked again (maxBehind times, with pauses), then the rest
+//     up to b.pos is read one message at a time from the stream's leader;
+//   - otherwise a match in between is not known to exist: the leader is
+//     asked for the next match, which ends the read (none) or is yielded
+//     and the batches go on after it.
+//
+// A direct get that fails (no responders: the stream has just been
+// created or updated, or its replicas are catching up; a timeout; a bad
+// reply) also falls back to the leader.
+func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, b bound, f func(journal.Event, error) (more, counted bool), limit int) {
 	if err := s.check(); err != nil {
 		f(journal.Event{}, err)
 		return
 	}
 	p := s.parts[n]
 	count := 0
+	// emit hands one message to f and says whether to go on.
+	emit := func(m *jetstream.RawStreamMsg) bool {
+		ev, err := s.decodeEvent(n, m)
+		more, counted := f(ev, err)
+		if !more || err != nil {
+			return false
+		}
+		if counted {
+			if count++; limit > 0 && count >= limit {
+				return false
+			}
+		}
+		return true
+	}
+	// next emits the leader's next message from seq, if any, and says
+	// whether to go on and from where.
+	next := func(seq uint64) (uint64, bool) {
+		m, err := s.leaderGet(ctx, p, jsread.Query{Seq: seq, NextBySubject: subject})
+		if errors.Is(err, jsread.ErrNotFound) {
+			return seq, false
+		}
+		if err != nil {
+			f(journal.Event{}, fmt.Errorf("jsstore: read %s from %d: %w", p.name, seq, err))
+			return seq, false
+		}
+		return m.Sequence + 1, emit(m)
+	}
+	leader := s.leaderReads.Load()
+	behind := 0
 	for seq := from; ; {
 		if err := ctx.Err(); err != nil {
 			f(journal.Event{}, err)
 			return
 		}
-		rctx, cancel := s.ctx(ctx)
-		m, err := p.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subject))
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return
+		if leader {
+			var more bool
+			if seq, more = next(seq); !more {
+				return
+			}
+			if seq > b.pos && !s.leaderReads.Load() {
+				leader, behind = false, 0 // past the bound: any replica will do again
+			}
+			continue
 		}
+		size := s.cfg.ReadBatch
+		if b.dense && limit > 0 {
+			size = min(size, limit-count)
+		}
+		bt, err := s.direct(ctx, p, seq, subject, size)
 		if err != nil {
-			f(journal.Event{}, fmt.Errorf("jsstore: read %s from %d: %w", p.name, seq, err))
-			return
+			if ctx.Err() != nil {
+				f(journal.Event{}, ctx.Err())
+				return
+			}
+			s.log.Debug("direct get failed; reading from the stream's leader", "stream", p.name, "err", err)
+			leader = true
+			continue
 		}
-		ev, err := s.decodeEvent(n, m)
-		more, counted := f(ev, err)
-		if !more || err != nil {
-			return
+		for _, m := range bt.Msgs {
+			if !emit(m) {
+				return
+			}
+			seq = m.Sequence + 1
 		}
-		if counted {
-			if count++; limit > 0 && count >= limit {
+		switch {
+		case len(bt.Msgs) > 0 && bt.Pending > 0:
+			behind = 0 // the replica holds more
+		case seq > b.pos:
+			return // the replica holds nothing more, and the bound is passed
+		case !b.exact:
+			var more bool
+			if seq, more = next(seq); !more {
+				return
+			}
+		case behind >= maxBehind:
+			s.log.Debug("replica behind the read's bound; reading from the stream's leader", "stream", p.name, "from", seq, "bound", b.pos)
+			leader = true
+		default:
+			t := time.NewTimer(time.Millisecond << behind)
+			behind++
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				f(journal.Event{}, ctx.Err())
+				return
+			case <-s.closing:
+				t.Stop()
+				f(journal.Event{}, journal.ErrClosed)
 				return
 			}
 		}
-		seq = m.Sequence + 1
 	}
+}
+
+// direct asks a replica for a batch of partition p's messages on subject
+// from seq (jsread.Reader.Direct), bounded by Timeout.
+func (s *Store) direct(ctx context.Context, p *part, seq uint64, subject string, size int) (jsread.Batch, error) {
+	s.directGets.Add(1)
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	b, err := s.rd.Direct(rctx, p.name, seq, subject, size)
+	if err == nil && s.directHook != nil {
+		s.directHook(p.name, seq, &b)
+	}
+	return b, err
+}
+
+// leaderGet reads one message of partition p from its stream's leader,
+// bounded by Timeout; jsread.ErrNotFound if none matches.
+func (s *Store) leaderGet(ctx context.Context, p *part, q jsread.Query) (*jetstream.RawStreamMsg, error) {
+	s.leaderGets.Add(1)
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return jsread.Leader(rctx, s.cfg.Conn, "", p.name, q)
 }
 
 func contains(xs []string, x string) bool {
@@ -626,10 +815,8 @@ func (p *part) advance(lastEvent uint64) {
 
 // lastMsg is the last message on a literal subject, or nil.
 func (s *Store) lastMsg(ctx context.Context, p *part, subject string) (*jetstream.RawStreamMsg, error) {
-	rctx, cancel := s.ctx(ctx)
-	defer cancel()
-	m, err := p.stream.GetLastMsgForSubject(rctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	m, err := s.leaderGet(ctx, p, jsread.Query{LastBySubject: subject})
+	if errors.Is(err, jsread.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
 )
 
 // idemRecord is what an idempotency record holds: the result of the
@@ -304,11 +305,11 @@ func (s *Store) Info(ctx context.Context, stream string) (journal.StreamInfo, er
 			return info, err
 		}
 		info.LastSequence, info.Last = ev.Sequence, ev.Time
-		rctx, cancel := s.ctx(ctx)
-		first, err := p.stream.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(subject))
+		first, err := s.leaderGet(ctx, p, jsread.Query{Seq: 1, NextBySubject: subject})
 		if err == nil {
 			info.First = first.Time
 		}
+		rctx, cancel := s.ctx(ctx)
 		si, ierr := p.stream.Info(rctx, jetstream.WithSubjectFilter(subject))
 		cancel()
 		if err := errors.Join(err, ierr); err != nil {

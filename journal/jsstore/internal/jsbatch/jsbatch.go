@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
 )
 
 // Headers of an atomic batch (nats-server stream.go).
@@ -317,7 +319,7 @@ func (p *Publisher) Resolve(ctx context.Context, stream string, expected uint64,
 	if len(msgs) == 0 || msgs[0] == nil || msgs[0].Header.Get(HeaderMsgID) == "" {
 		return Ack{}, fmt.Errorf("%w: Resolve needs a %s on the first message", ErrInvalid, HeaderMsgID)
 	}
-	last, s, err := p.lastSequence(ctx, stream)
+	last, _, err := p.lastSequence(ctx, stream)
 	if err != nil {
 		return Ack{}, err
 	}
@@ -329,7 +331,9 @@ func (p *Publisher) Resolve(ctx context.Context, stream string, expected uint64,
 	}
 	gctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	m, err := s.GetMsg(gctx, expected+1)
+	// From the leader: a stream that allows direct gets would have
+	// nats.go's GetMsg ask any replica, which may lag.
+	m, err := jsread.Leader(gctx, p.nc, p.cfg.APIPrefix, stream, jsread.Query{Seq: expected + 1})
 	if err != nil {
 		return Ack{}, fmt.Errorf("%w: read sequence %d of %q: %w", ErrUnavailable, expected+1, stream, err)
 	}

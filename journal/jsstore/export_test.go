@@ -1,0 +1,20 @@
+package jsstore
+
+import "github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
+
+// ReadCounts is how many direct batches and single leader reads s has
+// asked for since it opened.
+func ReadCounts(s *Store) (direct, leader uint64) {
+	return s.directGets.Load(), s.leaderGets.Load()
+}
+
+// SetLeaderReads makes Read and ReadAll read one message per request from
+// the stream's leader (on), as before batched reads, or in batches (off).
+func SetLeaderReads(s *Store, on bool) { s.leaderReads.Store(on) }
+
+// SetDirectHook makes hook see (and may shorten) every direct batch
+// before the store does, as a lagging replica's answer would be. Set it
+// before reading; nil removes it.
+func SetDirectHook(s *Store, hook func(stream string, from uint64, b *jsread.Batch)) {
+	s.directHook = hook
+}
