@@ -443,6 +443,27 @@ func TestShardedReadYourWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d writes read back through another node", pairs)
+
+	// troupe events replay and stats work through any node.
+	var first string
+	for i, n := range c.Nodes() {
+		out, stderr, err := c.CLI(ctx, "events", "replay", "--stream", "account/ryw-0", "--format", "json", "--node", n.HTTPURL())
+		if err != nil {
+			t.Fatalf("events replay via %s: %v: %s", n.ID, err, stderr)
+		}
+		if got := strings.Count(out, `"Deposited"`); got != rounds {
+			t.Fatalf("events replay via %s shows %d deposits, want %d:\n%s", n.ID, got, rounds, out)
+		}
+		if i == 0 {
+			first = out
+		} else if out != first {
+			t.Fatalf("events replay differs between %s and %s:\n%s\n%s", c.Node(0).ID, n.ID, first, out)
+		}
+		stats, stderr, err := c.CLI(ctx, "events", "stats", "--node", n.HTTPURL())
+		if err != nil || !strings.Contains(stats, "events") {
+			t.Fatalf("events stats via %s: %v: %s%s", n.ID, err, stats, stderr)
+		}
+	}
 }
 
 // startLoad starts a load client over every node of c in the background; the
