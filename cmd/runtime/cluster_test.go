@@ -24,8 +24,19 @@ import (
 // cluster/clustertest. Make test runs a few cycles of each; TROUPE_LONG=1
 // runs the long versions (docs/testing.md).
 
+// multiProcess skips a test of real node processes under -short (make
+// test-race): the children are not built with the race detector, so the
+// race pass would only repeat what make test ran.
+func multiProcess(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process cluster test: runs in make test; under -short (the race pass) its child processes would not be race-checked")
+	}
+}
+
 func startCluster(t *testing.T, opts clustertest.Options) *clustertest.Cluster {
 	t.Helper()
+	multiProcess(t)
 	opts.Binary = troupeBin
 	t0 := time.Now()
 	c := clustertest.Start(t, opts)
@@ -288,6 +299,7 @@ func TestClusterSIGTERMLeaves(t *testing.T) {
 // gossip key, wrong route credentials, a node id in use, a data dir of
 // another cluster, and seeds that never answer.
 func TestClusterRefusesBadPeers(t *testing.T) {
+	multiProcess(t)
 	const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
 	c := clustertest.New(t, clustertest.Options{Nodes: 2, Binary: troupeBin,
 		ExtraArgs: func(n *clustertest.Node) []string { return []string{"--gossip-key", key, "--join-timeout", "5s"} }})
