@@ -24,7 +24,10 @@ import (
 // startHTTP. It reads the node through dashboardSource and changes
 // nothing.
 func (n *Node) dashboard() http.Handler {
-	src := &dashboardSource{n: n, started: time.Now(), version: buildVersion()}
+	var src dashboard.Source = &dashboardSource{n: n, started: time.Now(), version: buildVersion()}
+	if n.shards != nil {
+		src = clusterDashboardSource{src.(*dashboardSource)}
+	}
 	h, err := dashboard.New(dashboard.Config{Source: src, Logger: n.log.With("component", "dashboard")})
 	if err != nil {
 		// The configuration is fixed in this file, so this is a bug; it
@@ -236,15 +239,25 @@ func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Se
 
 func (s *dashboardSource) Members(context.Context) ([]dashboard.Member, error) {
 	n := s.n
+	owned := map[string]int{} // shards per owner, as this node knows them
+	if n.shards != nil {
+		for _, in := range n.shards.Shards() {
+			if in.Owner != "" {
+				owned[in.Owner]++
+			}
+		}
+	}
 	var out []dashboard.Member
 	for _, m := range n.Members() {
 		dm := dashboard.Member{
 			Name: m.GetId(), State: m.GetState(), API: m.GetApi(), NATS: m.GetNats(),
 			Self: m.GetId() == n.ident.NodeID,
-			// Until shards are owned by leases, every node serves every
-			// shard of its own data.
-			Shards: cluster.DefaultShards,
-			Tags:   map[string]string{},
+			Tags: map[string]string{},
+		}
+		if n.shards == nil {
+			dm.Shards = cluster.DefaultShards // a single node serves every shard
+		} else {
+			dm.Shards = owned[m.GetId()]
 		}
 		if r := m.GetRoles(); len(r) > 0 {
 			dm.Tags["roles"] = strings.Join(r, ",")
@@ -329,4 +342,32 @@ func (s *dashboardSource) Tail(ctx context.Context, kind string, from uint64, la
 		return nil
 	}
 	return err
+}
+
+// clusterDashboardSource adds the shard map and the singletons' leaders
+// to the dashboard of a clustered node (dashboard.ClusterSource).
+type clusterDashboardSource struct{ *dashboardSource }
+
+var _ dashboard.ClusterSource = clusterDashboardSource{}
+
+// Shards lists every shard with its owner as this node knows it; the
+// epoch is known for the shards this node serves.
+func (s clusterDashboardSource) Shards(context.Context) ([]dashboard.Shard, error) {
+	var out []dashboard.Shard
+	for _, in := range s.n.shards.Shards() {
+		out = append(out, dashboard.Shard{ID: in.Shard, Owner: in.Owner, Epoch: in.Epoch, State: in.State.String()})
+	}
+	return out, nil
+}
+
+// Leaders lists the singletons and the node that runs each.
+func (s clusterDashboardSource) Leaders(context.Context) ([]dashboard.Leader, error) {
+	var out []dashboard.Leader
+	if s.n.leaders == nil {
+		return out, nil
+	}
+	for _, l := range s.n.leaders.Leaders() {
+		out = append(out, dashboard.Leader{Name: l.Name, Holder: l.Leader, Epoch: l.Epoch})
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -443,6 +444,27 @@ func TestShardedReadYourWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d writes read back through another node", pairs)
+
+	// The dashboard of a clustered node shows the shard map and the
+	// singleton's leader.
+	clustertest.Eventually(t, 10*time.Second, "the dashboard shows shards and leaders", func() error {
+		resp, err := c.HTTPClient().Get(c.Node(1).HTTPURL() + "/ui/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		page := string(b)
+		for _, want := range []string{"Shard map: 8 shards", "large-transfer-monitor"} {
+			if !strings.Contains(page, want) {
+				return fmt.Errorf("/ui/ has no %q", want)
+			}
+		}
+		return nil
+	})
 
 	// troupe events replay and stats work through any node.
 	var first string
