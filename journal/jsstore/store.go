@@ -601,9 +601,12 @@ type bound struct {
 }
 
 // Direct batches that come back short of an exact bound are asked again
-// after a pause (1, 2, 4 ms); then the rest up to the bound is read from
-// the leader.
-const maxBehind = 3
+// after a pause (1, 2, 4 ms); then up to leaderRun messages are read from
+// the leader, one at a time, before a batch is asked for again.
+const (
+	maxBehind = 3
+	leaderRun = 64
+)
 
 // scan walks the events of partition n on subject from stream sequence
 // from, until the end, the limit (of events counted by f) or f says stop.
@@ -616,11 +619,13 @@ const maxBehind = 3
 // on. When the replica has nothing more at a sequence past b.pos, the
 // read is done. When it has nothing more at or below b.pos:
 //   - exact bound: the message at b.pos matches, so the replica lags; the
-//     batch is asked again (maxBehind times, with pauses), then the rest
-//     up to b.pos is read one message at a time from the stream's leader;
+//     batch is asked again (maxBehind times, with pauses), then messages
+//     are read one at a time from the stream's leader (leaderRun of them,
+//     or up to the bound), then a batch again;
 //   - otherwise a match in between is not known to exist: the leader is
 //     asked for the next match, which ends the read (none) or is yielded
-//     and the batches go on after it.
+//     and the batches go on after it (a match at or below the bound means
+//     the replica lags: after maxBehind of them, as above).
 //
 // A direct get that fails (no responders: the stream has just been
 // created or updated, or its replicas are catching up; a timeout; a bad
@@ -660,7 +665,7 @@ func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, b 
 		return m.Sequence + 1, emit(m)
 	}
 	leader := s.leaderReads.Load()
-	behind := 0
+	behind, run := 0, 0
 	for seq := from; ; {
 		if err := ctx.Err(); err != nil {
 			f(journal.Event{}, err)
@@ -671,8 +676,11 @@ func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, b 
 			if seq, more = next(seq); !more {
 				return
 			}
-			if seq > b.pos && !s.leaderReads.Load() {
-				leader, behind = false, 0 // past the bound: any replica will do again
+			if run++; (seq > b.pos || run >= leaderRun) && !s.leaderReads.Load() {
+				// Past the bound any replica will do; before it, the
+				// replica may have caught up: one short batch more
+				// sends the read back here.
+				leader, run = false, 0
 			}
 			continue
 		}
@@ -702,11 +710,19 @@ func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, b 
 		case seq > b.pos:
 			return // the replica holds nothing more, and the bound is passed
 		case !b.exact:
+			// The leader's next match: none ends the read; one at or
+			// below the bound means the replica lags.
 			var more bool
 			if seq, more = next(seq); !more {
 				return
 			}
+			if seq <= b.pos+1 {
+				if behind++; behind > maxBehind {
+					leader = true
+				}
+			}
 		case behind >= maxBehind:
+			// Stays at maxBehind until a batch comes back full.
 			s.log.Debug("replica behind the read's bound; reading from the stream's leader", "stream", p.name, "from", seq, "bound", b.pos)
 			leader = true
 		default:
