@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -211,6 +213,11 @@ func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision,
 	if err != nil {
 		return nil, fmt.Errorf("actors: %s: reply of %s: %w", e.stream, cmdType, err)
 	}
+	if e.rt.cfg.Tracer != nil {
+		// The events name the turn's span: their projections' spans
+		// are its children.
+		trace = eventTrace(ctx, trace)
+	}
 	events := make([]journal.Event, 0, len(d.Events)+len(d.Schedule)+len(d.Cancel)+len(extra))
 	names := make([]string, 0, len(d.Events))
 	for _, ev := range d.Events {
@@ -248,7 +255,10 @@ func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision,
 	if key != "" {
 		req.IdempotencyKey, req.Reply = key, reply
 	}
-	res, err := e.rt.journal.Append(ctx, req)
+	start := time.Now()
+	actx, span := e.rt.appendSpan(ctx, &req)
+	res, err := e.rt.journal.Append(actx, req)
+	e.rt.appended(e.kind.name, start, span, res, err)
 	if err != nil {
 		// Whatever happened, our view of the stream may be stale now (a
 		// conflict, or an append whose outcome we do not know): rebuild it.
@@ -444,7 +454,15 @@ func (a *entityActor) Receive(c actor.Context) {
 		// Appends run with the runtime's context, not the caller's: once
 		// a command reaches the journal the entity must learn its outcome
 		// even if the caller has gone away.
-		out, err := a.b.handle(a.rt.ctx, m.cmd)
+		ctx := a.rt.ctx
+		var span trace.Span
+		if a.rt.cfg.Tracer != nil {
+			ctx, span = a.rt.startTurn(m.ctx, m.cmd, a.ref.stream)
+		}
+		out, err := a.b.handle(ctx, m.cmd)
+		if span != nil {
+			EndSpan(span, err)
+		}
 		a.afterPanic(err)
 		m.reply <- result{out: out, err: err}
 		a.maybeSnapshot()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/troupe-dev/troupe/journal"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Projection builds a read model from the journal's log. The log has one
@@ -602,7 +603,7 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 	db := p.rt.cfg.ReadStore.db
 	txn := db.NewTransaction(true)
 	defer txn.Discard()
-	tx := &Tx{View{txn: txn, projection: p.def.Name}}
+	tx := &Tx{View: View{txn: txn, projection: p.def.Name}}
 	limit := batchSize
 	if p.def.perEvent {
 		limit = 1
@@ -626,7 +627,16 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 			}
 			continue
 		}
-		if err := p.def.Apply(tx, ev); err != nil {
+		span := p.applySpan(&ev)
+		if span != nil {
+			tx.span = span.SpanContext()
+		}
+		err = p.def.Apply(tx, ev)
+		if span != nil {
+			EndSpan(span, err)
+			tx.span = trace.SpanContext{}
+		}
+		if err != nil {
 			return false, fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
 		}
 		n, last = n+1, ev.Position

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/troupe-dev/troupe/journal"
 )
 
@@ -34,9 +36,16 @@ func (rt *Runtime) RegisterReactor(r Reactor) error {
 		return errors.New("actors: reactor needs a Name and a React")
 	}
 	return rt.RegisterProjection(Projection{
-		Name:     r.Name,
-		Filter:   r.Filter,
-		Apply:    func(_ *Tx, ev journal.Event) error { return r.React(rt.ctx, ev) },
+		Name:   r.Name,
+		Filter: r.Filter,
+		Apply: func(tx *Tx, ev journal.Event) error {
+			ctx := rt.ctx
+			if sc := tx.SpanContext(); sc.IsValid() {
+				// The reactor's commands continue the event's trace.
+				ctx = trace.ContextWithSpanContext(ctx, sc)
+			}
+			return r.React(ctx, ev)
+		},
 		perEvent: true,
 	})
 }

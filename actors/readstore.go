@@ -10,6 +10,7 @@ import (
 	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupe-dev/troupe/journal/badgerstore"
 )
@@ -135,6 +136,8 @@ func (s *ReadStore) reset(projection string) error {
 // call it is passed to.
 type Tx struct {
 	View
+	// span is the span of the event being applied (trace.go).
+	span trace.SpanContext
 }
 
 // Set stores value under key.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/troupe-dev/troupe/journal"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
@@ -92,6 +94,14 @@ type Config struct {
 	Clock func() time.Time
 	// Logger receives the runtime's logs. Default: discard.
 	Logger *slog.Logger
+	// Tracer, when set, records the spans of entity turns, journal
+	// appends and projection applies (actors/trace.go). Nil: no spans;
+	// the caller's trace context still travels on commands and events.
+	Tracer trace.Tracer
+	// OnAppend, when set, is told the duration and outcome of each
+	// journal append of an entity of kind (the node's latency
+	// histogram). Called on the entity's goroutine; must not block.
+	OnAppend func(kind string, d time.Duration, err error)
 }
 
 // Runtime hosts entity kinds, projections and queries on one node.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Host. The zero value is valid: no plugin directory, no
@@ -55,6 +56,10 @@ type Config struct {
 	// instance. Zero means DefaultMemoryBudget(): a quarter of the memory
 	// of the machine (or of the process's cgroup), at least 256 MiB.
 	MemoryBudget int64
+
+	// Tracer, when set, records a span per sidecar call and per
+	// ambassador call (trace.go). Nil: no spans.
+	Tracer trace.Tracer
 }
 
 func (c *Config) applyDefaults() {

@@ -27,7 +27,7 @@ func (h *Host) Command(ctx context.Context, cmd *troupev1.Command) (Decision, er
 		if !v.man.Hooks.matchCommand(cmd.GetKind(), cmd.GetType()) {
 			continue
 		}
-		d, err := h.runSidecar(ctx, v, troupev1.Hook_HOOK_COMMAND, "", cmd)
+		d, err := h.traceSidecar(ctx, v, troupev1.Hook_HOOK_COMMAND, "", cmd)
 		if err != nil || d.Rejected {
 			return d, err
 		}
@@ -47,7 +47,7 @@ func (h *Host) Event(ctx context.Context, projection string, ev *troupev1.Event)
 		if !v.man.Hooks.matchEvent(projection, kind, ev.GetType()) {
 			continue
 		}
-		d, err := h.runSidecar(ctx, v, troupev1.Hook_HOOK_EVENT, projection, ev)
+		d, err := h.traceSidecar(ctx, v, troupev1.Hook_HOOK_EVENT, projection, ev)
 		if err != nil || d.Rejected {
 			return d, err
 		}
@@ -66,7 +66,7 @@ func (h *Host) Topic(ctx context.Context, msg *troupev1.TopicMessage) (Decision,
 		if !v.man.Hooks.matchTopic(msg.GetTopic()) {
 			continue
 		}
-		d, err := h.runSidecar(ctx, v, troupev1.Hook_HOOK_TOPIC, "", msg)
+		d, err := h.traceSidecar(ctx, v, troupev1.Hook_HOOK_TOPIC, "", msg)
 		if err != nil || d.Rejected {
 			return d, err
 		}
@@ -74,11 +74,8 @@ func (h *Host) Topic(ctx context.Context, msg *troupev1.TopicMessage) (Decision,
 	return Decision{}, nil
 }
 
-// Call invokes the ambassador plugin name. The plugin's HTTP requests (via
-// http_call) go only to its allowed hosts and share the call's deadline,
-// which is ctx's or the manifest's timeout, whichever is sooner. A
-// rejection is a *RejectedError; a plugin failure a *CallError.
-func (h *Host) Call(ctx context.Context, name string, call *troupev1.AmbassadorCall) (*troupev1.AmbassadorReply, error) {
+// call is Call (trace.go) without its span.
+func (h *Host) call(ctx context.Context, name string, call *troupev1.AmbassadorCall) (*troupev1.AmbassadorReply, error) {
 	if h.closed.Load() {
 		return nil, ErrClosed
 	}
