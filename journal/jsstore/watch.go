@@ -60,13 +60,43 @@ func (s *Store) watch(ctx context.Context, p *part, from uint64) error {
 	return nil
 }
 
-// rewatch starts p's watcher after this Store stopped owning p, logging a
-// failure (then the position follows other writers again at the next
-// Release or fencing). The caller holds p.mu.
+// rewatch starts p's watcher after this Store stopped owning p, on a
+// goroutine of the Store's (Close waits for it), so that a Release or a
+// fencing never waits for JetStream: it tries until the watcher runs, p is
+// owned again, or the Store closes, with back-off, logging the first
+// failure. The caller holds p.mu.
 func (s *Store) rewatch(p *part) {
-	if err := s.watch(context.Background(), p, p.last+1); err != nil {
-		s.log.Warn("partition watcher not restarted: other writers' appends will not wake WaitPosition", "stream", p.name, "err", err)
+	if p.watcher != nil || s.closed.Load() {
+		return
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		logged := false
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			p.mu.Lock()
+			if p.own.owned || p.watcher != nil || s.closed.Load() {
+				p.mu.Unlock()
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+			err := s.watch(ctx, p, p.last+1)
+			cancel()
+			p.mu.Unlock()
+			if err == nil {
+				return
+			}
+			if !logged {
+				s.log.Warn("partition watcher not restarted yet; retrying (until then other writers' appends do not wake WaitPosition)", "stream", p.name, "err", err)
+				logged = true
+			}
+			select {
+			case <-s.closing:
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
 }
 
 // stopWatch stops p's watcher, waits for its goroutines (bounded) and
