@@ -8,8 +8,11 @@
 // node yet. A committer per partition groups the appends of many entities
 // into one atomic batch (internal/jsbatch) fenced by the stream's last
 // sequence (commit.go); an unknown outcome is resolved by asking the
-// stream's leader; reads go to the leader, one message per request
-// (batched reads and the node's local copy come next, ADR 0011). The
+// stream's leader. Read and ReadAll take batches of direct gets, which any
+// replica may answer, checked against a position known to be committed
+// and completed from the leader when the replica lags (store.go scan,
+// internal/jsread, ADR 0011 "Reads"); every other read asks the leader.
+// The node's local copy comes next. The
 // journal's layout (its number of partitions) is recorded on first open
 // and checked by every later one (layout.go). Partitions this Store does
 // not own are watched, so that LastPosition and WaitPosition follow other

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
 	"github.com/troupe-dev/troupe/journal"
@@ -367,4 +368,35 @@ func TestRecoveryReadsInBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	recover(next, "a new owner after Acquire")
+}
+
+// A stream created before batched reads (no AllowDirect) is updated to
+// allow direct gets when the store opens it, and reads in batches.
+func TestOpenAllowsDirectOnOldStreams(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := c.JetStream(0)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "OLD_P0", Subjects: []string{"old.p0.>"}, Storage: jetstream.FileStorage, Replicas: 1,
+		AllowAtomicPublish: true, DenyDelete: true, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st := openStore(t, c.Connect(0), jsstore.Config{Prefix: "old", Partitions: 1})
+	info, err := js.Stream(ctx, "OLD_P0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.CachedInfo().Config.AllowDirect {
+		t.Fatal("the old stream does not allow direct gets after Open")
+	}
+	journaltest.MustAppend(t, st, "a/1", 0, journaltest.Ev("E", "1"), journaltest.Ev("E", "2"))
+	d0, _ := jsstore.ReadCounts(st)
+	if evs := journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{}, 0)); len(evs) != 2 {
+		t.Fatalf("%d events", len(evs))
+	}
+	if d1, _ := jsstore.ReadCounts(st); d1-d0 != 1 {
+		t.Fatalf("%d direct gets for 2 events, want 1", d1-d0)
+	}
 }

@@ -309,7 +309,7 @@ func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
 		// streams created without it too (ensureStream updates them).
 		AllowDirect: true,
 		DenyDelete:  true,
-		Duplicates:         2 * time.Minute,
+		Duplicates:  2 * time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
