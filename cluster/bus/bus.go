@@ -13,6 +13,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,21 @@ type Config struct {
 	WriteDeadline time.Duration
 	// ReadyTimeout bounds how long Start waits for the server. Default: 10s.
 	ReadyTimeout time.Duration
+	// Authenticate, when set, checks every client connection by the token
+	// it presents (nats.Token, or "nats://TOKEN@host:port") and returns
+	// the permissions of that client (nil: every subject); ok false
+	// refuses the connection. It is called on the server's connection
+	// goroutines, for every new connection, and must be safe for
+	// concurrent use; it sees tokens that are current at that moment, so
+	// a reloaded token file applies to the next connections. Exclusive
+	// with Token and Nkeys. The node's in-process connection presents a
+	// random token of its own and may use every subject; routes keep
+	// their own credentials (Cluster.User).
+	Authenticate func(token string) (perms *Permissions, ok bool)
+	// TLS, when set, is required on the client port (the in-process
+	// connection needs none). Build it with the certificate and key the
+	// server presents.
+	TLS *tls.Config
 
 	// Cluster makes the server one of a NATS cluster (with JetStream
 	// clustered when StoreDir is set); the zero value is a lone server.
@@ -96,6 +112,19 @@ type Cluster struct {
 	// User and Password, when set, are required from every route and
 	// presented to every route this server dials.
 	User, Password string
+	// TLS, when set, secures the routes in both directions: the server
+	// presents Certificates to the routes it accepts and dials, verifies
+	// dialled servers against RootCAs and, when ClientAuth asks for it,
+	// accepted ones against ClientCAs (mutual TLS between nodes).
+	TLS *tls.Config
+}
+
+// Permissions limit the subjects a client may publish to and subscribe
+// to (NATS subject wildcards). An empty allow list allows every subject;
+// a deny entry wins over an allow entry.
+type Permissions struct {
+	PublishAllow, PublishDeny     []string
+	SubscribeAllow, SubscribeDeny []string
 }
 
 // Bus is a running embedded NATS server plus an in-process connection.
@@ -132,6 +161,9 @@ func New(cfg Config) (*Bus, error) {
 	}
 	if cfg.Token != "" && len(cfg.Nkeys) > 0 {
 		return nil, errors.New("bus: a token and nkeys are exclusive: choose one way to authenticate clients")
+	}
+	if cfg.Authenticate != nil && (cfg.Token != "" || len(cfg.Nkeys) > 0) {
+		return nil, errors.New("bus: Authenticate excludes a token and nkeys: choose one way to authenticate clients")
 	}
 	for _, k := range cfg.Nkeys {
 		if !nkeys.IsValidPublicUserKey(k) {
@@ -192,6 +224,18 @@ func (b *Bus) Start(ctx context.Context) error {
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
 		}
 	}
+	var selfToken string
+	if b.cfg.Authenticate != nil {
+		var err error
+		if selfToken, err = randomToken(); err != nil {
+			return fmt.Errorf("bus: node token: %w", err)
+		}
+		opts.CustomClientAuthentication = &tokenAuth{self: selfToken, check: b.cfg.Authenticate}
+	}
+	if b.cfg.TLS != nil {
+		opts.TLSConfig = b.cfg.TLS
+		opts.TLSTimeout = 5 // seconds, for the handshake
+	}
 	if b.cfg.StoreDir != "" {
 		opts.JetStream = true
 		opts.StoreDir = b.cfg.StoreDir
@@ -206,6 +250,10 @@ func (b *Bus) Start(ctx context.Context) error {
 			Username: c.User, Password: c.Password,
 			// Re-dial a route that drops, forever: members come back.
 			ConnectRetries: -1,
+		}
+		if c.TLS != nil {
+			opts.Cluster.TLSConfig = c.TLS
+			opts.Cluster.TLSTimeout = 5
 		}
 		opts.Routes, _ = routeURLs(c, c.Routes)
 	}
@@ -224,6 +272,9 @@ func (b *Bus) Start(ctx context.Context) error {
 	copts := []nats.Option{nats.InProcessServer(srv), nats.Name("troupe-node")}
 	if b.cfg.Token != "" {
 		copts = append(copts, nats.Token(b.cfg.Token))
+	}
+	if selfToken != "" {
+		copts = append(copts, nats.Token(selfToken))
 	}
 	if self != nil {
 		pub, _ := self.PublicKey()

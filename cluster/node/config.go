@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/actors/topics"
 	"github.com/troupe-dev/troupe/journal/badgerstore"
@@ -123,6 +125,32 @@ type Config struct {
 	Setup func(rt *actors.Runtime) error
 	// Logger receives every component's logs. Default: slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, when set, records the node's OpenTelemetry spans
+	// (tracing.go); the caller owns it (and shuts it down). Nil: a
+	// provider with an OTLP/HTTP exporter configured by the OTEL_*
+	// environment variables, or no tracing at all when they ask for none
+	// (the default: docs/operations.md, "Tracing").
+	TracerProvider trace.TracerProvider
+
+	// AuthTokensFile, when set, turns authentication on: every API call,
+	// NATS client and dashboard visit presents a token of this file
+	// ("<role> <token> [name]" lines, roles reader, writer, admin; see
+	// auth.go and docs/operations.md). A missing or unreadable file, or
+	// one without tokens, refuses the start; changes are picked up while
+	// the node runs. Empty: no authentication (a warning when the API
+	// listens beyond loopback).
+	AuthTokensFile string
+	// AuthReloadInterval is how often the token file is checked for
+	// changes. Default: 1s.
+	AuthReloadInterval time.Duration
+	// TLSCertFile and TLSKeyFile (PEM), when set, serve the API, the NATS
+	// client port and the NATS routes over TLS. A key that does not match
+	// the certificate refuses the start.
+	TLSCertFile, TLSKeyFile string
+	// TLSCAFile (PEM) is the CA the NATS routes verify each other's
+	// certificates against (mutual TLS between nodes). Required with TLS
+	// in a cluster.
+	TLSCAFile string
 }
 
 // withDefaults returns cfg with zero fields set to their defaults.
@@ -171,6 +199,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Shards == 0 {
 		cfg.Shards = DefaultShards
+	}
+	if cfg.AuthReloadInterval == 0 {
+		cfg.AuthReloadInterval = time.Second
 	}
 	if cfg.ClusterSecret == "" && len(cfg.GossipKey) > 0 {
 		cfg.ClusterSecret = deriveSecret(cfg.GossipKey)
@@ -224,6 +255,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.RequestTimeout < 0 || cfg.ShutdownTimeout < 0 || cfg.JoinTimeout < 0 {
 		return errors.New("node: negative timeout")
+	}
+	if err := cfg.validateSecurity(); err != nil {
+		return err
 	}
 	if cfg.NodeID != "" {
 		if err := ValidateNodeID(cfg.NodeID); err != nil {

@@ -18,6 +18,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/actors/codes"
@@ -86,8 +88,14 @@ type Node struct {
 	// them so that bad input cannot grow the label space.
 	kinds, queries map[string]bool
 	ln             net.Listener
-	http           *http.Server
-	httpErr        chan error
+	// auth is nil without Config.AuthTokensFile; tls nil without a
+	// certificate (auth.go, tls.go).
+	auth    *auth
+	tls     *tlsFiles
+	http    *http.Server
+	httpErr chan error
+	// tracer records the node's spans; nil when tracing is off.
+	tracer trace.Tracer
 	// stopping is cancelled when shutdown begins; long-lived streams end.
 	stopping   context.Context
 	endStreams context.CancelFunc
@@ -137,6 +145,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.log = cfg.Logger.With("node", n.ident.NodeID)
+	// Tracing first, so that it stops last and flushes every span.
+	if err := n.startTracing(ctx); err != nil {
+		return err
+	}
+	if err := n.startSecurity(); err != nil {
+		return err
+	}
 
 	// 1. The write store (journal) and the read store. In a cluster the
 	// journal is the replicated one, opened once JetStream runs (below).
@@ -172,6 +187,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			bcfg.StoreDir = ""
 		}
 	}
+	n.secureBus(&bcfg)
 	if !cfg.NATSNoListen && cfg.NATSPort > 0 {
 		// The NATS server only logs a taken port and is then never
 		// ready: fail at once, naming the port.
@@ -214,6 +230,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.plugins, err = plugins.New(plugins.Config{
 		Dir: cfg.PluginDir, CacheDir: filepath.Join(cfg.DataDir, "cache", "wasm"),
 		Logger: n.log, Metrics: n.metrics, MemoryBudget: cfg.PluginMemoryBudget,
+		Tracer: n.tracer,
 	}); err != nil {
 		return err
 	}
@@ -240,11 +257,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	rcfg := actors.Config{
 		Journal: n.journal, ReadStore: n.read, System: n.system,
 		Intercept: n.intercept, InterceptEvent: n.interceptEvent, Ambassador: n.plugins.Call, Logger: n.log,
-		Node: n.ident.NodeID,
+		Node: n.ident.NodeID, Tracer: n.tracer,
 	}
+	am, err := newAppendMetrics(n.metrics)
+	if err != nil {
+		return err
+	}
+	rcfg.OnAppend = am.observe
 	if n.shards != nil {
 		rcfg.Placement = n.shards
-		rcfg.Forwarder = &forwarder{n: n, nc: n.bus.Conn()}
+		rcfg.Forwarder = n.withTracing(&forwarder{n: n, nc: n.bus.Conn()})
 		rcfg.Leader = n.leaders
 		rcfg.Checkpoints = n.checkpoints
 	}
@@ -427,12 +449,16 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("node: http: %w", err)
 	}
+	if n.tls != nil {
+		ln = tls.NewListener(ln, n.tls.server())
+	}
 	n.ln = ln
 	protocols := new(http.Protocols)
+	protocols.SetHTTP2(n.tls != nil)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS on loopback
 	n.http = &http.Server{
-		Handler:           errorBodies(n.cfg.MaxRequestBytes, refuseUnsupportedEncoding(http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096))),
+		Handler:           errorBodies(n.cfg.MaxRequestBytes, n.guard(refuseUnsupportedEncoding(http.MaxBytesHandler(mux, int64(n.cfg.MaxRequestBytes)+4096)))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
