@@ -73,9 +73,12 @@ func (n *Node) startSharding(ctx context.Context) error {
 		// and with the first elections of their Raft groups: a timeout
 		// is retried (Open binds to what exists) until JoinTimeout.
 		store, err = jsstore.Open(lctx, jcfg)
-		if err == nil || lctx.Err() != nil || !transient(err) {
+		var layout *jsstore.LayoutError
+		if err == nil || lctx.Err() != nil || errors.As(err, &layout) {
 			break
 		}
+		// Anything else is the cluster forming (streams being created by
+		// several nodes, Raft groups electing): retried, and logged.
 		n.log.Warn("replicated journal not open yet; retrying", "err", err)
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -392,7 +392,7 @@ func TestClusterRefusesBadPeers(t *testing.T) {
 			t.Fatal(err)
 		}
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := other.Node(0).WaitLog(lctx, `"msg":"new cluster"`)
+		err := other.Node(0).WaitLog(lctx, `"msg":"nats ready"`) // after node.json records the cluster
 		cancel()
 		if err != nil {
 			t.Fatal(err)
