@@ -74,7 +74,9 @@ func (n *Node) sendCommand(ctx context.Context, cmd *troupev1.Command) (*troupev
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	start := time.Now()
+	ctx, span := n.startCommand(ctx, cmd, false)
 	out, err := n.rt.SendExternal(ctx, cmd)
+	endCommand(span, out, err)
 	kind := cmd.GetKind()
 	if err != nil {
 		if n.kinds[kind] {

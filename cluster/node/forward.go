@@ -196,7 +196,9 @@ func (s *shardServer) answer(m *nats.Msg) {
 			wait = s.n.cfg.RequestTimeout
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		ctx, span := s.n.startCommand(ctx, fw.GetCommand(), true)
 		out, err := s.n.rt.SendForwarded(ctx, fw.GetCommand(), fw.GetExternal())
+		endCommand(span, out, err)
 		cancel()
 		r = forwardReply(out, err)
 	}

@@ -30,7 +30,7 @@ func (n *Node) eventsPublisherProjection() actors.Projection {
 	nc := n.bus.Conn()
 	return actors.Projection{
 		Name: eventsPublisher,
-		Apply: func(_ *actors.Tx, ev journal.Event) error {
+		Apply: func(tx *actors.Tx, ev journal.Event) error {
 			kind, id, err := journal.ParseStream(ev.Stream)
 			if err != nil {
 				return err
@@ -57,6 +57,9 @@ func (n *Node) eventsPublisherProjection() actors.Projection {
 				if v := ev.Metadata[k]; v != "" {
 					m.Header.Set(k, v)
 				}
+			}
+			if sc := tx.SpanContext(); sc.IsValid() && n.tracer != nil {
+				return n.publishTraced(nc, m, sc, ev.Stream)
 			}
 			return nc.PublishMsg(m)
 		},
