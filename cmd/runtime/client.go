@@ -28,7 +28,11 @@ func addNodeFlag(cmd *cobra.Command, node *string, timeout *time.Duration) {
 	cmd.Flags().DurationVar(timeout, "timeout", 15*time.Second, "how long to wait for the node")
 }
 
-func httpClient(timeout time.Duration) *http.Client { return &http.Client{Timeout: timeout} }
+// httpClient is the CLI's client of a node's API; it presents the
+// command's --token and trusts its --tls-ca (clientauth.go).
+func httpClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: authTransport{}}
+}
 
 // sendRetryable reports whether a failed send may be retried with the same
 // idempotency key: the node did not answer in time (the command may or may
@@ -118,7 +122,7 @@ exactly once. --no-idempotency-key sends without a key and never retries.`,
 			// Each attempt is bounded by --timeout through its context (the
 			// node learns the deadline from the request), not by the HTTP
 			// client, so that a timeout is reported as deadline_exceeded.
-			c := troupev1connect.NewCommandServiceClient(&http.Client{}, node)
+			c := troupev1connect.NewCommandServiceClient(httpClient(0), node)
 			req := &troupev1.SendRequest{Kind: kind, Id: id, Type: typ, Payload: st, IdempotencyKey: key}
 			var resp *connect.Response[troupev1.SendResponse]
 			for attempt := 0; ; attempt++ {

@@ -88,6 +88,11 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.StringSliceVar(&cfg.Roles, "roles", []string{node.RoleShards, node.RoleJetStream}, "what this node does in a cluster: shards, jetstream")
 	f.IntVar(&cfg.Shards, "shards", node.DefaultShards, "number of shards of a new cluster (fixed at creation; every node must agree)")
 	f.IntVar(&cfg.Replicas, "replicas", 0, "replicas of the cluster's streams and buckets (0: min(3, JetStream nodes))")
+	f.StringVar(&cfg.AuthTokensFile, "auth-tokens", "", "file of API tokens, one '<role> <token> [name]' a line (roles reader, writer, admin); turns authentication on; re-read when it changes")
+	f.DurationVar(&cfg.AuthReloadInterval, "auth-reload-interval", time.Second, "how often --auth-tokens is checked for changes")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate of the API, the NATS client port and the NATS routes (with --tls-key)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM key of --tls-cert")
+	f.StringVar(&cfg.TLSCAFile, "tls-ca", "", "PEM CA the NATS routes verify each other against (mutual TLS; needed with --tls-cert in a cluster)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,10 +29,17 @@ func (f *natsFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.seed, "nats-nkey-seed", "", "file holding the nkey seed (SU...) to authenticate with")
 }
 
-func (f *natsFlags) connect() (*nats.Conn, error) {
+func (f *natsFlags) connect(ctx context.Context) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("troupe-cli"), nats.Timeout(5 * time.Second)}
-	if f.token != "" {
+	a := clientAuthOf(ctx)
+	switch {
+	case f.token != "":
 		opts = append(opts, nats.Token(f.token))
+	case a != nil && a.token != "": // --token: the node's auth tokens
+		opts = append(opts, nats.Token(a.token))
+	}
+	if a != nil && a.pool != nil {
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12}))
 	}
 	if f.seed != "" {
 		o, err := nats.NkeyOptionFromSeed(f.seed)
@@ -64,7 +72,7 @@ the node's stream stores it.`,
 			if err := topics.ValidateTopic(args[0]); err != nil {
 				return err
 			}
-			nc, err := nf.connect()
+			nc, err := nf.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -113,7 +121,7 @@ func newSubscribeCmd() *cobra.Command {
 			if format != "text" && format != "json" {
 				return fmt.Errorf("--format %q: want text or json", format)
 			}
-			nc, err := nf.connect()
+			nc, err := nf.connect(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -27,12 +27,16 @@ flag's name in upper case with '-' as '_' (--data-dir is TROUPE_DATA_DIR).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd)
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			return setClientAuth(cmd)
 		},
 	}
+	addClientAuthFlags(root)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newDevCmd(), newSendCmd(), newQueryCmd(), newEventsCmd(), newProjectionsCmd(), newPluginsCmd(), newPublishCmd(), newSubscribeCmd(), newClusterCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newDevCmd(), newSendCmd(), newQueryCmd(), newEventsCmd(), newProjectionsCmd(), newPluginsCmd(), newPublishCmd(), newSubscribeCmd(), newClusterCmd(), newBenchCmd(), newCertsCmd(), newVersionCmd())
 	return root
 }
 
