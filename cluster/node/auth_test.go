@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -431,5 +432,30 @@ func TestStartRefusesBadSecurityFiles(t *testing.T) {
 				t.Fatalf("the error shows a token: %v", err)
 			}
 		})
+	}
+}
+
+// Without auth, an API or NATS beyond loopback gets a loud warning; on
+// loopback, none. (startSecurity only checks and logs: nothing listens.)
+func TestWarningWithoutAuthBeyondLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		http, nats string
+		warn       bool
+	}{
+		{"127.0.0.1:8080", "127.0.0.1", false},
+		{"localhost:8080", "::1", false},
+		{"0.0.0.0:8080", "127.0.0.1", true},
+		{"127.0.0.1:8080", "0.0.0.0", true},
+		{":8080", "127.0.0.1", true},
+	} {
+		var logs strings.Builder
+		cfg := Config{HTTPAddr: tt.http, NATSHost: tt.nats, Logger: slog.New(slog.NewTextHandler(&logs, nil))}.withDefaults()
+		n := &Node{cfg: cfg, log: cfg.Logger}
+		if err := n.startSecurity(); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), "WITHOUT AUTHENTICATION"); got != tt.warn {
+			t.Errorf("http %s, nats %s: warned %v, want %v:\n%s", tt.http, tt.nats, got, tt.warn, logs.String())
+		}
 	}
 }
