@@ -457,7 +457,7 @@ func (a *entityActor) Receive(c actor.Context) {
 		ctx := a.rt.ctx
 		var span trace.Span
 		if a.rt.cfg.Tracer != nil {
-			ctx, span = a.rt.startTurn(m.ctx, m.cmd, a.ref.stream)
+			ctx, span = a.rt.startTurn(m.ctx, m.cmd, a.ref.stream) // nil span: sampled out
 		}
 		out, err := a.b.handle(ctx, m.cmd)
 		if span != nil {

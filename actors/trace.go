@@ -127,6 +127,11 @@ func (rt *Runtime) startTurn(dctx context.Context, cmd *troupev1.Command, stream
 	ctx := rt.ctx
 	if parent.IsValid() {
 		ctx = trace.ContextWithSpanContext(ctx, parent)
+		if !parent.IsSampled() {
+			// Sampled out upstream: record nothing below, but pass the
+			// decision on (the events name the unsampled parent).
+			return ctx, nil
+		}
 	}
 	return rt.cfg.Tracer.Start(ctx, SpanEntityTurn, trace.WithAttributes(
 		attribute.String(AttrKind, cmd.GetKind()),
@@ -136,9 +141,10 @@ func (rt *Runtime) startTurn(dctx context.Context, cmd *troupev1.Command, stream
 	))
 }
 
-// appendSpan starts the span of one journal append, when tracing is on.
+// appendSpan starts the span of one journal append, under the turn's span
+// when that one records (an append outside a recorded turn gets none).
 func (rt *Runtime) appendSpan(ctx context.Context, req *journal.AppendRequest) (context.Context, trace.Span) {
-	if rt.cfg.Tracer == nil {
+	if rt.cfg.Tracer == nil || !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, nil
 	}
 	return rt.cfg.Tracer.Start(ctx, SpanJournalAppend, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
@@ -171,15 +177,17 @@ func eventTrace(ctx context.Context, tc *troupev1.TraceContext) *troupev1.TraceC
 }
 
 // applySpan starts the span of a projection's apply of ev, the child of
-// the span the event's metadata names. No span when tracing is off or the
-// event carries no trace context (a timer's events, older events).
+// the span the event's metadata names. No span when tracing is off, when
+// the event carries no trace context (a timer's events, older events) or
+// when its trace was sampled out (the parent-based decision, without the
+// cost of a span that records nothing).
 func (p *projection) applySpan(ev *journal.Event) trace.Span {
 	tr := p.rt.cfg.Tracer
 	if tr == nil {
 		return nil
 	}
 	parent := EventSpanContext(ev)
-	if !parent.IsValid() {
+	if !parent.IsSampled() {
 		return nil
 	}
 	_, span := tr.Start(trace.ContextWithRemoteSpanContext(context.Background(), parent), SpanProjectionApply,

@@ -33,7 +33,10 @@ const (
 // traceSidecar runs one sidecar (runSidecar) inside its span.
 func (h *Host) traceSidecar(ctx context.Context, v *version, hook troupev1.Hook, projection string, msg any) (Decision, error) {
 	tr := h.cfg.Tracer
-	if tr == nil {
+	if tr == nil || !trace.SpanFromContext(ctx).IsRecording() {
+		// Sidecar spans are children of a recorded span only (the
+		// command's): an event or topic delivery outside a trace, or a
+		// trace sampled out, records none.
 		return h.runSidecar(ctx, v, hook, projection, msg)
 	}
 	ctx, span := tr.Start(ctx, SpanSidecar, trace.WithAttributes(
