@@ -1,11 +1,11 @@
-// Package jsstore is the JetStream journal store, under construction: a
+// Package jsstore is the JetStream journal store, a cluster's journal: a
 // journal.Store whose partitions are replicated JetStream streams (ADR
-// 0010), each holding a fixed group of shards and written only by its
-// owner, every append fenced by the stream's expected last sequence.
+// 0010), one per shard in a cluster (cluster/node, ADR 0014), each written
+// only by its owner, every append fenced by the stream's expected last
+// sequence.
 //
 // Store passes the journal conformance suite on one server and on three
-// servers with three replicas (store_test.go); it is not wired into the
-// node yet. A committer per partition groups the appends of many entities
+// servers with three replicas (store_test.go). A committer per partition groups the appends of many entities
 // into one atomic batch (internal/jsbatch) fenced by the stream's last
 // sequence (commit.go); an unknown outcome is resolved by asking the
 // stream's leader. Read and ReadAll take batches of direct gets, which any

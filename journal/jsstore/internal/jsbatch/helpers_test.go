@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,10 +107,28 @@ func (s *servers) createStream(ctx context.Context, js jetstream.JetStream, name
 	for {
 		info, err := st.Info(ctx)
 		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
-			return st
+			break
 		}
 		if time.Now().After(deadline) {
 			s.t.Fatalf("stream %s has no leader: %+v %v", name, info, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And until a publish through this connection's server reaches it
+	// (the stream's interest crosses the routes a moment after the leader
+	// is elected): a probe the stream refuses, so it stores nothing.
+	probe := strings.Replace(strings.Replace(subjects[0], ">", "probe", 1), "*", "probe", -1)
+	for {
+		m := nats.NewMsg(probe)
+		m.Header.Set("Nats-Expected-Last-Sequence", "4611686018427387904")
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := js.Conn().RequestMsgWithContext(actx, m)
+		cancel()
+		if err == nil {
+			return st
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("stream %s does not answer publishes: %v", name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
