@@ -86,6 +86,16 @@ func TestCLIWithAuthAndTLS(t *testing.T) {
 			t.Fatal("NATS accepted a wrong token")
 		}
 	})
+	t.Run("bench", func(t *testing.T) {
+		for _, proto := range []string{"json", "grpc"} {
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"bench", "--node", url, "--count", "40", "--entities", "4", "-c", "2", "--protocol", proto,
+				"--mix", "deposit=1,balance=1", "--token", writer, "--tls-ca", ca}, &stdout, &stderr)
+			if code != 0 || !strings.Contains(stdout.String(), " 0 errors") {
+				t.Fatalf("bench over %s: code %d\n%s\n%s", proto, code, stdout.String(), stderr.String())
+			}
+		}
+	})
 	p.stop(15 * time.Second)
 }
 

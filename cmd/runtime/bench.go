@@ -189,19 +189,25 @@ type benchClients struct {
 	query troupev1connect.QueryServiceClient
 }
 
-func newBenchClients(c benchConfig) []benchClients {
+func newBenchClients(c benchConfig, auth *clientAuth) []benchClients {
 	var opts []connect.ClientOption
 	tr := &http.Transport{MaxIdleConnsPerHost: c.concurrency, MaxConnsPerHost: 0, IdleConnTimeout: 90 * time.Second}
 	switch c.protocol {
 	case "grpc":
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
+		p.SetHTTP2(true) // https:// nodes
 		tr.Protocols = p
 		opts = append(opts, connect.WithGRPC())
 	case "json":
 		opts = append(opts, connect.WithProtoJSON())
 	}
-	hc := &http.Client{Transport: tr, Timeout: c.timeout}
+	var rt http.RoundTripper = tr
+	if auth != nil { // --token and --tls-ca (clientauth.go)
+		tr.TLSClientConfig = auth.tr.TLSClientConfig.Clone()
+		rt = tokenTransport{token: auth.token, base: tr}
+	}
+	hc := &http.Client{Transport: rt, Timeout: c.timeout}
 	out := make([]benchClients, len(c.nodes))
 	for i, n := range c.nodes {
 		n = strings.TrimSuffix(n, "/")
@@ -287,7 +293,7 @@ func (s *benchStats) merged() (all latencies, byOp map[string]*opStats, codes ma
 }
 
 func runBench(ctx context.Context, c benchConfig, stdout, stderr io.Writer) error {
-	clients := newBenchClients(c)
+	clients := newBenchClients(c, clientAuthOf(ctx))
 	fmt.Fprintf(stdout, "troupe bench: %s, %d workers, %d accounts (%s-*), mix %s, %s protocol\n",
 		describeBounds(c), c.concurrency, c.entities, c.prefix, describeMix(c.mix), c.protocol)
 	fmt.Fprintf(stdout, "nodes: %s\n", strings.Join(c.nodes, ", "))

@@ -72,9 +72,19 @@ func (authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if a == nil {
 		return http.DefaultTransport.RoundTrip(r)
 	}
-	if a.token != "" && r.Header.Get("Authorization") == "" {
+	return tokenTransport{token: a.token, base: a.tr}.RoundTrip(r)
+}
+
+// tokenTransport adds a bearer token to every request on base.
+type tokenTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.token != "" && r.Header.Get("Authorization") == "" {
 		r = r.Clone(r.Context())
-		r.Header.Set("Authorization", "Bearer "+a.token)
+		r.Header.Set("Authorization", "Bearer "+t.token)
 	}
-	return a.tr.RoundTrip(r)
+	return t.base.RoundTrip(r)
 }
