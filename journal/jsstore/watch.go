@@ -99,34 +99,57 @@ func (s *Store) rewatch(p *part) {
 	}()
 }
 
-// stopWatch stops p's watcher, waits for its goroutines (bounded) and
-// deletes its consumer, best effort and bounded: a consumer left behind
-// is removed by the server after its InactiveThreshold. The caller holds
-// p.mu, or owns p alone.
-func (s *Store) stopWatch(p *part) {
+// stopWatch detaches p's watcher and stops it on a goroutine of its own,
+// and returns a channel closed once it has stopped and its consumer is
+// deleted (best effort and bounded: a consumer left behind is removed by
+// the server after its InactiveThreshold). Stopping can wait: nats.go's
+// ordered consumer holds its lock while it retries a reset, which it does
+// for as long as JetStream has no quorum (every node stopping at once);
+// the stop then completes when the connection closes. So nobody holding
+// p.mu waits for it. The caller holds p.mu, or owns p alone.
+func (s *Store) stopWatch(p *part) <-chan struct{} {
+	done := make(chan struct{})
 	cc, name := p.watcher, p.wname
 	if cc == nil {
-		return
+		close(done)
+		return done
 	}
 	p.watcher, p.wname = nil, ""
-	cc.Stop()
-	select {
-	case <-cc.Closed():
-	case <-time.After(5 * time.Second):
-		s.log.Warn("partition watcher did not stop in time", "stream", p.name)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := s.js.DeleteConsumer(ctx, p.name, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		s.log.Debug("delete the partition watcher's consumer", "stream", p.name, "err", err)
-	}
+	go func() {
+		defer close(done)
+		cc.Stop()
+		select {
+		case <-cc.Closed():
+		case <-time.After(5 * time.Second):
+			s.log.Warn("partition watcher did not stop in time", "stream", p.name)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := s.js.DeleteConsumer(ctx, p.name, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.log.Debug("delete the partition watcher's consumer", "stream", p.name, "err", err)
+		}
+	}()
+	return done
 }
 
-// unwatch stops every partition's watcher (Close).
+// unwatch stops every partition's watcher at once (Close), and waits for
+// them up to 3 s in all; the ones still stopping then (JetStream not
+// answering) end when the connection closes.
 func (s *Store) unwatch() {
+	var dones []<-chan struct{}
 	for _, p := range s.parts {
 		p.mu.Lock()
-		s.stopWatch(p)
+		dones = append(dones, s.stopWatch(p))
 		p.mu.Unlock()
+	}
+	deadline := time.NewTimer(3 * time.Second)
+	defer deadline.Stop()
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-deadline.C:
+			s.log.Warn("partition watchers still stopping (JetStream is not answering); they end when the connection closes")
+			return
+		}
 	}
 }
