@@ -652,3 +652,35 @@ func TestShardedNodeWithAnotherShardCountIsRefused(t *testing.T) {
 	}
 	waitServed(t, c, []int{0, 1}, time.Now(), 30*time.Second)
 }
+
+// TestShardedClusterStopsAllAtOnce: SIGTERM to every node at the same
+// moment (JetStream loses its quorum while they stop): each still exits
+// within its shutdown bound.
+func TestShardedClusterStopsAllAtOnce(t *testing.T) {
+	c := startCluster(t, clustertest.Options{Nodes: 3})
+	waitServed(t, c, []int{0, 1, 2}, time.Now(), 60*time.Second)
+	if _, stderr, err := c.CLI(context.Background(), "send", "account/stop-1", `{"type":"Open","owner":"o"}`, "--node", c.Node(0).HTTPURL()); err != nil {
+		t.Fatalf("%v: %s", err, stderr)
+	}
+	var wg sync.WaitGroup
+	took := make([]time.Duration, 3)
+	codes := make([]int, 3)
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], took[i], errs[i] = c.Node(i).Term()
+		}()
+	}
+	wg.Wait()
+	for i := range 3 {
+		t.Logf("%s: exit %d after %s", c.Node(i).ID, codes[i], took[i].Round(time.Millisecond))
+		if errs[i] != nil {
+			t.Fatalf("%s did not stop: %v", c.Node(i).ID, errs[i])
+		}
+		if took[i] > 20*time.Second {
+			t.Fatalf("%s took %s to stop, want at most 20 s (shutdown bound 10 s)", c.Node(i).ID, took[i])
+		}
+	}
+}
