@@ -389,6 +389,10 @@ func (h *Host) loadOne(ctx context.Context, name string) error {
 	}
 
 	start := time.Now()
+	// Say what the node is doing: a Go guest's first compile takes about
+	// half a second (several on a busy machine); later starts read the
+	// compilation cache.
+	h.log.Info("loading plugin (compiling it unless the cache has it)", slog.String("plugin", name), slog.String("cache", h.cfg.CacheDir))
 	v, man, err := h.build(ctx, name, wasm, werr, manBytes, merr, filesHash)
 	h.mu.Lock()
 	e.filesHash = filesHash
