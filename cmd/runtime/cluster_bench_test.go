@@ -539,7 +539,7 @@ func TestClusterBenchFailover(t *testing.T) {
 		accounts = 256
 		victim   = 1
 	)
-	trials := 3
+	trials := 5
 	shards := benchShards(t)
 	var serveAgain, clientP50, clientMax []time.Duration
 	for trial := range trials {
@@ -564,9 +564,15 @@ func TestClusterBenchFailover(t *testing.T) {
 				mu    sync.Mutex
 				calls []failCall
 				ref   atomic.Int64
+				// killNs is the kill's time since base (0: not yet);
+				// recovered[a] is set by the first successful call to
+				// account a that started after the kill.
+				killNs    atomic.Int64
+				recovered = make([]atomic.Bool, accounts)
 			)
 			victimShards := countOwned(owners, victim)
 			base := time.Now()
+			defer func() { stop.Store(true); wg.Wait() }() // also when a wait below fails the test
 			for g := range callers {
 				wg.Add(1)
 				go func() {
@@ -582,6 +588,9 @@ func TestClusterBenchFailover(t *testing.T) {
 						t1 := time.Now()
 						cancel()
 						mine = append(mine, failCall{account: int32(a), start: t0.Sub(base), end: t1.Sub(base), ok: err == nil, ref: n})
+						if k := killNs.Load(); err == nil && k > 0 && t0.Sub(base) >= time.Duration(k) {
+							recovered[a].Store(true)
+						}
 						if err != nil && ctx.Err() == nil {
 							// a fast failure: do not spin
 							time.Sleep(5 * time.Millisecond)
@@ -596,9 +605,25 @@ func TestClusterBenchFailover(t *testing.T) {
 			load0 := loadavg()
 			t0 := time.Now()
 			killAt := t0.Sub(base)
+			killNs.Store(int64(killAt))
 			c.Node(victim).Kill()
 			served := waitServedN(t, c, []int{0, 2}, shards, t0, 30*time.Second)
-			time.Sleep(5 * time.Second) // load after the takeover
+			// Load goes on until every account of the victim took a
+			// command again (a caller may wait out a 5 s timeout on each
+			// of its accounts), bounded like the peer's 30 s.
+			clustertest.Eventually(t, 30*time.Second, "every account of the victim takes commands again", func() error {
+				n := 0
+				for a := range accounts {
+					if onVictim[int32(a)] && !recovered[a].Load() {
+						n++
+					}
+				}
+				if n > 0 {
+					return fmt.Errorf("%d of the victim's %d accounts not yet", n, len(onVictim))
+				}
+				return nil
+			})
+			time.Sleep(2 * time.Second) // a little load after recovery: a measure of time, not a synchronisation
 			stop.Store(true)
 			wg.Wait()
 
