@@ -515,6 +515,14 @@ func (m *Manager) acquire(sh *shard, dead []string) {
 		_ = k.Close()
 		return
 	}
+	// No entity of the shard may survive from an earlier ownership of it
+	// here (a drain that timed out): its state could be behind what the
+	// owners since then appended.
+	dctx, dcancel := context.WithTimeout(m.ctx, m.cfg.DrainTimeout)
+	if err := m.cfg.Drain(dctx, sh.n); err != nil {
+		m.log.Warn("stale entities of the shard still busy", "shard", sh.n, "err", err)
+	}
+	dcancel()
 	stop, err := m.cfg.Serve(sh.n)
 	if err != nil {
 		m.log.Warn("shard not served; releasing it", "shard", sh.n, "err", err)
