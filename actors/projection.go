@@ -512,23 +512,13 @@ func (p *projection) owned() (PartitionOwner, bool) {
 func (p *projection) runOwned(ctx context.Context, part int, po PartitionOwner) {
 	var epoch, fenced uint64
 	backoff := 10 * time.Millisecond
-	pause := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		}
-	}
 	for ctx.Err() == nil {
 		e, ok := po.PartitionEpoch(part)
 		if !ok || e == fenced {
 			// Not ours; or ours under an epoch a newer owner's
 			// checkpoint has fenced: wait for the placement to learn.
 			epoch = 0
-			if !pause(50 * time.Millisecond) {
+			if !pause(ctx, 50*time.Millisecond) {
 				return
 			}
 			continue
@@ -537,7 +527,7 @@ func (p *projection) runOwned(ctx context.Context, part int, po PartitionOwner) 
 			pos, err := p.rt.cfg.Checkpoints.Load(ctx, p.def.Name, part)
 			if err != nil {
 				p.rt.log.Warn("projection checkpoint not loaded; retrying", "projection", p.def.Name, "partition", part, "err", err)
-				if !pause(backoff) {
+				if !pause(ctx, backoff) {
 					return
 				}
 				backoff = min(backoff*2, 2*time.Second)
@@ -559,7 +549,7 @@ func (p *projection) runOwned(ctx context.Context, part int, po PartitionOwner) 
 			}
 			p.rt.log.Error("projection failed; retrying", "projection", p.def.Name, "partition", part, "position", pos, "err", err)
 			p.advance(part, 0, err)
-			if !pause(backoff) {
+			if !pause(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, 5*time.Second)

@@ -444,13 +444,22 @@ func (rt *Runtime) waitOwnerChange(ctx context.Context, shard int) error {
 		if _, local := rt.placement.Owner(shard); !local {
 			return nil
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, d) {
 			return ctx.Err()
 		}
+	}
+}
+
+// pause waits d, or less if ctx ends first; it reports whether ctx is
+// still alive.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -528,11 +537,7 @@ func (rt *Runtime) StopShard(ctx context.Context, shard int) error {
 		if left == 0 {
 			return nil
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, d) {
 			return fmt.Errorf("actors: stop shard %d: %d entities still busy: %w", shard, left, ctx.Err())
 		}
 	}
