@@ -361,6 +361,7 @@ type loadResult struct {
 	took       time.Duration
 	lats       []time.Duration
 	codes      map[string]int64
+	first      map[string]string // one message per code
 }
 
 func (r loadResult) String() string {
@@ -379,7 +380,7 @@ func runLoad(callers int, warm, dur time.Duration, pick func(caller int, r *mran
 		measure atomic.Bool
 		stop    atomic.Bool
 		mu      sync.Mutex
-		res     = loadResult{codes: map[string]int64{}}
+		res     = loadResult{codes: map[string]int64{}, first: map[string]string{}}
 	)
 	for g := range callers {
 		wg.Add(1)
@@ -389,6 +390,7 @@ func runLoad(callers int, warm, dur time.Duration, pick func(caller int, r *mran
 			var lats []time.Duration
 			var ok, failed int64
 			codes := map[string]int64{}
+			first := map[string]string{}
 			for !stop.Load() {
 				cl, id := pick(g, r)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -401,7 +403,11 @@ func runLoad(callers int, warm, dur time.Duration, pick func(caller int, r *mran
 				}
 				if err != nil {
 					failed++
-					codes[connect.CodeOf(err).String()]++
+					code := connect.CodeOf(err).String()
+					codes[code]++
+					if _, ok := first[code]; !ok {
+						first[code] = err.Error()
+					}
 					continue
 				}
 				ok++
@@ -413,6 +419,9 @@ func runLoad(callers int, warm, dur time.Duration, pick func(caller int, r *mran
 			res.lats = append(res.lats, lats...)
 			for k, v := range codes {
 				res.codes[k] += v
+			}
+			for k, v := range first {
+				res.first[k] = v
 			}
 			mu.Unlock()
 		}()
@@ -497,14 +506,49 @@ func TestClusterBenchThroughput(t *testing.T) {
 		t.Logf("%d shards; shards per node: %d %d %d", shards, countOwned(owners, 0), countOwned(owners, 1), countOwned(owners, 2))
 		for _, run := range runs {
 			load0 := loadavg()
+			from := logSizes(c)
 			r := runLoad(callers, warm, dur, run.pick)
 			t.Logf("load average before/after: %s / %s", load0, loadavg())
 			t.Logf("3 nodes, %d callers, %s: %s", callers, run.name, r)
+			for code, msg := range r.first {
+				t.Logf("  %s, e.g.: %s", code, msg)
+			}
+			if r.failed > 0 {
+				logProblems(t, c, from)
+			}
 			if r.ok == 0 {
 				t.Fatalf("%s: no command succeeded", run.name)
 			}
 		}
 	})
+}
+
+// logSizes returns the length of each node's log, for logProblems.
+func logSizes(c *clustertest.Cluster) []int {
+	var out []int
+	for _, n := range c.Nodes() {
+		out = append(out, len(n.Log()))
+	}
+	return out
+}
+
+// logProblems logs the warnings and errors each node logged after from
+// (logSizes), at most five per node, to tell what failed commands met.
+func logProblems(t *testing.T, c *clustertest.Cluster, from []int) {
+	t.Helper()
+	for i, n := range c.Nodes() {
+		var lines []string
+		log := n.Log()
+		for l := range strings.SplitSeq(log[min(from[i], len(log)):], "\n") {
+			if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("%s: %d warnings and errors in its log", n.ID, len(lines))
+		for _, l := range lines[:min(len(lines), 5)] {
+			t.Logf("  %.400s", l)
+		}
+	}
 }
 
 func countOwned(owners map[int]int, node int) int {
