@@ -18,3 +18,13 @@ func SetLeaderReads(s *Store, on bool) { s.leaderReads.Store(on) }
 func SetDirectHook(s *Store, hook func(stream string, from uint64, b *jsread.Batch)) {
 	s.directHook = hook
 }
+
+// DropTails empties every partition's tail cache, so that the next
+// ReadAll reads the stream.
+func DropTails(s *Store) {
+	for _, p := range s.parts {
+		p.tail.mu.Lock()
+		p.tail.evs, p.tail.lo, p.tail.hi = nil, 0, 0
+		p.tail.mu.Unlock()
+	}
+}

@@ -301,6 +301,7 @@ func TestReadBehindReplica(t *testing.T) {
 				{"ReadAll of a kind", st.ReadAll(ctx, 0, 0, journal.Filter{Kind: "a"}, 0), kind},
 			} {
 				short = 0
+				jsstore.DropTails(st) // read the stream, not the tail cache
 				_, l0 := jsstore.ReadCounts(st)
 				sameEvents(t, r.name, journaltest.Collect(t, r.seq), r.want)
 				_, l1 := jsstore.ReadCounts(st)
@@ -398,5 +399,72 @@ func TestOpenAllowsDirectOnOldStreams(t *testing.T) {
 	}
 	if d1, _ := jsstore.ReadCounts(st); d1-d0 != 1 {
 		t.Fatalf("%d direct gets for 2 events, want 1", d1-d0)
+	}
+}
+
+// TestTailCacheReadsOnceForManyReaders: the projections of a node all read
+// the same recent events; with the tail cache, many readers at once cost
+// about what one reader costs, and each gets every event, in order, as
+// the stream has it, also when appends go on meanwhile.
+func TestTailCacheReadsOnceForManyReaders(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := openStore(t, c.Connect(0), jsstore.Config{Prefix: "tail", Partitions: 1, ReadBatch: 100})
+	fill(t, st, 600, 4)
+	jsstore.SetLeaderReads(st, true)
+	want := journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{}, 0))
+	wantKind := journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{Kind: "a"}, 0))
+	jsstore.SetLeaderReads(st, false)
+
+	jsstore.DropTails(st)
+	d0, _ := jsstore.ReadCounts(st)
+	sameEvents(t, "one reader", journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{}, 0)), want)
+	d1, _ := jsstore.ReadCounts(st)
+	one := d1 - d0
+
+	jsstore.DropTails(st)
+	const readers = 8
+	got := make([][]journal.Event, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Like a projection: batches of 64 from its last position.
+			f := journal.Filter{}
+			if i%2 == 1 {
+				f = journal.Filter{Kind: "a"}
+			}
+			var from uint64
+			for {
+				var batch []journal.Event
+				for ev, err := range st.ReadAll(ctx, 0, from+1, f, 64) {
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					batch = append(batch, ev)
+				}
+				if len(batch) == 0 {
+					return
+				}
+				got[i] = append(got[i], batch...)
+				from = batch[len(batch)-1].Position
+			}
+		}()
+	}
+	wg.Wait()
+	d2, _ := jsstore.ReadCounts(st)
+	for i := range readers {
+		w := want
+		if i%2 == 1 {
+			w = wantKind
+		}
+		sameEvents(t, fmt.Sprintf("reader %d", i), got[i], w)
+	}
+	t.Logf("direct gets: one reader %d, %d readers at once %d", one, readers, d2-d1)
+	if d2-d1 > 2*one+2 {
+		t.Fatalf("%d readers made %d direct gets, one reader %d: the tail cache is not shared", readers, d2-d1, one)
 	}
 }

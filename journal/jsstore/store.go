@@ -234,6 +234,8 @@ type part struct {
 
 	watcher jetstream.ConsumeContext // see watch; nil when not watching
 	wname   string                   // the watcher's consumer
+
+	tail tail // the latest events as read, for ReadAll (tail.go)
 }
 
 // head is what the owner knows of an entity's stream.
@@ -573,9 +575,21 @@ func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journ
 		case f.Kind != "":
 			subject = s.subject(partition, "e."+b64.EncodeToString([]byte(f.Kind))+".*")
 		}
+		// Recent positions: from the tail cache, which reads each event
+		// from JetStream once for all of this node's projections.
+		head := p.lastEvent.Load()
+		from = max(from, 1)
+		next, sent, done := s.readTail(ctx, partition, from, head, f, limit, yield)
+		if done {
+			return
+		}
+		from = next // the rest from the stream
+		if limit > 0 {
+			limit -= sent
+		}
 		// The last event matches "e.>", not necessarily a kind's filter.
-		b := bound{pos: p.lastEvent.Load(), exact: f.Kind == "", dense: f.Tag == ""}
-		s.scan(ctx, partition, max(from, 1), subject, b, func(ev journal.Event, err error) (bool, bool) {
+		b := bound{pos: head, exact: f.Kind == "", dense: f.Tag == ""}
+		s.scan(ctx, partition, from, subject, b, func(ev journal.Event, err error) (bool, bool) {
 			if err != nil {
 				return yield(journal.Event{}, err), false
 			}
