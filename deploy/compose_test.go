@@ -255,6 +255,7 @@ func TestComposeClusterRuns(t *testing.T) {
 		env:    []string{"TROUPE_GOSSIP_KEY=" + randomKey(t)},
 		health: f.Services[names[0]].Healthcheck.Test[1:],
 	}
+	p.ids = names
 	for _, name := range names {
 		p.args = append(p.args, append(slices.Clone(entry[2:]), f.Services[name].Command...))
 	}

@@ -23,6 +23,7 @@ import (
 // 127.0.0.1 with ports of its own. Host names (service or pod names) are
 // mapped to the nodes' addresses, paths in the container to temp files.
 type plan struct {
+	ids     []string                                 // per node: its --node-id
 	args    [][]string                               // per node: troupe dev flags, as in the file (no "troupe dev")
 	expand  func(i int, ip string) map[string]string // per node: $(VAR) values
 	resolve func(host string) (int, bool)            // which node a host name names
@@ -79,6 +80,13 @@ func newPlanCluster(t *testing.T, p plan, namespaces bool) *clustertest.Cluster 
 			if err != nil {
 				t.Errorf("%s: %q: %v", n.ID, hp, err)
 				return hp
+			}
+			if isUnspecified(host) {
+				// Every interface of the node's namespace, or loopback.
+				if namespaces {
+					return fmt.Sprintf("%s:%d", host, n.GossipPort)
+				}
+				return n.GossipAddr()
 			}
 			i, ok := p.resolve(host)
 			if !ok {
@@ -184,8 +192,8 @@ func checkPlanCluster(t *testing.T, c *clustertest.Cluster, p plan) {
 	}
 	nodes := c.Nodes()
 	want := map[string]*clustertest.Node{}
-	for _, n := range nodes {
-		want[n.ID] = n
+	for i, n := range nodes {
+		want[p.ids[i]] = n
 	}
 	// Members: every node lists every node alive, with the route and API
 	// addresses the node really listens on.
@@ -229,7 +237,7 @@ func checkPlanCluster(t *testing.T, c *clustertest.Cluster, p plan) {
 			t.Fatalf("send Open to %s through %s: %v\n%s%s", id, n.ID, err, out, stderr)
 		}
 		out, stderr, err = c.CLI(ctx, append([]string{"send", id, "Deposit", `{"amount":7}`, "--node", next.HTTPURL()}, auth...)...)
-		if err != nil || !strings.Contains(out, "7") {
+		if err != nil || !strings.Contains(out, `"balance":7`) {
 			t.Fatalf("send Deposit to %s through %s: %v\n%s%s", id, next.ID, err, out, stderr)
 		}
 		t.Logf("%s through %s and %s: %s", id, n.ID, next.ID, strings.TrimSpace(out))
