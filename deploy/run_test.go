@@ -45,6 +45,9 @@ func randomKey(t *testing.T) string {
 // runPlan starts the plan's three nodes in namespaces, or on loopback when
 // namespaces are unavailable, and checks the cluster they form.
 func runPlan(t *testing.T, p plan) {
+	if testing.Short() {
+		t.Skip("multi-process test: runs in make test; under -short (the race pass) its child processes would not be race-checked")
+	}
 	ran := false
 	t.Run("netns", func(t *testing.T) {
 		c := newPlanCluster(t, p, true)
