@@ -223,7 +223,8 @@ func (n *Node) tags(clusterID, route string) map[string]string {
 }
 
 // advertised replaces an unspecified listen host (0.0.0.0, ::) with the
-// gossip host, so that other nodes can dial the address.
+// advertised gossip host (or the gossip host), so that other nodes can
+// dial the address.
 func (n *Node) advertised(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -232,7 +233,14 @@ func (n *Node) advertised(addr string) string {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
 		return addr
 	}
-	ghost, _, _ := net.SplitHostPort(n.cfg.Gossip)
+	// The host the others reach this node at: the advertised gossip
+	// host when there is one (a node bound to 0.0.0.0 behind a name),
+	// else the gossip host.
+	gossip := n.cfg.Gossip
+	if n.cfg.GossipAdvertise != "" {
+		gossip = n.cfg.GossipAdvertise
+	}
+	ghost, _, _ := net.SplitHostPort(gossip)
 	return net.JoinHostPort(ghost, port)
 }
 
