@@ -3,8 +3,10 @@ package jsstore_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -468,3 +470,29 @@ func TestTailCacheReadsOnceForManyReaders(t *testing.T) {
 		t.Fatalf("%d readers made %d direct gets, one reader %d: the tail cache is not shared", readers, d2-d1, one)
 	}
 }
+
+// TestReopenUpdatesNoStream: opening a store on existing streams binds to
+// them; it updates a stream only when its settings differ (the server
+// stores an unset per-subject limit as -1: counting that as a difference
+// made every node update every stream at every start).
+func TestReopenUpdatesNoStream(t *testing.T) {
+	c := bustest.Start(t, 1)
+	openStore(t, c.Connect(0), jsstore.Config{Prefix: "reopen", Partitions: 4})
+	var logs strings.Builder
+	var mu sync.Mutex
+	h := slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil)
+	openStore(t, c.Connect(0), jsstore.Config{Prefix: "reopen", Partitions: 4, Logger: slog.New(h)})
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logs.String(), "updating the stream's settings") {
+		t.Fatalf("a second open updated streams:\n%s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -372,7 +372,7 @@ func (s *Store) ensureStreamOnce(ctx context.Context, want jetstream.StreamConfi
 	if slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage && have.Replicas == want.Replicas &&
 		have.AllowAtomicPublish == want.AllowAtomicPublish && have.DenyDelete == want.DenyDelete &&
 		have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
-		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.Discard == want.Discard {
+		unlimited(have.MaxMsgsPerSubject) == unlimited(want.MaxMsgsPerSubject) && have.Discard == want.Discard {
 		return st, nil
 	}
 	s.log.Info("updating the stream's settings", "stream", want.Name)
@@ -920,4 +920,15 @@ func (p *part) resetLocked() {
 	p.heads = map[string]head{}
 	p.idem = map[idemKey]journal.AppendResult{}
 	p.gen.Add(1)
+}
+
+// unlimited normalises a stream limit as the server stores it: 0 (not
+// set) becomes -1 (no limit). Without it every open of a stream saw a
+// difference and updated the stream, which made a cluster's first boot
+// slow (one metadata update per stream per node).
+func unlimited(v int64) int64 {
+	if v <= 0 {
+		return -1
+	}
+	return v
 }
