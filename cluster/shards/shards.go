@@ -185,6 +185,7 @@ type shard struct {
 	busy   bool // an acquire or release runs
 	target string
 	holder string // the lease holder last seen ("" unknown)
+	seen   time.Time // when holder was seen
 	keeper *lease.Keeper
 	epoch  uint64
 	stop   func() // ends Serve
@@ -258,7 +259,9 @@ func (m *Manager) Owner(n int) (string, bool) {
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.holder != "" && sh.holder != m.cfg.Self {
+	// The holder is named while the sighting is fresh (this node is trying
+	// for the shard); otherwise placement's target is the best guess.
+	if sh.holder != "" && sh.holder != m.cfg.Self && time.Since(sh.seen) < 2*time.Second {
 		return sh.holder, false
 	}
 	if sh.target != m.cfg.Self {
@@ -408,10 +411,17 @@ func (m *Manager) reconcile() {
 	}
 	dead := m.dead.takeoverable(v.Dead, now)
 	targets := placement.Assign(m.cfg.Shards, v.Alive)
+	alive := make(map[string]bool, len(v.Alive))
+	for _, id := range v.Alive {
+		alive[id] = true
+	}
 	for _, sh := range m.shards {
 		target := targets[sh.n]
 		sh.mu.Lock()
 		sh.target = target
+		if !alive[sh.holder] {
+			sh.holder = "" // a holder that left or died is not the owner to name
+		}
 		state := State(sh.state.Load())
 		switch {
 		case sh.busy:
@@ -482,7 +492,7 @@ func (m *Manager) acquire(sh *shard, dead []string) {
 	switch {
 	case errors.As(err, &held):
 		sh.mu.Lock()
-		sh.holder = held.Holder
+		sh.holder, sh.seen = held.Holder, time.Now()
 		sh.mu.Unlock()
 		return
 	case err != nil:
