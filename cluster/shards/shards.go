@@ -184,7 +184,7 @@ type shard struct {
 	mu     sync.Mutex
 	busy   bool // an acquire or release runs
 	target string
-	holder string // the lease holder last seen ("" unknown)
+	holder string    // the lease holder last seen ("" unknown)
 	seen   time.Time // when holder was seen
 	keeper *lease.Keeper
 	epoch  uint64
