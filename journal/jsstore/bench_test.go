@@ -38,6 +38,8 @@ import (
 // Batch100: atomic batches of 100 messages (jsbatch) fenced by the
 // stream's expected last sequence: one writer per stream, so one batch in
 // flight per stream, 1 stream (P=1) or 16 (P=16). An op is one batch.
+// Batch1000/P=1 and Batch63/P=16 are the same with 1,000 messages in
+// flight in all, the offered load of the CAS and Store benchmarks.
 // Every message has a Nats-Msg-Id and the first message waits for its
 // ack (jsbatch's default); /SkipFirstAck sends it without waiting;
 // /FirstIDOnly gives an id to the first message only (enough to refuse a
@@ -104,11 +106,15 @@ func BenchmarkRawJetStream(b *testing.B) {
 		for _, v := range []struct {
 			name              string
 			skip, firstIDOnly bool
-		}{{"", false, false}, {"/SkipFirstAck", true, false}, {"/FirstIDOnly", false, true}, {"/SkipFirstAck/FirstIDOnly", true, true}} {
+			n                 int
+		}{{"", false, false, 100}, {"/SkipFirstAck", true, false, 100}, {"/FirstIDOnly", false, true, 100}, {"/SkipFirstAck/FirstIDOnly", true, true, 100},
+			// The store's offered load: 1,000 appends in flight over p
+			// streams, one batch each.
+			{"", false, false, (entities + p - 1) / p}} {
 			skip := v.skip
-			b.Run(fmt.Sprintf("Batch100/P=%d%s", p, v.name), func(b *testing.B) {
+			n := v.n
+			b.Run(fmt.Sprintf("Batch%d/P=%d%s", n, p, v.name), func(b *testing.B) {
 				b.ReportAllocs()
-				const n = 100
 				pubs := make([]*jsbatch.Publisher, p)
 				batches := make([][]*nats.Msg, p)
 				for k := range pubs {
