@@ -429,6 +429,12 @@ type entityActor struct {
 	rt        *Runtime
 	ref       *entityRef
 	recovered bool
+	// epoch is the shard's ownership epoch when the entity recovered (a
+	// cluster; 0 on a single node). A command under another epoch means
+	// the shard went away and came back: other owners may have appended
+	// meanwhile, so the entity recovers again before it answers (even a
+	// command that appends nothing must not read a stale state).
+	epoch uint64
 }
 
 func (a *entityActor) Receive(c actor.Context) {
@@ -479,14 +485,15 @@ func (a *entityActor) Receive(c actor.Context) {
 }
 
 func (a *entityActor) ensureRecovered() error {
-	if a.recovered {
+	epoch := a.rt.shardEpoch(a.ref.index)
+	if a.recovered && epoch == a.epoch {
 		return nil
 	}
 	if err := a.b.recover(a.rt.ctx); err != nil {
 		a.rt.log.Error("entity recovery failed", "actor", a.ref.stream, "err", err)
 		return err
 	}
-	a.recovered = true
+	a.recovered, a.epoch = true, epoch
 	return nil
 }
 

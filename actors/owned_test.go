@@ -153,3 +153,33 @@ func TestReactorsRunOnlyOnOwnedPartitions(t *testing.T) {
 	pl.set(1, 100)
 	waitCount(1, 2*len(byPart[1])+1)
 }
+
+// TestAnEntityRecoversWhenItsShardComesBack: when a shard's ownership
+// epoch changes, a live entity of it reads its stream again before it
+// answers, even a command that appends nothing: another owner may have
+// appended while the shard was away.
+func TestAnEntityRecoversWhenItsShardComesBack(t *testing.T) {
+	const parts = 2
+	pl := &ownedPlacement{shards: parts, epochs: map[int]uint64{0: 1, 1: 1}}
+	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts, PartitionOf: func(stream string) int {
+		kind, id, _ := journal.ParseStream(stream)
+		return actors.ShardOf(kind, id, parts)
+	}})
+	defer mem.Close()
+	n := actorstest.Start(t, actorstest.Config{Journal: mem, Runtime: actors.Config{Placement: pl, Checkpoints: &memCheckpoints{m: map[string][2]uint64{}}},
+		Setup: func(rt *actors.Runtime) error { return rt.Register(counterKind()) }})
+	ctx := context.Background()
+	if _, err := n.Send(ctx, "counter", "c1", Add{1}); err != nil {
+		t.Fatal(err)
+	}
+	// The shard goes away; another owner appends; it comes back.
+	shard := actors.ShardOf("counter", "c1", parts)
+	pl.set(shard, 0)
+	if _, err := mem.Append(ctx, journal.AppendRequest{Stream: "counter/c1", Expected: 1, Events: []journal.Event{{Type: "Added", Payload: []byte(`{"N":10}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	pl.set(shard, 2)
+	if c := get(t, n, "c1"); c.Value != 11 {
+		t.Fatalf("value %d after the shard came back, want 11 (the other owner's append)", c.Value)
+	}
+}

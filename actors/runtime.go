@@ -197,6 +197,7 @@ type entityShard struct {
 type entityRef struct {
 	stream   string
 	shard    *entityShard
+	index    int // the shard's number
 	pid      *actor.PID
 	inflight atomic.Int32
 }
@@ -265,6 +266,16 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 }
 
 func (rt *Runtime) now() time.Time { return rt.cfg.Clock() }
+
+// shardEpoch is the epoch under which this node owns shard, when the
+// placement tells it (a cluster), else 0.
+func (rt *Runtime) shardEpoch(shard int) uint64 {
+	if po, ok := rt.placement.(PartitionOwner); ok {
+		e, _ := po.PartitionEpoch(shard)
+		return e
+	}
+	return 0
+}
 
 // Logger is the runtime's logger (Config.Logger), for the code a domain
 // registers (reactors, singletons).
@@ -479,7 +490,7 @@ func (rt *Runtime) deliver(k Behavior, shard int, stream, id string, msg any) er
 		if es.m == nil {
 			es.m = map[string]*entityRef{}
 		}
-		ref = &entityRef{stream: stream, shard: es}
+		ref = &entityRef{stream: stream, shard: es, index: shard}
 		a := &entityActor{b: k.newEntity(rt, id), rt: rt, ref: ref}
 		ref.pid = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }, actor.WithDispatcher(rt.dispatcher)))
 		es.m[stream] = ref
