@@ -298,6 +298,11 @@ func (e *FencedError) Error() string {
 // Is makes errors.Is(err, ErrFenced) and errors.Is(err, ErrNotOwner) hold.
 func (e *FencedError) Is(target error) bool { return target == ErrFenced || target == ErrNotOwner }
 
+// ErrUnavailable is matched (errors.Is) by the errors of a store whose
+// storage did not answer for now (a replicated log electing a leader):
+// nothing was written; retry.
+var ErrUnavailable = errors.New("journal: the store's storage is not answering for now")
+
 // ErrUnknownOutcome is matched (errors.Is) by *UnknownOutcomeError.
 var ErrUnknownOutcome = errors.New("journal: outcome unknown")
 

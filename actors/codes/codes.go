@@ -151,7 +151,7 @@ func Of(err error) Code {
 		}
 		return DeadlineExceeded
 	case errors.As(err, &notOwner), errors.Is(err, actors.ErrClosed), errors.Is(err, journal.ErrClosed),
-		errors.Is(err, journal.ErrNotOwner):
+		errors.Is(err, journal.ErrNotOwner), errors.Is(err, journal.ErrUnavailable):
 		return Unavailable
 	case errors.Is(err, journal.ErrUnknownOutcome):
 		return DeadlineExceeded // the write may have happened: as a timeout

@@ -36,6 +36,7 @@ func TestOf(t *testing.T) {
 		{"runtime closed", actors.ErrClosed, codes.Unavailable},
 		{"journal closed", journal.ErrClosed, codes.Unavailable},
 		{"journal not the owner", &journal.NotOwnerError{Partition: 2}, codes.Unavailable},
+		{"journal unavailable", fmt.Errorf("read: %w", journal.ErrUnavailable), codes.Unavailable},
 		{"journal fenced", &journal.FencedError{Partition: 2, Epoch: 3}, codes.Unavailable},
 		{"journal outcome unknown", &journal.UnknownOutcomeError{Stream: "k/i", Err: errors.New("timeout")}, codes.DeadlineExceeded},
 		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded},

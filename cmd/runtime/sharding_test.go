@@ -87,6 +87,15 @@ func checkHistory(t *testing.T, c *clustertest.Cluster, cl *linear.Client, reade
 	if _, err := cl.Settle(ctx); err != nil {
 		t.Fatalf("settle: %v", err)
 	}
+	// Server-side failures that are not the cluster's retryable ones are
+	// bugs: say what they were.
+	seen := map[string]bool{}
+	for _, op := range cl.Recorder().Ops() {
+		if e := op.Output.Err; strings.Contains(e, "internal") && !seen[e] && len(seen) < 5 {
+			seen[e] = true
+			t.Logf("an internal error: %s", e)
+		}
+	}
 	res, info, err := cl.Recorder().Check(120*time.Second, t.TempDir())
 	if err != nil {
 		t.Fatalf("check: %v", err)
@@ -95,6 +104,20 @@ func checkHistory(t *testing.T, c *clustertest.Cluster, cl *linear.Client, reade
 		t.Fatalf("the checker ran out of time (%+v): too many operations of unknown outcome to decide", info)
 	}
 	if res != porcupine.Ok {
+		// The history of each account the checker could not linearize.
+		t0 := int64(0)
+		for _, op := range cl.Recorder().Ops() {
+			if t0 == 0 || op.Call < t0 {
+				t0 = op.Call
+			}
+		}
+		for _, a := range info.Illegal {
+			for _, op := range cl.Recorder().Ops() {
+				if op.Input.Account == a {
+					t.Logf("%s: client %d [%d ms, %d ms] %+v -> %+v %s", a, op.Client, (op.Call-t0)/1e6, (op.Return-t0)/1e6, op.Input, op.Output, op.Meta)
+				}
+			}
+		}
 		t.Fatalf("history not linearizable (%s): %+v", res, info)
 	}
 	events, err := linear.ReadStreams(ctx, c.HTTPClient(), c.Node(reader).HTTPURL(), cl.Accounts())
@@ -106,15 +129,6 @@ func checkHistory(t *testing.T, c *clustertest.Cluster, cl *linear.Client, reade
 			if e.Sequence != uint64(i+1) {
 				t.Fatalf("account %s: event %d has sequence %d: a gap or a fork", a, i, e.Sequence)
 			}
-		}
-	}
-	// Server-side failures that are not the cluster's retryable ones are
-	// bugs: say what they were.
-	seen := map[string]bool{}
-	for _, op := range cl.Recorder().Ops() {
-		if e := op.Output.Err; strings.Contains(e, "internal") && !seen[e] && len(seen) < 5 {
-			seen[e] = true
-			t.Logf("an internal error: %s", e)
 		}
 	}
 	rep := linear.Audit(cl.Recorder().Ops(), events)

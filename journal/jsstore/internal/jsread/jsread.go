@@ -31,6 +31,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/troupe-dev/troupe/journal"
 )
 
 var (
@@ -58,6 +60,11 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("jsread: direct get: status %d %s", e.Code, e.Description)
 }
 
+// Is makes a server-side status (5xx) match journal.ErrUnavailable.
+func (e *StatusError) Is(target error) bool {
+	return target == journal.ErrUnavailable && e.Code >= 500
+}
+
 // APIError is a JetStream API error from the stream's leader.
 type APIError struct {
 	Code        int    `json:"code"`
@@ -67,6 +74,12 @@ type APIError struct {
 
 func (e *APIError) Error() string {
 	return fmt.Sprintf("jsread: %s (code %d, err_code %d)", e.Description, e.Code, e.ErrCode)
+}
+
+// Is makes JetStream's "temporarily unavailable" (503, e.g. a stream
+// without a leader during an election) match journal.ErrUnavailable.
+func (e *APIError) Is(target error) bool {
+	return target == journal.ErrUnavailable && e.Code == 503
 }
 
 // errCodeNoMessage is JetStream's "no message found".

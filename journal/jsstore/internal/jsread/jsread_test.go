@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/troupe-dev/troupe/journal"
+
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
 )
@@ -166,5 +168,21 @@ func TestDirectNotAllowed(t *testing.T) {
 	r := newReader(t, nc, jsread.Config{})
 	if _, err := r.Direct(ctx, "S", 1, "", 5); !errors.Is(err, jsread.ErrNoResponders) {
 		t.Fatalf("stream without AllowDirect: %v, want ErrNoResponders", err)
+	}
+}
+
+func TestServerSideErrorsAreUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&jsread.APIError{Code: 503, ErrCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{&jsread.APIError{Code: 404, ErrCode: 10037, Description: "no message found"}, false},
+		{&jsread.StatusError{Code: 503, Description: "No Responders"}, true},
+		{&jsread.StatusError{Code: 408, Description: "Bad Request"}, false},
+	} {
+		if got := errors.Is(fmt.Errorf("read: %w", tc.err), journal.ErrUnavailable); got != tc.want {
+			t.Errorf("%v: errors.Is ErrUnavailable = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
