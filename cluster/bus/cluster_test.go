@@ -143,9 +143,12 @@ func TestRoutesSetAtRunTimeFormAJetStreamCluster(t *testing.T) {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
 		return err
 	})
-	if _, err := js.Publish(ctx, "r3.x", []byte("replicated")); err != nil {
-		t.Fatal(err)
-	}
+	// And a publish right after may find the new stream's leader not
+	// elected yet ("no response from stream"): retry, bounded.
+	eventually(t, 20*time.Second, "a publish to the R3 stream", func() error {
+		_, err := js.Publish(ctx, "r3.x", []byte("replicated"))
+		return err
+	})
 }
 
 func TestRoutesWithWrongCredentialsAreRefused(t *testing.T) {

@@ -31,7 +31,17 @@ func TestThreeServersReplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 10 {
+	// The new stream's leader may not be elected yet ("no response from
+	// stream"): the first publish is retried, bounded.
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if _, err = js.Publish(ctx, "r3.x", []byte("m0")); err == nil {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < 10; i++ {
 		if _, err := js.Publish(ctx, "r3.x", fmt.Appendf(nil, "m%d", i)); err != nil {
 			t.Fatal(err)
 		}
