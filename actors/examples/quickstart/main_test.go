@@ -99,9 +99,17 @@ func TestQuickstartNode(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the log, bounded above
 	}
-	status, out := post("QueryService/Query", `{"name":"order","params":{"id":"o-1"}}`)
-	if b, _ := json.Marshal(out); status != 200 || !strings.Contains(string(b), `"status":"shipped"`) {
-		t.Fatalf("query: %d %s", status, b)
+	// The read model is eventually consistent: the published event can
+	// reach the subscriber before the orders projection applied it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		status, out := post("QueryService/Query", `{"name":"order","params":{"id":"o-1"}}`)
+		b, _ := json.Marshal(out)
+		if status == 200 && strings.Contains(string(b), `"status":"shipped"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("query: %d %s", status, b)
+		}
 	}
 
 	cancel()
