@@ -377,8 +377,16 @@ func TestSingletonMovesOnStopAndOnKill(t *testing.T) {
 	if nextEpoch <= epoch {
 		t.Fatalf("epoch did not rise: %d → %d", epoch, nextEpoch)
 	}
-	if took > 500*time.Millisecond {
-		t.Errorf("graceful handover took %s, want at most 0.5 s", took)
+	// The goal is 0.5 s (usually about 0.1 s here). A lease renewal in
+	// flight when SIGTERM arrives delays the release by up to the lease
+	// request timeout (1 s): the default suite allows for it, the long
+	// run holds the goal.
+	bound := 1500 * time.Millisecond
+	if clustertest.Long() {
+		bound = 500 * time.Millisecond
+	}
+	if took > bound {
+		t.Errorf("graceful handover took %s, want at most %s", took, bound)
 	}
 	if err := c.Node(li).Start(); err != nil {
 		t.Fatal(err)
