@@ -51,21 +51,7 @@ func servedBy(ctx context.Context, c *clustertest.Cluster, nodes []int) (map[uin
 // and returns how long that took since t0.
 func waitServed(t *testing.T, c *clustertest.Cluster, nodes []int, t0 time.Time, bound time.Duration) time.Duration {
 	t.Helper()
-	var took time.Duration
-	clustertest.Eventually(t, bound, fmt.Sprintf("every shard served once by %v", nodes), func() error {
-		by, err := servedBy(context.Background(), c, nodes)
-		if err != nil {
-			return err
-		}
-		for s := range uint32(testShards) {
-			if len(by[s]) != 1 {
-				return fmt.Errorf("shard %d served by %v", s, by[s])
-			}
-		}
-		took = time.Since(t0)
-		return nil
-	})
-	return took
+	return waitServedN(t, c, nodes, testShards, t0, bound)
 }
 
 func urls(c *clustertest.Cluster) []string {
