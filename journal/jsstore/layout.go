@@ -109,10 +109,8 @@ func (s *Store) metaKV(ctx context.Context) (jetstream.KeyValue, error) {
 			return kv, nil
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
-			return nil, errors.Join(ctx.Err(), lastErr)
-		case <-time.After(wait):
+		if err := pause(ctx, wait); err != nil {
+			return nil, errors.Join(err, lastErr)
 		}
 	}
 }

@@ -25,6 +25,11 @@ const (
 // still land, or another acquirer's marker).
 const acquireAttempts = 8
 
+// acquireStaleReads bounds the re-reads that wait for a write the leader
+// has accepted to be applied (5 ms more each time, at most 100 ms: about
+// 8 s in all).
+const acquireStaleReads = 100
+
 // Fence is a partition this Store owns: the epoch it acquired it under
 // and the stream sequence of its takeover marker.
 type Fence struct {
@@ -129,12 +134,28 @@ func (s *Store) Acquire(ctx context.Context, partition int, epoch uint64, holder
 
 func (s *Store) acquire(ctx context.Context, p *part, epoch uint64, holder string) (Fence, error) {
 	id := markerID(p.n, epoch)
-	var lastErr error
-	for range acquireAttempts {
+	var (
+		lastErr error
+		ahead   uint64 // the sequence a conflict said the leader is at
+		stale   int    // re-reads that had not caught up with it
+	)
+	for attempt := 0; attempt < acquireAttempts; {
 		last, mk, err := s.readFence(ctx, p, lastErr)
 		if err != nil {
 			return Fence{}, errors.Join(err, lastErr)
 		}
+		if last < ahead && stale < acquireStaleReads {
+			// A clustered stream's leader checks the fence against its
+			// proposals, while its info and reads show what is applied:
+			// wait for the write that moved the fence to be applied, so
+			// that its marker is read, rather than spend an attempt.
+			stale++
+			if err := pause(ctx, min(time.Duration(stale)*5*time.Millisecond, 100*time.Millisecond)); err != nil {
+				return Fence{}, errors.Join(err, lastErr)
+			}
+			continue
+		}
+		attempt++
 		if mk != nil && (mk.epoch > epoch || mk.epoch == epoch && (mk.holder != holder || mk.id != id)) {
 			return Fence{}, &journal.FencedError{Partition: p.n, Epoch: epoch, By: mk.holder, ByEpoch: mk.epoch}
 		}
@@ -159,6 +180,9 @@ func (s *Store) acquire(ctx context.Context, p *part, epoch uint64, holder strin
 			// The fence moved, or the outcome is unknown: re-read, decide.
 			s.log.Debug("takeover marker not confirmed; re-reading", "shard", p.n, "stream", p.name, "err", err)
 			lastErr = err
+			if ce != nil && ce.ActualKnown {
+				ahead = ce.Actual
+			}
 		default:
 			return Fence{}, err
 		}
@@ -272,4 +296,16 @@ func (s *Store) fenced(ctx context.Context, p *part, cause error) error {
 func fenceErr(err error) bool {
 	var ce *jsbatch.ConflictError
 	return errors.As(err, &ce)
+}
+
+// pause waits for d, or until ctx is done, and returns ctx's error then.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -350,10 +350,8 @@ func (s *Store) ensureStream(ctx context.Context, want jetstream.StreamConfig) (
 			return st, nil
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
-			return nil, errors.Join(ctx.Err(), lastErr)
-		case <-time.After(wait):
+		if err := pause(ctx, wait); err != nil {
+			return nil, errors.Join(err, lastErr)
 		}
 	}
 }
