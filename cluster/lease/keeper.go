@@ -77,17 +77,16 @@ func (k *Keeper) Err() error {
 
 // Close stops renewing and, when the lease is still held, stops holding
 // it (Done closes, Lease reports false) and then releases it, so another
-// holder can acquire it at once. A renewal in flight gets
-// Config.RequestTimeout to finish first. Close returns the release's error
-// (a *LostError if the lease had been taken over unnoticed). It is
-// idempotent.
+// holder can acquire it at once. A renewal in flight is cancelled rather
+// than waited for (a handover should not wait for a request timeout);
+// if it landed all the same, the revision it wrote is released. Close
+// returns the release's error (a *LostError if the lease had been taken
+// over unnoticed). It is idempotent.
 func (k *Keeper) Close() error {
 	k.closeOnce.Do(func() {
 		close(k.stop)
-		t := time.AfterFunc(k.s.cfg.RequestTimeout, k.cancel)
-		<-k.exited
-		t.Stop()
 		k.cancel()
+		<-k.exited
 
 		k.mu.Lock()
 		l, held := k.lease, k.err == nil
@@ -103,7 +102,7 @@ func (k *Keeper) Close() error {
 		// release lets anybody else in.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(k.s.cfg.Attempts)*k.s.cfg.RequestTimeout)
 		defer cancel()
-		k.closeErr = k.s.Release(ctx, l)
+		k.closeErr = k.s.releaseOwn(ctx, l)
 	})
 	return k.closeErr
 }

@@ -23,15 +23,20 @@ type lossy struct {
 	mu       sync.Mutex
 	loseAcks int // the next n publishes are applied, their acks lost
 	drop     int // the next n publishes are not sent
+	stall    int // the next n publishes are applied, their acks never come
+	stalled  chan struct{} // receives when a stalled publish is waiting
 	sent     int // publishes that reached the server
 }
 
 func (j *lossy) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	j.mu.Lock()
-	drop, lose := j.drop > 0, j.loseAcks > 0
+	drop, lose, stall := j.drop > 0, j.loseAcks > 0, j.stall > 0
 	switch {
 	case drop:
 		j.drop--
+	case stall:
+		j.stall--
+		j.sent++
 	case lose:
 		j.loseAcks--
 		j.sent++
@@ -43,6 +48,13 @@ func (j *lossy) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.P
 		return nil, context.DeadlineExceeded
 	}
 	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if stall && err == nil {
+		// Applied, and the ack is never seen: the caller waits its
+		// whole context out.
+		j.stalled <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if lose && err == nil {
 		return nil, context.DeadlineExceeded
 	}
@@ -150,4 +162,46 @@ func TestAmbiguousWrites(t *testing.T) {
 		}
 		j.set(0, 0)
 	})
+}
+
+// Close does not wait for a renewal in flight: it cancels it, and when
+// the renewal landed all the same (its ack never came), it releases the
+// revision the renewal wrote, so the next holder gets the lease at once
+// rather than after its TTL.
+func TestKeeperCloseCancelsARenewalInFlight(t *testing.T) {
+	c := bustest.Start(t, 3)
+	j := &lossy{JetStream: c.JetStream(0), stalled: make(chan struct{}, 1)}
+	cfg := fast
+	cfg.TTL, cfg.RenewEvery, cfg.Margin, cfg.RequestTimeout = 10*time.Second, 200*time.Millisecond, time.Second, 5*time.Second
+	s := openStoreJS(t, j, cfg)
+	other := openStore(t, c, 1, cfg)
+
+	l := mustAcquire(t, s, "close-in-flight", "a")
+	j.set(0, 0)
+	j.mu.Lock()
+	j.stall = 1
+	j.mu.Unlock()
+	k, err := s.Keep(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-j.stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal started")
+	}
+	if e, err := other.Peek(ctxT(t, 5*time.Second), "close-in-flight"); err != nil || e.Revision <= l.Revision || e.Holder != "a" {
+		t.Fatalf("the stalled renewal did not land: %+v, %v", e, err)
+	}
+	start := time.Now()
+	if err := k.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Close took %s with a renewal in flight; want it cancelled, not waited for", d)
+	}
+	lb := mustAcquire(t, other, "close-in-flight", "b")
+	if lb.Epoch <= l.Epoch {
+		t.Fatalf("epoch %d after %d", lb.Epoch, l.Epoch)
+	}
 }

@@ -320,6 +320,26 @@ func (s *Store) Release(ctx context.Context, l Lease) error {
 	return nil
 }
 
+// releaseOwn is Release for a holder whose last renewal may have landed
+// unconfirmed (it was cancelled): when the compare-and-set fails, and the
+// bucket's latest revision is still this holder's record under this
+// epoch, that revision is released. Nobody else writes a record with this
+// holder and epoch, and the compare-and-set still guards against any
+// write after it.
+func (s *Store) releaseOwn(ctx context.Context, l Lease) error {
+	err := s.Release(ctx, l)
+	var le *LostError
+	if !errors.As(err, &le) || le.Reason != Superseded {
+		return err
+	}
+	e, rerr := s.readRetry(ctx, l.Name)
+	if rerr != nil || !e.live || e.holder != l.Holder || e.epoch != l.Epoch || e.rev <= l.Revision {
+		return err
+	}
+	l.Revision = e.rev
+	return s.Release(ctx, l)
+}
+
 // Peek reads what the bucket holds for name, from the bucket's leader. It
 // is for display and for choosing when to try Acquire again. It may be
 // stale (a leader that has just lost its leadership still answers), so
