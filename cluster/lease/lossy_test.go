@@ -21,11 +21,11 @@ import (
 type lossy struct {
 	jetstream.JetStream
 	mu       sync.Mutex
-	loseAcks int // the next n publishes are applied, their acks lost
-	drop     int // the next n publishes are not sent
-	stall    int // the next n publishes are applied, their acks never come
+	loseAcks int           // the next n publishes are applied, their acks lost
+	drop     int           // the next n publishes are not sent
+	stall    int           // the next n publishes are applied, their acks never come
 	stalled  chan struct{} // receives when a stalled publish is waiting
-	sent     int // publishes that reached the server
+	sent     int           // publishes that reached the server
 }
 
 func (j *lossy) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
