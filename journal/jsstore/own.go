@@ -221,6 +221,7 @@ func (s *Store) adopt(p *part, f Fence, last uint64) Fence {
 	}
 	cancel()
 	p.own = ownership{owned: true, fence: f}
+	p.held.Store(&f)
 	p.mayWrite.Store(true)
 	p.last = last
 	p.unresolved = nil // a batch of an earlier ownership: fenced by the marker
@@ -244,6 +245,7 @@ func (s *Store) Release(partition int) {
 		s.log.Info("partition released", "shard", partition, "stream", p.name, "epoch", p.own.fence.Epoch)
 	}
 	p.own = ownership{}
+	p.held.Store(nil)
 	p.mayWrite.Store(!s.cfg.RequireOwnership)
 	p.resetCache()
 	s.rewatch(p)
@@ -258,6 +260,23 @@ func (s *Store) Owned(partition int) (Fence, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.own.fence, p.own.owned
+}
+
+// Holds is Owned without waiting for a write in flight on the partition
+// (Owned takes the partition's write lock, which a batch holds for its
+// round trip): the fence this Store holds the partition under now, as
+// Acquire, Release and the loss of the partition last left it. A reader
+// that must know whether it still owns a partition (the node's local
+// copy, journal/jsstore/ownedcopy) asks on every read.
+func (s *Store) Holds(partition int) (Fence, bool) {
+	p, err := s.partition(partition)
+	if err != nil {
+		return Fence{}, false
+	}
+	if f := p.held.Load(); f != nil {
+		return *f, true
+	}
+	return Fence{}, false
 }
 
 // fenced handles a write that found the stream's fence moved while p was
@@ -276,6 +295,7 @@ func (s *Store) fenced(ctx context.Context, p *part, cause error) error {
 	s.log.Warn("partition fenced: another owner took it over", "shard", p.n, "stream", p.name,
 		"epoch", fe.Epoch, "by", fe.By, "by_epoch", fe.ByEpoch, "err", cause)
 	p.own = ownership{lost: fe}
+	p.held.Store(nil)
 	p.mayWrite.Store(false)
 	p.unresolved = nil
 	p.resetCache()

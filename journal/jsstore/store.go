@@ -210,9 +210,10 @@ type part struct {
 	mu         sync.Mutex // serialises writes: the fence admits one at a time
 	last       uint64     // the stream's last sequence (the fence)
 	own        ownership
-	mayWrite   atomic.Bool // own.owned, for a check without mu
-	unresolved *unresolved // a batch of unknown outcome, settled before the next write
-	batches    uint64      // batches published, for their ids
+	held       atomic.Pointer[Fence] // own.fence while own.owned, for Holds
+	mayWrite   atomic.Bool           // own.owned, for a check without mu
+	unresolved *unresolved           // a batch of unknown outcome, settled before the next write
+	batches    uint64                // batches published, for their ids
 
 	// What the writer knows of the partition's entities, valid for one
 	// generation (gen): resetCache drops it and starts the next. Held
@@ -511,6 +512,18 @@ func decodeEvent(evPrefix, jsName string, n int, m *jetstream.RawStreamMsg) (jou
 // event the leader held when it started, whichever replica answers the
 // batches; an entity without events costs that one request.
 func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int) iter.Seq2[journal.Event, error] {
+	return s.ReadFrom(ctx, stream, from, 1, limit)
+}
+
+// ReadFrom is Read with a hint for a caller that knows where the events
+// it asks for start in the partition's stream: every event of the stream
+// with Sequence >= from is at Position >= pos (for instance pos is one
+// past the position of the event at from-1, which the caller holds). The
+// scan then starts at pos instead of at the stream's first message, so
+// reading the last few events of a long stream costs a batch, not a walk
+// over its history. A wrong hint (pos past an event it should yield)
+// loses events; pos <= 1 is Read.
+func (s *Store) ReadFrom(ctx context.Context, stream string, from, pos uint64, limit int) iter.Seq2[journal.Event, error] {
 	return func(yield func(journal.Event, error) bool) {
 		if _, _, err := journal.ParseStream(stream); err != nil {
 			yield(journal.Event{}, err)
@@ -538,7 +551,7 @@ func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int)
 		if head.Sequence < from {
 			return
 		}
-		s.scan(ctx, n, 1, subject, bound{pos: last.Sequence, exact: true, dense: from <= 1}, func(ev journal.Event, err error) (bool, bool) {
+		s.scan(ctx, n, max(pos, 1), subject, bound{pos: last.Sequence, exact: true, dense: from <= 1}, func(ev journal.Event, err error) (bool, bool) {
 			if err != nil {
 				return yield(journal.Event{}, err), false
 			}

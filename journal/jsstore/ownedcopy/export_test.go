@@ -1,0 +1,29 @@
+package ownedcopy
+
+import "github.com/troupe-dev/troupe/journal"
+
+// CloseDB closes the local copy's Badger under the Store, as a failing
+// disk would: every later local read and write fails.
+func CloseDB(s *Store) error { return s.db.Close() }
+
+// LocalHead is a stream's local head (0: nothing local).
+func LocalHead(s *Store, stream string) (uint64, error) {
+	h, err := s.localHead(s.parts[s.inner.PartitionOf(stream)], stream)
+	return h.seq, err
+}
+
+// Marked says whether a stream is marked complete under its partition's
+// current fence.
+func Marked(s *Store, stream string) bool {
+	p := s.parts[s.inner.PartitionOf(stream)]
+	f, ok := s.inner.Holds(p.n)
+	if !ok {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.streams[stream]
+	return e != nil && e.marked && e.mark == f
+}
+
+var _ = journal.ErrClosed

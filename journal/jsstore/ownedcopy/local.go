@@ -1,0 +1,237 @@
+package ownedcopy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/troupe-dev/troupe/journal"
+)
+
+// Key layout of the local copy (all integers big-endian):
+//
+//	'v'                                  format version (uint32, 1)
+//	'i' <partition u32>                  the partition's incarnation (uint64)
+//	'd' <partition u32> <inc u64> 'h' <stream>             head: seq, position, time
+//	'd' <partition u32> <inc u64> 'e' <stream> 0x00 <seq>  an event
+//	'd' <partition u32> <inc u64> 's' <stream>             snapshot: seq, time, data
+//
+// Stream ids hold no NUL (journal.ParseStream), so <stream> 0x00 ends one
+// stream's events. Dropping a partition moves it to a new incarnation
+// (one write) and deletes the old one's keys in the background.
+const formatVersion = 1
+
+var (
+	versionKey = []byte{'v'}
+	// errGap is a local write that would leave a hole in a stream's
+	// prefix: the copy is behind, the write is skipped and the stream's
+	// mark dropped.
+	errGap = errors.New("ownedcopy: the local copy is behind the write")
+	// errMissing is an event under the local head that is not there.
+	errMissing = errors.New("ownedcopy: an event under the local head is missing")
+)
+
+func incKey(n int) []byte {
+	return binary.BigEndian.AppendUint32([]byte{'i'}, uint32(n))
+}
+
+// partPrefix is the prefix of every data key of partition n.
+func partPrefix(n int) []byte {
+	return binary.BigEndian.AppendUint32([]byte{'d'}, uint32(n))
+}
+
+func dataKey(n int, inc uint64, typ byte, stream string, extra int) []byte {
+	b := make([]byte, 0, 14+len(stream)+extra)
+	b = binary.BigEndian.AppendUint32(append(b, 'd'), uint32(n))
+	b = binary.BigEndian.AppendUint64(b, inc)
+	return append(append(b, typ), stream...)
+}
+
+func headKey(n int, inc uint64, stream string) []byte { return dataKey(n, inc, 'h', stream, 0) }
+func snapKey(n int, inc uint64, stream string) []byte { return dataKey(n, inc, 's', stream, 0) }
+
+func eventPrefix(n int, inc uint64, stream string) []byte {
+	return append(dataKey(n, inc, 'e', stream, 9), 0)
+}
+
+func eventKey(prefix []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(prefix[:len(prefix):len(prefix)], seq)
+}
+
+// head is a stream's last local event.
+type head struct {
+	seq, pos uint64
+	time     int64 // unix nanoseconds
+}
+
+func (h head) encode() []byte {
+	b := make([]byte, 0, 24)
+	b = binary.BigEndian.AppendUint64(b, h.seq)
+	b = binary.BigEndian.AppendUint64(b, h.pos)
+	return binary.BigEndian.AppendUint64(b, uint64(h.time))
+}
+
+func decodeHead(b []byte) (head, error) {
+	if len(b) != 24 {
+		return head{}, fmt.Errorf("ownedcopy: head of %d bytes", len(b))
+	}
+	return head{seq: binary.BigEndian.Uint64(b), pos: binary.BigEndian.Uint64(b[8:]), time: int64(binary.BigEndian.Uint64(b[16:]))}, nil
+}
+
+// getHead reads a stream's head in txn (zero: no local events).
+func getHead(txn *badger.Txn, key []byte) (head, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return head{}, nil
+	}
+	if err != nil {
+		return head{}, err
+	}
+	var h head
+	err = item.Value(func(v []byte) error {
+		h, err = decodeHead(v)
+		return err
+	})
+	return h, err
+}
+
+// encodeEvent encodes what the key does not hold of an event: a format
+// byte, position, time, type, content type, tags, metadata, then the
+// payload to the end.
+func encodeEvent(ev *journal.Event) []byte {
+	n := 32 + len(ev.Type) + len(ev.ContentType) + len(ev.Payload)
+	for _, t := range ev.Tags {
+		n += len(t) + 2
+	}
+	for k, v := range ev.Metadata {
+		n += len(k) + len(v) + 4
+	}
+	b := make([]byte, 0, n)
+	b = append(b, 1)
+	b = binary.AppendUvarint(b, ev.Position)
+	b = binary.AppendVarint(b, ev.Time.UnixNano())
+	b = appendString(b, ev.Type)
+	b = appendString(b, ev.ContentType)
+	b = binary.AppendUvarint(b, uint64(len(ev.Tags)))
+	for _, t := range ev.Tags {
+		b = appendString(b, t)
+	}
+	b = binary.AppendUvarint(b, uint64(len(ev.Metadata)))
+	for k, v := range ev.Metadata {
+		b = appendString(appendString(b, k), v)
+	}
+	return append(b, ev.Payload...)
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// decodeEvent decodes a local event of stream at seq in partition n. The
+// payload aliases b, which the caller owns (a copy of Badger's value).
+func decodeEvent(b []byte, stream string, seq uint64, n int) (journal.Event, error) {
+	d := decoder{b: b}
+	if len(b) == 0 || b[0] != 1 {
+		return journal.Event{}, fmt.Errorf("ownedcopy: event %s/%d: unknown format", stream, seq)
+	}
+	d.b = d.b[1:]
+	ev := journal.Event{Stream: stream, Sequence: seq, Partition: n}
+	ev.Position = d.uvarint()
+	ev.Time = time.Unix(0, d.varint()).UTC()
+	ev.Type = d.str()
+	ev.ContentType = d.str()
+	if k := d.count(); k > 0 {
+		ev.Tags = make([]string, k)
+		for i := range ev.Tags {
+			ev.Tags[i] = d.str()
+		}
+	}
+	if k := d.count(); k > 0 {
+		ev.Metadata = make(map[string]string, k)
+		for range k {
+			key := d.str()
+			ev.Metadata[key] = d.str()
+		}
+	}
+	if d.err != nil {
+		return journal.Event{}, fmt.Errorf("ownedcopy: event %s/%d: %w", stream, seq, d.err)
+	}
+	ev.Payload = d.b
+	return ev, nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("truncated")
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count is a length that must fit in what is left (each element takes at
+// least a byte), so a corrupt count cannot make a huge allocation.
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > uint64(len(d.b)) {
+		d.fail()
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) str() string {
+	n := d.count()
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errShort
+	}
+	d.b = nil
+}
+
+// snapshot value: seq, time, data.
+func encodeSnapshot(s journal.Snapshot) []byte {
+	b := make([]byte, 0, 16+len(s.Data))
+	b = binary.BigEndian.AppendUint64(b, s.Sequence)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.Time.UnixNano()))
+	return append(b, s.Data...)
+}
+
+func decodeSnapshot(stream string, b []byte) (journal.Snapshot, error) {
+	if len(b) < 16 {
+		return journal.Snapshot{}, fmt.Errorf("ownedcopy: snapshot of %q: %d bytes", stream, len(b))
+	}
+	return journal.Snapshot{
+		Stream: stream, Sequence: binary.BigEndian.Uint64(b),
+		Time: time.Unix(0, int64(binary.BigEndian.Uint64(b[8:]))).UTC(), Data: b[16:],
+	}, nil
+}
