@@ -26,4 +26,8 @@ func Marked(s *Store, stream string) bool {
 	return e != nil && e.marked && e.mark == f
 }
 
+// SetAfterCatchUpRead makes hook run when a catch-up has read the log
+// and written nothing yet. Set it before the reads.
+func SetAfterCatchUpRead(s *Store, hook func(stream string)) { s.afterCatchUpRead = hook }
+
 var _ = journal.ErrClosed

@@ -98,6 +98,9 @@ type Store struct {
 	parts []*part
 
 	local, catchUps, passed, localErrs atomic.Uint64
+	// afterCatchUpRead, set by tests before use, runs when a catch-up has
+	// read the log and not yet written anything locally.
+	afterCatchUpRead func(stream string)
 
 	closed   atomic.Bool
 	closeMu  sync.RWMutex // local operations hold it shared; Close exclusively
@@ -804,6 +807,9 @@ func (s *Store) catchUp(ctx context.Context, p *part, e *entry, stream string, f
 			}
 			chunk = chunk[:0]
 		}
+	}
+	if hook := s.afterCatchUpRead; hook != nil {
+		hook(stream)
 	}
 	if len(chunk) > 0 && s.extend(p, e, stream, chunk, false) != nil {
 		return false, nil
