@@ -141,6 +141,9 @@ type Bus struct {
 
 // New validates cfg and returns a bus that is not started yet.
 func New(cfg Config) (*Bus, error) {
+	if electionTimeoutErr != nil {
+		return nil, electionTimeoutErr
+	}
 	if cfg.Name == "" {
 		cfg.Name = "troupe"
 	}

@@ -8,6 +8,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -561,6 +562,9 @@ func countOwned(owners map[int]int, node int) int {
 	return n
 }
 
+// takeoverLine matches the log lines that tell how a takeover went.
+var takeoverLine = regexp.MustCompile(`(?i)acquir|took over|taking over|member (failed|left)|dead|lease|leader|not ready|fenc|unavailable`)
+
 // failCall is one call of the failover load; pointer-free, many of them.
 type failCall struct {
 	account    int32
@@ -747,6 +751,18 @@ func TestClusterBenchFailover(t *testing.T) {
 			t.Logf("its shards served again after %s (shards API); its accounts took commands again after p50 %s, max %s (client)",
 				served.Round(time.Millisecond), pct(rec, .5).Round(time.Millisecond), pct(rec, 1).Round(time.Millisecond))
 			t.Logf("state: %d acknowledged deposits, %d lost, %d applied twice", acked, lost, doubled)
+			if served > 5*time.Second {
+				// A slow takeover: what the survivors said about it.
+				for _, i := range []int{0, 2} {
+					var lines []string
+					for l := range strings.Lines(c.Node(i).Log()) {
+						if takeoverLine.MatchString(l) {
+							lines = append(lines, strings.TrimSpace(l))
+						}
+					}
+					t.Logf("node %d on the takeover (%d lines):\n%s", i, len(lines), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+				}
+			}
 			if lost > 0 || doubled > 0 {
 				t.Errorf("%d acknowledged deposits lost, %d applied twice", lost, doubled)
 			}
