@@ -18,7 +18,7 @@ import (
 func newPluginsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "plugins",
-		Short: "List and reload the Wasm plugins of a running node",
+		Short: "List, reload and call the Wasm plugins of a running node",
 	}
 	var (
 		node    string
@@ -83,8 +83,8 @@ func newPluginsCallCmd() *cobra.Command {
 		Long: `Send one call to the ambassador plugin NAME, as an actor's Runtime.Call
 would, and print the plugin's reply payload on stdout (its metadata goes to
 stderr). PAYLOAD is passed to the plugin unchanged; "-" reads it from stdin;
-without it the payload is empty. Once the API has authentication this will
-require the admin role.`,
+without it the payload is empty. On a node with --auth-tokens it needs an
+admin token (--token): the call makes the plugin use its secrets and egress.`,
 		Example: `  troupe plugins call partner-api charge '{"account":"acc-1","amount":100}'`,
 		Args:    cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
