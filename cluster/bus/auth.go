@@ -17,7 +17,8 @@ type tokenAuth struct {
 }
 
 // Check is called by the server for each new client connection, on that
-// connection's goroutine.
+// connection's goroutine, and for every open one on a reload of the
+// server's options (Reauthorize), on the reloading goroutine.
 func (a *tokenAuth) Check(c server.ClientAuthentication) bool {
 	if c.Kind() != server.CLIENT {
 		return false
@@ -27,7 +28,11 @@ func (a *tokenAuth) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	if subtle.ConstantTimeCompare([]byte(tok), []byte(a.self)) == 1 {
-		c.RegisterUser(&server.User{Username: "troupe-node"})
+		// No Username: on a reload (Reauthorize, SetRoutes) the server
+		// closes a client whose username is not among its configured
+		// users (reload.go, clientHasMovedToDifferentAccount), and there
+		// are none with custom authentication.
+		c.RegisterUser(&server.User{})
 		return true
 	}
 	perms, ok := a.check(tok)

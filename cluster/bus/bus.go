@@ -74,11 +74,12 @@ type Config struct {
 	// the permissions of that client (nil: every subject); ok false
 	// refuses the connection. It is called on the server's connection
 	// goroutines, for every new connection, and must be safe for
-	// concurrent use; it sees tokens that are current at that moment, so
-	// a reloaded token file applies to the next connections. Exclusive
-	// with Token and Nkeys. The node's in-process connection presents a
-	// random token of its own and may use every subject; routes keep
-	// their own credentials (Cluster.User).
+	// concurrent use. Reauthorize calls it again for every open
+	// connection, so that changed tokens apply to open connections too
+	// (otherwise only to the next ones). Exclusive with Token and Nkeys.
+	// The node's in-process connection presents a random token of its own
+	// and may use every subject; routes keep their own credentials
+	// (Cluster.User).
 	Authenticate func(token string) (perms *Permissions, ok bool)
 	// TLS, when set, is required on the client port (the in-process
 	// connection needs none). Build it with the certificate and key the
@@ -339,6 +340,33 @@ func (b *Bus) SetRoutes(hostports []string) error {
 	next.Routes = urls
 	if err := b.srv.ReloadOptions(next); err != nil {
 		return fmt.Errorf("bus: set routes: %w", err)
+	}
+	b.opts = next
+	return nil
+}
+
+// Reauthorize checks every open client connection again with
+// Config.Authenticate, as if it connected now: a connection whose token is
+// no longer accepted is closed with an authorization violation, the others
+// get the permissions Authenticate returns now (and lose subscriptions
+// those no longer allow). Call it after the tokens behind Authenticate
+// changed; without Authenticate it does nothing. The node's in-process
+// connection and the routes are kept.
+//
+// It reloads the server's options unchanged: nats-server re-runs its
+// client authentication on every reload (reload.go, reloadAuthorization).
+func (b *Bus) Reauthorize() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv == nil {
+		return ErrClosed
+	}
+	if b.cfg.Authenticate == nil {
+		return nil
+	}
+	next := b.opts.Clone()
+	if err := b.srv.ReloadOptions(next); err != nil {
+		return fmt.Errorf("bus: reauthorize clients: %w", err)
 	}
 	b.opts = next
 	return nil

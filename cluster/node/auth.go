@@ -183,6 +183,10 @@ type auth struct {
 		Error(string, ...any)
 	}
 	tokens atomic.Pointer[tokenSet]
+	// reauthorize, once the bus runs, applies a reloaded token set to the
+	// NATS connections that are open (bus.Reauthorize): a removed token's
+	// connection is closed, a changed role's permissions change.
+	reauthorize atomic.Pointer[func() error]
 	// fileSum is the SHA-256 of the file's bytes last loaded (or last
 	// refused), so that a reload happens once per change.
 	mu      sync.Mutex
@@ -228,7 +232,29 @@ func (a *auth) reload(first bool) error {
 	a.tokens.Store(set)
 	a.log.Info("auth tokens loaded", "file", a.path, "readers", set.count[TokenReader],
 		"writers", set.count[TokenWriter], "admins", set.count[TokenAdmin])
+	if f := a.reauthorize.Load(); f != nil {
+		// Under a.mu, so that two reloads apply in order. The HTTP
+		// paths need nothing: they look every request's token up.
+		if err := (*f)(); err != nil {
+			a.log.Error("auth tokens: open NATS connections keep their permissions until they reconnect", "err", err)
+		}
+	}
 	return nil
+}
+
+// reauthorizeWith makes every later reload apply its tokens to open NATS
+// connections with f, and applies them now when the tokens changed since
+// before (the set the bus started with): a reload between the bus's start
+// and this call is not missed.
+func (a *auth) reauthorizeWith(f func() error, before *tokenSet) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reauthorize.Store(&f)
+	if a.tokens.Load() != before {
+		if err := f(); err != nil {
+			a.log.Error("auth tokens: open NATS connections keep their permissions until they reconnect", "err", err)
+		}
+	}
 }
 
 // start polls the file every interval until stop.
@@ -358,9 +384,20 @@ func loopback(host string) bool {
 }
 
 // secureBus adds the node's authentication and TLS to the bus's config.
-func (n *Node) secureBus(bcfg *bus.Config) {
+// It returns what to call once the bus runs (nil without auth): from then
+// on a reloaded token file applies to open NATS connections too.
+func (n *Node) secureBus(bcfg *bus.Config) (started func(*bus.Bus)) {
 	if n.auth != nil {
 		bcfg.Authenticate = n.natsAuthenticate
+		before := n.auth.tokens.Load()
+		started = func(b *bus.Bus) {
+			n.auth.reauthorizeWith(func() error {
+				if err := b.Reauthorize(); !errors.Is(err, bus.ErrClosed) { // closed: the node stops
+					return err
+				}
+				return nil
+			}, before)
+		}
 	}
 	if n.tls != nil {
 		bcfg.TLS = n.tls.server()
@@ -368,4 +405,5 @@ func (n *Node) secureBus(bcfg *bus.Config) {
 			bcfg.Cluster.TLS = n.tls.routes()
 		}
 	}
+	return started
 }

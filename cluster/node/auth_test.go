@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -458,4 +459,126 @@ func TestWarningWithoutAuthBeyondLoopback(t *testing.T) {
 			t.Errorf("http %s, nats %s: warned %v, want %v:\n%s", tt.http, tt.nats, got, tt.warn, logs.String())
 		}
 	}
+}
+
+// A reloaded token file applies to NATS connections that are already open,
+// not only to the next ones: a removed token's connection is closed, a
+// writer made a reader keeps its connection but may no longer send
+// commands, and a token added to the file works at once.
+func TestTokenFileReloadAppliesToOpenNATSConnections(t *testing.T) {
+	n, tokens, certs := securedNode(t)
+	defer n.Shutdown(context.Background())
+	const (
+		revokedTok    = writerTok
+		downgradedTok = "downgraded-0123456789abcdef"
+		addedTok      = "added-writer-0123456789abcdef"
+		// The bound: the poll period (20 ms here) plus the reload itself,
+		// generous for a shared, noisy machine.
+		bound = 5 * time.Second
+	)
+	writeFile(t, tokens, "writer "+revokedTok+"\nwriter "+downgradedTok+"\nadmin "+adminTok+"\n")
+
+	type client struct {
+		nc     *nats.Conn
+		errs   chan error
+		closed chan struct{}
+	}
+	dial := func(tok string) (client, error) {
+		c := client{errs: make(chan error, 16), closed: make(chan struct{})}
+		var err error
+		c.nc, err = nats.Connect(n.Bus().ClientURL(), nats.Token(tok), nats.RootCAs(certs.CA),
+			nats.Timeout(5*time.Second), nats.NoReconnect(),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				select {
+				case c.errs <- err:
+				default:
+				}
+			}),
+			nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }))
+		if err == nil {
+			t.Cleanup(c.nc.Close)
+		}
+		return c, err
+	}
+	// dialWhenValid retries while the file's new tokens are being picked up.
+	dialWhenValid := func(tok string) client {
+		deadline := time.Now().Add(bound)
+		for {
+			c, err := dial(tok)
+			if err == nil {
+				return c
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("connect with %s: %v", tok[:6], err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	send := func(c client, id string, timeout time.Duration) error {
+		m, err := c.nc.Request("troupe.cmd.account."+id, []byte(`{"type":"Open","payload":{"owner":"ada"}}`), timeout)
+		if err != nil {
+			return err
+		}
+		if e := m.Header.Get("Troupe-Error"); e != "" {
+			t.Fatalf("command %s: %s %s", id, e, m.Data)
+		}
+		return nil
+	}
+
+	revoked := dialWhenValid(revokedTok)
+	downgraded := dialWhenValid(downgradedTok)
+	for i, c := range []client{revoked, downgraded} {
+		if err := send(c, fmt.Sprintf("before-%d", i), 10*time.Second); err != nil {
+			t.Fatalf("a writer's command before the change: %v", err)
+		}
+	}
+
+	start := time.Now()
+	writeFile(t, tokens, "reader "+downgradedTok+"\nwriter "+addedTok+"\nadmin "+adminTok+"\n")
+
+	t.Run("removed token's connection is closed", func(t *testing.T) {
+		select {
+		case <-revoked.closed:
+			t.Logf("closed %s after the file changed", time.Since(start).Round(time.Millisecond))
+		case <-time.After(bound):
+			t.Fatalf("the connection of a removed token is open %s after the change", bound)
+		}
+		if _, err := dial(revokedTok); err == nil {
+			t.Fatal("a removed token connects")
+		}
+	})
+
+	t.Run("writer made reader is refused commands", func(t *testing.T) {
+		// Send until the server refuses: the reload may not have run
+		// yet. A refused request is a permission violation reported
+		// asynchronously (the request itself just times out).
+		deadline := time.Now().Add(bound)
+	refused:
+		for i := 0; ; i++ {
+			_ = send(downgraded, fmt.Sprintf("after-%d", i), 200*time.Millisecond)
+			select {
+			case err := <-downgraded.errs:
+				if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "troupe.cmd.account.") {
+					t.Fatalf("the downgraded writer's command: %v, want a publish permission violation", err)
+				}
+				break refused
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no permission violation for a writer made reader %s after the change", bound)
+			}
+		}
+		if downgraded.nc.IsClosed() {
+			t.Fatal("the downgraded token's connection was closed, want it kept as a reader's")
+		}
+		if _, err := downgraded.nc.SubscribeSync("troupe.events.>"); err != nil {
+			t.Fatalf("the downgraded token cannot read as a reader: %v", err)
+		}
+	})
+
+	t.Run("added token works without a restart", func(t *testing.T) {
+		if err := send(dialWhenValid(addedTok), "added", 10*time.Second); err != nil {
+			t.Fatalf("a new writer's command: %v", err)
+		}
+	})
 }

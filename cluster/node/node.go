@@ -187,7 +187,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			bcfg.StoreDir = ""
 		}
 	}
-	n.secureBus(&bcfg)
+	busStarted := n.secureBus(&bcfg)
 	if !cfg.NATSNoListen && cfg.NATSPort > 0 {
 		// The NATS server only logs a taken port and is then never
 		// ready: fail at once, naming the port.
@@ -202,6 +202,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.onStop("nats", n.bus.Shutdown)
+	if busStarted != nil {
+		busStarted(n.bus)
+	}
 	if cfg.clustered() {
 		// Announce the route now: the others route to this node, and
 		// JetStream (which the journal below needs) forms.
