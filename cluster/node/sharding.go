@@ -66,6 +66,9 @@ func (n *Node) startSharding(ctx context.Context) error {
 		},
 		RequireOwnership: true,
 		OnFenced:         func(p int) { mgr.Fenced(p) },
+		// The owner leads its shard's stream: its appends and reads of
+		// heads and idempotency keys stay in its own process.
+		LeadLocally: true,
 	}
 	var store *jsstore.Store
 	for {

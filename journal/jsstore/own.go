@@ -2,6 +2,7 @@ package jsstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -127,6 +128,9 @@ func (s *Store) Acquire(ctx context.Context, partition int, epoch uint64, holder
 	f, err := s.acquire(ctx, p, epoch, holder)
 	if err != nil {
 		return Fence{}, fmt.Errorf("jsstore: acquire partition %d (%s) at epoch %d: %w", partition, p.name, epoch, err)
+	}
+	if s.cfg.LeadLocally {
+		s.leadHere(ctx, p)
 	}
 	s.log.Info("partition acquired", "shard", partition, "stream", p.name, "epoch", epoch, "holder", holder, "marker", f.Sequence)
 	return f, nil
@@ -329,3 +333,64 @@ func pause(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// leadHere moves the leadership of p's stream to the server this Store is
+// connected to, if another server leads it (Config.LeadLocally), and waits
+// until that server leads, within leadHereWait. It only logs what fails:
+// the partition is served wherever its leader is. The caller holds p.mu,
+// so the partition's writes wait for the move instead of meeting a stream
+// without a leader.
+func (s *Store) leadHere(ctx context.Context, p *part) {
+	me := s.cfg.Conn.ConnectedServerName()
+	if me == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, leadHereWait)
+	defer cancel()
+	leader := func() string {
+		info, err := s.js.Stream(ctx, p.name)
+		if err != nil {
+			return ""
+		}
+		if ci := info.CachedInfo().Cluster; ci != nil {
+			return ci.Leader
+		}
+		return me // not clustered: nothing to move
+	}
+	was := leader()
+	if was == me || was == "" {
+		return
+	}
+	start := time.Now()
+	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": me}})
+	resp, err := s.cfg.Conn.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+p.name, req)
+	if err == nil {
+		var r struct {
+			Error *struct {
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if jerr := json.Unmarshal(resp.Data, &r); jerr != nil {
+			err = jerr
+		} else if r.Error != nil {
+			err = errors.New(r.Error.Description)
+		}
+	}
+	if err != nil {
+		s.log.Debug("stream leadership not moved here", "stream", p.name, "leader", was, "err", err)
+		return
+	}
+	for {
+		if l := leader(); l == me {
+			s.log.Debug("stream leadership moved here", "stream", p.name, "from", was, "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if pause(ctx, 20*time.Millisecond) != nil {
+			s.log.Info("stream leadership not here yet; serving anyway", "stream", p.name, "was", was, "waited", time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+}
+
+// leadHereWait bounds leadHere.
+const leadHereWait = 2 * time.Second

@@ -22,9 +22,7 @@ import (
 // does not know every peer yet.
 func node(t *testing.T, nc *nats.Conn, prefix string, replicas int, onFenced func(int)) *jsstore.Store {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cfg := jsstore.Config{
+	return nodeWith(t, jsstore.Config{
 		Conn: nc, Prefix: prefix, Partitions: 2, Replicas: replicas, RequireOwnership: true, OnFenced: onFenced,
 		PartitionOf: func(stream string) int {
 			_, id, _ := journal.ParseStream(stream)
@@ -33,7 +31,14 @@ func node(t *testing.T, nc *nats.Conn, prefix string, replicas int, onFenced fun
 			}
 			return 0
 		},
-	}
+	})
+}
+
+// nodeWith opens a Store with cfg, retrying while the cluster forms.
+func nodeWith(t *testing.T, cfg jsstore.Config) *jsstore.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	var (
 		st  *jsstore.Store
 		err error
@@ -287,5 +292,46 @@ func TestAcquireInvalid(t *testing.T) {
 	st.Close()
 	if _, err := st.Acquire(ctx, 0, 1, "n"); !errors.Is(err, journal.ErrClosed) {
 		t.Fatalf("after Close: %v; want ErrClosed", err)
+	}
+}
+
+// With LeadLocally, the node that acquires a partition ends up leading its
+// stream, and appends go on across the moves.
+func TestAcquireLeadsLocally(t *testing.T) {
+	c := bustest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stores := make([]*jsstore.Store, 3)
+	for i := range stores {
+		stores[i] = nodeWith(t, jsstore.Config{Conn: c.Connect(i), Prefix: "lead", Partitions: 1, Replicas: 3, RequireOwnership: true, LeadLocally: true})
+	}
+	js := c.JetStream(0)
+	leader := func() string {
+		st, err := js.Stream(ctx, "LEAD_P0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Cluster.Leader
+	}
+	const acct = "acct/lead"
+	next := uint64(0)
+	for round, i := range []int{1, 2, 0, 2} {
+		st := stores[i]
+		if _, err := st.Acquire(ctx, 0, uint64(round+1), c.Name(i)); err != nil {
+			t.Fatalf("round %d: node %d acquires: %v", round, i, err)
+		}
+		if l := leader(); l != c.Name(i) {
+			t.Fatalf("round %d: %s acquired, %s leads the stream", round, c.Name(i), l)
+		}
+		for range 3 {
+			if _, err := appendEv(ctx, st, acct, next, fmt.Sprint("r", round)); err != nil {
+				t.Fatalf("round %d: append %d: %v", round, next+1, err)
+			}
+			next++
+		}
+		st.Release(0)
+	}
+	if n := len(journaltest.Collect(t, stores[0].Read(ctx, acct, 1, 0))); uint64(n) != next {
+		t.Fatalf("%d events, want %d", n, next)
 	}
 }

@@ -75,6 +75,14 @@ type Config struct {
 	// newer owner's takeover marker) moved the stream's fence. Close waits
 	// for it to return, so it must not call Close.
 	OnFenced func(partition int)
+	// LeadLocally makes Acquire move the leadership of the partition's
+	// stream to the server Conn is connected to (a leader stepdown that
+	// prefers it), when that server holds a current replica: the owner's
+	// appends, head and idempotency reads then go to a leader in its own
+	// process instead of across a route. Best effort and bounded: if the
+	// move is refused or slow, the partition is served with the leader
+	// where it is. Default false.
+	LeadLocally bool
 	// Logger receives the store's logs. Default: discarded.
 	Logger *slog.Logger
 }
