@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -28,6 +32,8 @@ type partner struct {
 	bodySize atomic.Int64 // when non-zero, answer a body this large
 	delay    atomic.Int64 // nanoseconds to wait before answering
 	authOK   atomic.Bool
+	// traceparent is the last request's traceparent header ("" if none).
+	traceparent atomic.Pointer[string]
 }
 
 func newPartner(t *testing.T) *partner {
@@ -35,6 +41,8 @@ func newPartner(t *testing.T) *partner {
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.calls.Add(1)
 		p.authOK.Store(r.Header.Get("Authorization") == "Bearer "+testToken)
+		tp := r.Header.Get("Traceparent")
+		p.traceparent.Store(&tp)
 		body, _ := io.ReadAll(r.Body) // lets the server notice a client that gives up
 		if d := p.delay.Load(); d > 0 {
 			select {
@@ -89,7 +97,7 @@ api_token = "env:PARTNER_API_TOKEN"
 `, timeout, egress, baseURL)
 }
 
-func startPartnerHost(t *testing.T, manifest string) *testHost {
+func startPartnerHost(t *testing.T, manifest string, mods ...func(*Config)) *testHost {
 	t.Helper()
 	wasm := buildGo(t, "wasm-examples/go/partner-api")
 	dir := t.TempDir()
@@ -100,6 +108,9 @@ func startPartnerHost(t *testing.T, manifest string) *testHost {
 				return testToken, true
 			}
 			return "", false
+		}
+		for _, mod := range mods {
+			mod(c)
 		}
 	})
 	if in := h.info(t, "partner-api"); in.State != StateReady || in.Kind != KindAmbassador {
@@ -247,5 +258,72 @@ func TestAmbassadorDeadline(t *testing.T) {
 			t.Fatalf("after a deadline, %d calls failed; the last: %v", attempt, err)
 		}
 		t.Logf("after a deadline, call %d: %v", attempt, err)
+	}
+}
+
+// An ambassador's outbound request carries the W3C traceparent of the
+// call, so that the partner's spans join the trace: with tracing on it
+// names the troupe.plugin.ambassador span; with tracing off the caller's
+// span context passes through, and without one no header is sent.
+func TestAmbassadorCarriesTraceparent(t *testing.T) {
+	p := newPartner(t)
+	addr := strings.TrimPrefix(p.srv.URL, "http://")
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	traced := startPartnerHost(t, partnerManifest(p.srv.URL, addr, "3s"), func(c *Config) { c.Tracer = tp.Tracer("test") })
+	untraced := startPartnerHost(t, partnerManifest(p.srv.URL, addr, "3s"))
+
+	remote := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c},
+		SpanID:     trace.SpanID{0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31},
+		TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	ambassadorSpan := func(t *testing.T) sdktrace.ReadOnlySpan {
+		t.Helper()
+		for _, s := range rec.Ended() {
+			if s.Name() == SpanAmbassador {
+				return s
+			}
+		}
+		t.Fatalf("no %s span among %d", SpanAmbassador, len(rec.Ended()))
+		return nil
+	}
+	tests := []struct {
+		name string
+		host *testHost
+		ctx  context.Context
+		// want returns the expected header ("" for none).
+		want func(t *testing.T) string
+	}{
+		{"traced, under the caller's span", traced, trace.ContextWithRemoteSpanContext(context.Background(), remote), func(t *testing.T) string {
+			s := ambassadorSpan(t)
+			if s.Parent().SpanID() != remote.SpanID() {
+				t.Errorf("the ambassador span's parent is %s, want the caller's %s", s.Parent().SpanID(), remote.SpanID())
+			}
+			return "00-" + remote.TraceID().String() + "-" + s.SpanContext().SpanID().String() + "-01"
+		}},
+		{"traced, a new trace", traced, context.Background(), func(t *testing.T) string {
+			sc := ambassadorSpan(t).SpanContext()
+			return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"
+		}},
+		{"untraced, the caller's context passes through", untraced, trace.ContextWithRemoteSpanContext(context.Background(), remote), func(*testing.T) string {
+			return "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+		}},
+		{"untraced, no context, no header", untraced, context.Background(), func(*testing.T) string { return "" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec.Reset()
+			empty := "unset"
+			p.traceparent.Store(&empty)
+			if _, err := tt.host.Call(tt.ctx, "partner-api", charge("acc-t", 1)); err != nil {
+				t.Fatal(err)
+			}
+			got := *p.traceparent.Load()
+			if want := tt.want(t); got != want {
+				t.Fatalf("partner saw traceparent %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -79,6 +79,7 @@ func (v *version) performHTTP(ctx context.Context, req *troupev1.HttpRequest) *t
 	for k, val := range req.GetHeaders() {
 		hreq.Header.Set(k, val)
 	}
+	injectTrace(ctx, hreq.Header)
 	// Redirects are followed only to allowed hosts.
 	client := &http.Client{Transport: v.host.transport, CheckRedirect: checkRedirect}
 	hresp, err := client.Do(hreq)
