@@ -156,6 +156,7 @@ func newReplayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			pr.hold = pr.table
 			s, err := src.open()
 			if err != nil {
 				return err
@@ -293,16 +294,21 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	return context.WithTimeout(ctx, d)
 }
 
-// printer prints events as JSON lines or as a table. A table's rows are
-// printed as they come (tail follows the log), so columns have fixed
-// minimum widths that grow when a value is wider, rather than a
-// tabwriter, which aligns only what it holds at a flush.
+// printer prints events as JSON lines or as a table. A replay's table
+// holds up to maxHeldRows rows and aligns them at flush; a tail's rows
+// (and a replay's beyond that many) are printed as they come, in columns
+// of fixed minimum widths that grow when a value is wider.
 type printer struct {
 	w      io.Writer
 	table  bool
 	header bool
 	widths []int
+	hold   bool       // hold rows until flush (replay)
+	held   [][]string // rows held, the header first
 }
+
+// maxHeldRows bounds the rows a replay holds to align its table.
+const maxHeldRows = 10_000
 
 // tableColumns are the table's columns and their minimum widths. The time
 // is printed with nine fraction digits, so it is always 30 characters.
@@ -326,6 +332,30 @@ func newPrinter(w io.Writer, format string) (*printer, error) {
 }
 
 func (p *printer) row(cells ...string) {
+	if p.hold {
+		if len(p.held) < maxHeldRows {
+			p.held = append(p.held, cells)
+			return
+		}
+		p.release()
+	}
+	p.write(cells)
+}
+
+// release widens the columns to fit the held rows and prints them.
+func (p *printer) release() {
+	for _, r := range p.held {
+		for i, c := range r[:len(r)-1] {
+			p.widths[i] = max(p.widths[i], len(c))
+		}
+	}
+	for _, r := range p.held {
+		p.write(r)
+	}
+	p.held, p.hold = nil, false
+}
+
+func (p *printer) write(cells []string) {
 	var b strings.Builder
 	for i, c := range cells {
 		if i == len(cells)-1 {
@@ -357,5 +387,11 @@ func (p *printer) print(ev journal.Event) {
 		ev.Time.UTC().Format("2006-01-02T15:04:05.000000000Z"), ev.Type, string(dashboard.PayloadJSON(ev.Payload)))
 }
 
-// flush is a no-op kept for the callers: rows are written as printed.
-func (p *printer) flush() error { return nil }
+// flush prints the rows held (a replay's table); other rows are written
+// as printed.
+func (p *printer) flush() error {
+	if p.hold {
+		p.release()
+	}
+	return nil
+}

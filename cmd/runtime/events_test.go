@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/troupe-dev/troupe/cluster/node/dashboard"
+	"github.com/troupe-dev/troupe/journal"
 )
 
 // decodeLines decodes `troupe events` JSON lines.
@@ -119,18 +120,10 @@ func TestEventsReplayTailAndStats(t *testing.T) {
 	}
 	// Every row of a table is aligned with the header, whatever the widths.
 	out, _, _ = cli(t, "", "events", "tail", "--from", "1", "--no-follow", "--format", "table", "--data-dir", data)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 6 {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 6 {
 		t.Fatalf("tail --format table: want a header and 5 rows:\n%s", out)
 	}
-	for _, col := range []string{"STREAM", "SEQ", "TIME", "TYPE", "PAYLOAD"} {
-		at := strings.Index(lines[0], col)
-		for _, l := range lines[1:] {
-			if len(l) <= at || l[at-1] != ' ' || l[at] == ' ' {
-				t.Fatalf("column %s (at %d) is not aligned in row %q:\n%s", col, at, l, out)
-			}
-		}
-	}
+	checkAligned(t, out)
 
 	// Bad input: a malformed stream id.
 	_, stderr, code = cli(t, "", "events", "replay", "--stream", "nokind", "--data-dir", data)
@@ -166,4 +159,41 @@ func TestEventsReplayAfterKill(t *testing.T) {
 	if code != 0 || len(evs) != 2 || evs[1].Type != "Deposited" || string(evs[1].Payload) != `{"amount":9}` {
 		t.Fatalf("replay of a killed node's data: %d\n%s\n%s", code, out, stderr)
 	}
+}
+
+// checkAligned fails unless every row of a table starts each column where
+// the header does.
+func checkAligned(t *testing.T, out string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, col := range []string{"STREAM", "SEQ", "TIME", "TYPE", "PAYLOAD"} {
+		at := strings.Index(lines[0], col)
+		for _, l := range lines[1:] {
+			if len(l) <= at || l[at-1] != ' ' || l[at] == ' ' {
+				t.Fatalf("column %s (at %d) is not aligned in row %q:\n%s", col, at, l, out)
+			}
+		}
+	}
+}
+
+// A replay's table is aligned even when a later row is wider than the
+// first ones (a short event type, then a long one).
+func TestReplayTableAlignsLaterWideRows(t *testing.T) {
+	var b strings.Builder
+	p, err := newPrinter(&b, "table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.hold = true
+	at := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	for i, typ := range []string{"Placed", "$TimerScheduled", "AVeryLongEventTypeIndeed"} {
+		p.print(journal.Event{Stream: "order/o-1", Sequence: uint64(i + 1), Position: uint64(i + 1), Time: at, Type: typ, Payload: []byte(`{}`)})
+	}
+	if err := p.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "\n"); n != 4 {
+		t.Fatalf("%d lines, want a header and 3 rows:\n%s", n, b.String())
+	}
+	checkAligned(t, b.String())
 }
