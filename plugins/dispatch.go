@@ -79,8 +79,14 @@ func (h *Host) call(ctx context.Context, name string, call *troupev1.AmbassadorC
 	if h.closed.Load() {
 		return nil, ErrClosed
 	}
-	v := h.chain.Load().ambassadors[name]
+	c := h.chain.Load()
+	v := c.ambassadors[name]
 	if v == nil {
+		for _, sc := range c.sidecars {
+			if sc.name == name {
+				return nil, fmt.Errorf("%w: ambassador %q (%q is a sidecar: it runs on messages and cannot be called)", ErrNotFound, name, name)
+			}
+		}
 		return nil, fmt.Errorf("%w: ambassador %q", ErrNotFound, name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.man.Limits.Timeout)

@@ -148,6 +148,11 @@ func TestValidateAmountRejects(t *testing.T) {
 	if got := h.metric(t, "troupe_plugin_rejects_total", map[string]string{"plugin": "validate-amount", "hook": "command"}); got != 8 {
 		t.Errorf("rejects_total = %v, want 8", got)
 	}
+	// A sidecar is not an ambassador: calling it says what it is.
+	if _, err := h.Call(ctx, "validate-amount", &troupev1.AmbassadorCall{Operation: "x"}); !errors.Is(err, ErrNotFound) ||
+		!strings.Contains(err.Error(), `"validate-amount" is a sidecar`) {
+		t.Errorf("Call of a sidecar: %v; want ErrNotFound saying it is a sidecar", err)
+	}
 }
 
 // TestChainOrder checks that sidecars run in manifest order, see each
