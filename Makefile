@@ -23,7 +23,7 @@ build:
 ## run: start the demo node (bank domain, example plugins) with data in ./data
 run: build wasm
 	@echo "starting the demo node: data in ./data, API on 127.0.0.1:8080, plugins from $(PLUGINS_OUT)"
-	@echo "(the first start compiles the plugins to machine code, 5-30 s on a busy 2-core machine; it is cached in ./data/cache, so later starts take under a second)"
+	@echo "(the first start compiles the plugins to machine code, 5-30 s on a busy 2-core machine; it is cached in ./data/cache, so later starts take a second or two)"
 	PARTNER_API_TOKEN=$${PARTNER_API_TOKEN:-demo-token} ./$(BIN) dev --data-dir ./data --plugins $(PLUGINS_OUT)
 
 ## cluster: start three nodes on this machine (deploy/local-cluster.sh); Ctrl-C stops them

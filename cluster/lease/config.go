@@ -16,7 +16,7 @@ const (
 
 	// DefaultTTL is how long a lease lives without a renewal. It must
 	// outlast JetStream's Raft election after a crash of the bucket's
-	// leader (4-9 s, fixed in the server): with DefaultRenewEvery,
+	// leader (4-9 s in nats-server; 2-4 s as Troupe runs it, ADR 0018): with DefaultRenewEvery,
 	// DefaultRequestTimeout and DefaultMargin, a holder whose last renewal
 	// went through just before the crash still renews before its deadline
 	// when writes resume within 15 - 3 - 1 - 1 = 10 s. It is also the
