@@ -12,7 +12,8 @@
 // replica may answer, checked against a position known to be committed
 // and completed from the leader when the replica lags (store.go scan,
 // internal/jsread, ADR 0011 "Reads"); every other read asks the leader.
-// The node's local copy comes next. The
+// The node's local copy of its partitions' events and snapshots wraps a
+// Store (journal/jsstore/ownedcopy; Holds and ReadFrom serve it). The
 // journal's layout (its number of partitions) is recorded on first open
 // and checked by every later one (layout.go). Partitions this Store does
 // not own are watched, so that LastPosition and WaitPosition follow other

@@ -70,6 +70,14 @@ type Config struct {
 	// partition is written by this Store, fenced by the stream's last
 	// sequence (a single writer, or tests).
 	RequireOwnership bool
+	// KeepEventTimes makes Append keep an event's Time when the caller
+	// set it (header Troupe-Time), instead of the log's commit timestamp,
+	// which the server does not return in its ack. Every reader, on every
+	// node, sees that time. The node's local copy
+	// (journal/jsstore/ownedcopy) needs it: it stamps each event just
+	// before the append, so that its copy and the log agree exactly.
+	// Default false: the log's timestamps.
+	KeepEventTimes bool
 	// OnFenced, if set, is called once, on its own goroutine, when this
 	// Store loses a partition it had acquired because another writer (a
 	// newer owner's takeover marker) moved the stream's fence. Close waits
@@ -173,6 +181,7 @@ const (
 	hdrContentType = "Troupe-Content-Type" // the payload's encoding ("" = JSON)
 	hdrTag         = "Troupe-Tag"          // one value per tag
 	hdrMeta        = "Troupe-Meta"         // metadata as a JSON object
+	hdrTime        = "Troupe-Time"         // the writer's time, unix ns (Config.KeepEventTimes)
 )
 
 // Store is a journal.Store on JetStream: each partition is one stream,
@@ -433,6 +442,22 @@ func streamOfSubject(evPrefix, subject string) (string, error) {
 	return stream, nil
 }
 
+// KeepsEventTimes reports Config.KeepEventTimes.
+func (s *Store) KeepsEventTimes() bool { return s.cfg.KeepEventTimes }
+
+// Identity names the JetStream stream of a partition and the time it was
+// created ("" for an unknown partition). A copy of its messages kept
+// elsewhere (the node's local copy, journal/jsstore/ownedcopy) belongs to
+// it only while the identity stays the same: a stream deleted and created
+// again starts over at sequence 1 with other messages.
+func (s *Store) Identity(partition int) string {
+	p, err := s.partition(partition)
+	if err != nil {
+		return ""
+	}
+	return p.name + "@" + p.stream.CachedInfo().Created.UTC().Format(time.RFC3339Nano)
+}
+
 // Partitions is the number of partitions; see journal.Store.
 func (s *Store) Partitions() int { return s.cfg.Partitions }
 
@@ -509,6 +534,13 @@ func decodeEvent(evPrefix, jsName string, n int, m *jetstream.RawStreamMsg) (jou
 		if err := json.Unmarshal([]byte(meta), &ev.Metadata); err != nil {
 			return journal.Event{}, bad(stream, seq, fmt.Errorf("metadata: %w", err))
 		}
+	}
+	if t := m.Header.Get(hdrTime); t != "" {
+		ns, err := strconv.ParseInt(t, 10, 64)
+		if err != nil {
+			return journal.Event{}, bad(stream, seq, fmt.Errorf("header %s %q", hdrTime, t))
+		}
+		ev.Time = time.Unix(0, ns).UTC()
 	}
 	return ev, nil
 }

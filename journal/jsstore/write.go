@@ -133,6 +133,9 @@ func (s *Store) eventMsgs(p *part, req *journal.AppendRequest, first uint64, msg
 		m := &nats.Msg{Subject: subject, Header: make(nats.Header, 4)}
 		m.Header[hdrSeq] = []string{strconv.FormatUint(first+uint64(i), 10)}
 		m.Header[hdrType] = []string{e.Type}
+		if s.cfg.KeepEventTimes && !e.Time.IsZero() {
+			m.Header[hdrTime] = []string{strconv.FormatInt(e.Time.UnixNano(), 10)}
+		}
 		if e.ContentType != "" {
 			m.Header[hdrContentType] = []string{e.ContentType}
 		}

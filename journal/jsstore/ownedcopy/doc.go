@@ -47,9 +47,12 @@
 //     across a handover sees every event (the new fence forces a catch-up).
 //
 // The Store must be the only path of this node's writes to the log (the
-// inner store is used for nothing else but Acquire and Release); the times
-// of events written from an append are this node's clock at the
-// acknowledgement (never earlier than the stream's previous event), within
-// the append's round trip of the log's own timestamps; events and
-// snapshots caught up from the log keep the log's.
+// inner store is used for nothing else but Acquire and Release). The
+// inner store must keep event times (jsstore.Config.KeepEventTimes): the
+// Store stamps each event with this node's clock just before its append
+// (never earlier than the stream's last event it knows), so the copy's
+// events equal the log's on every node, times included; JetStream does
+// not return its own commit timestamp in the ack. A snapshot's time is
+// the node's clock at the save (the log's when caught up); recovery does
+// not use it.
 package ownedcopy

@@ -15,6 +15,7 @@ import (
 //
 //	'v'                                  format version (uint32, 1)
 //	'i' <partition u32>                  the partition's incarnation (uint64)
+//	'l' <partition u32>                  the identity of the partition's stream (jsstore Identity)
 //	'd' <partition u32> <inc u64> 'h' <stream>             head: seq, position, time
 //	'd' <partition u32> <inc u64> 'e' <stream> 0x00 <seq>  an event
 //	'd' <partition u32> <inc u64> 's' <stream>             snapshot: seq, time, data
@@ -36,6 +37,10 @@ var (
 
 func incKey(n int) []byte {
 	return binary.BigEndian.AppendUint32([]byte{'i'}, uint32(n))
+}
+
+func identityKey(n int) []byte {
+	return binary.BigEndian.AppendUint32([]byte{'l'}, uint32(n))
 }
 
 // partPrefix is the prefix of every data key of partition n.

@@ -83,7 +83,7 @@ const catchUpChunk = 512
 // maxEntries bounds the streams a partition keeps marks for; past it the
 // idle ones are forgotten (their next read catches up: one or two leader
 // reads when the copy is current).
-const maxEntries = 1 << 18
+const maxEntries = 1 << 16
 
 // Store is a journal.Store that answers owned streams' reads from a local
 // copy; see the package doc for its invariants.
@@ -140,6 +140,10 @@ type entry struct {
 	gen    uint64        // bumped when a write starts and ends
 	busy   int           // writes in flight
 	refs   int
+
+	// last is the time of the stream's last event this Store wrote or
+	// read (unix ns): an append is stamped no earlier.
+	last atomic.Int64
 }
 
 var _ journal.Store = (*Store)(nil)
@@ -151,6 +155,9 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if !cfg.Store.KeepsEventTimes() {
+		return nil, errors.New("ownedcopy: the replicated store must keep event times (jsstore.Config.KeepEventTimes): the local copy stamps each event before its append")
+	}
 	opts := badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerstore.Logger(cfg.Logger, "badger-owned")).
 		// A cache: a crash loses a suffix of its writes (Badger replays
@@ -160,7 +167,7 @@ func Open(cfg Config) (*Store, error) {
 		// Each stream's local writes are serialised by the Store.
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
-		WithMemTableSize(32 << 20).
+		WithMemTableSize(16 << 20).
 		WithBlockCacheSize(32 << 20).
 		WithMetricsEnabled(false)
 	db, err := badger.Open(opts)
@@ -206,20 +213,45 @@ func (s *Store) load() error {
 		}
 		for _, p := range s.parts {
 			item, err := txn.Get(incKey(p.n))
-			if errors.Is(err, badger.ErrKeyNotFound) {
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("ownedcopy: %w", err)
+			default:
+				if err := item.Value(func(v []byte) error {
+					if len(v) != 8 {
+						return fmt.Errorf("ownedcopy: incarnation of partition %d: %d bytes", p.n, len(v))
+					}
+					p.inc = binary.BigEndian.Uint64(v)
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			// A copy of another stream than the log's (deleted and
+			// created again) is dropped: its events are not this
+			// stream's.
+			id := s.inner.Identity(p.n)
+			item, err = txn.Get(identityKey(p.n))
+			var have []byte
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("ownedcopy: %w", err)
+			default:
+				if have, err = item.ValueCopy(nil); err != nil {
+					return fmt.Errorf("ownedcopy: %w", err)
+				}
+			}
+			if string(have) == id {
 				continue
 			}
-			if err != nil {
-				return fmt.Errorf("ownedcopy: %w", err)
+			if have != nil {
+				s.log.Info("the partition's stream is not the local copy's; dropping the copy", "shard", p.n, "stream", id, "copy_of", string(have))
 			}
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return fmt.Errorf("ownedcopy: incarnation of partition %d: %d bytes", p.n, len(v))
-				}
-				p.inc = binary.BigEndian.Uint64(v)
-				return nil
-			}); err != nil {
-				return err
+			p.inc++
+			if err := errors.Join(txn.Set(incKey(p.n), binary.BigEndian.AppendUint64(nil, p.inc)), txn.Set(identityKey(p.n), []byte(id))); err != nil {
+				return fmt.Errorf("ownedcopy: %w", err)
 			}
 		}
 		return nil
@@ -376,6 +408,16 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 	}
 	p := s.parts[s.inner.PartitionOf(req.Stream)]
 	e, pg := p.begin(req.Stream)
+	// Stamp the events (the log keeps the time: KeepEventTimes), so that
+	// the local copy has the log's times; never earlier than the stream's
+	// last event, as far as this node knows it.
+	now := max(time.Now().UnixNano(), e.last.Load())
+	evs := make([]journal.Event, len(req.Events))
+	for i, ev := range req.Events {
+		ev.Time = time.Unix(0, now).UTC()
+		evs[i] = ev
+	}
+	req.Events = evs
 	res, err := s.inner.Append(ctx, req)
 	var lerr error
 	if err == nil && !res.Duplicate {
@@ -392,20 +434,18 @@ func (s *Store) appendLocal(p *part, e *entry, req *journal.AppendRequest, res j
 	if res.LastSequence-res.FirstSequence+1 != n || res.LastPosition-res.FirstPosition+1 != n {
 		return fmt.Errorf("ownedcopy: append to %q: result %+v does not match %d events", req.Stream, res, n)
 	}
-	evs := make([]journal.Event, n)
-	for i, ev := range req.Events {
+	for i := range req.Events {
+		ev := &req.Events[i]
 		ev.Stream, ev.Sequence, ev.Partition, ev.Position = req.Stream, res.FirstSequence+uint64(i), res.Partition, res.FirstPosition+uint64(i)
-		evs[i] = ev
 	}
-	return s.extend(p, e, req.Stream, evs, true)
+	return s.extend(p, e, req.Stream, req.Events)
 }
 
 // extend writes events of a stream to the local copy, in order, past its
 // local head: events at or below the head are already there (an event
 // never changes); a first event past head + 1 would leave a hole, so
-// nothing is written (errGap). With stamp the events get this node's
-// clock, never earlier than the head's time.
-func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event, stamp bool) error {
+// nothing is written (errGap).
+func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	s.closeMu.RLock()
@@ -415,7 +455,12 @@ func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event, st
 	}
 	p.lk.RLock()
 	defer p.lk.RUnlock()
-	err := s.extendLocked(p, stream, evs, stamp)
+	err := s.extendLocked(p, stream, evs)
+	if err == nil && len(evs) > 0 {
+		if t := evs[len(evs)-1].Time.UnixNano(); t > e.last.Load() {
+			e.last.Store(t)
+		}
+	}
 	if err != nil && !errors.Is(err, errGap) {
 		s.localErrs.Add(1)
 		s.log.Warn("local copy not written", "shard", p.n, "stream", stream, "err", err)
@@ -423,7 +468,7 @@ func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event, st
 	return err
 }
 
-func (s *Store) extendLocked(p *part, stream string, evs []journal.Event, stamp bool) error {
+func (s *Store) extendLocked(p *part, stream string, evs []journal.Event) error {
 	hk := headKey(p.n, p.inc, stream)
 	prefix := eventPrefix(p.n, p.inc, stream)
 	txn := s.db.NewTransaction(true)
@@ -441,15 +486,11 @@ func (s *Store) extendLocked(p *part, stream string, evs []journal.Event, stamp 
 	if evs[0].Sequence != h.seq+1 {
 		return fmt.Errorf("%w: stream %q: local head %d, write from %d", errGap, stream, h.seq, evs[0].Sequence)
 	}
-	now := time.Now().UnixNano()
 	p.dirty.Store(true)
 	for i := range evs {
 		ev := &evs[i]
 		if ev.Sequence != h.seq+1 || ev.Position <= h.pos {
 			return fmt.Errorf("ownedcopy: stream %q: event %d at position %d after %d at %d", stream, ev.Sequence, ev.Position, h.seq, h.pos)
-		}
-		if stamp {
-			ev.Time = time.Unix(0, max(now, h.time)).UTC()
 		}
 		k, v := eventKey(prefix, ev.Sequence), encodeEvent(ev)
 		next := head{seq: ev.Sequence, pos: ev.Position, time: ev.Time.UnixNano()}
@@ -802,7 +843,7 @@ func (s *Store) catchUp(ctx context.Context, p *part, e *entry, stream string, f
 		}
 		chunk = append(chunk, ev)
 		if len(chunk) == catchUpChunk {
-			if s.extend(p, e, stream, chunk, false) != nil {
+			if s.extend(p, e, stream, chunk) != nil {
 				return false, nil
 			}
 			chunk = chunk[:0]
@@ -811,7 +852,7 @@ func (s *Store) catchUp(ctx context.Context, p *part, e *entry, stream string, f
 	if hook := s.afterCatchUpRead; hook != nil {
 		hook(stream)
 	}
-	if len(chunk) > 0 && s.extend(p, e, stream, chunk, false) != nil {
+	if len(chunk) > 0 && s.extend(p, e, stream, chunk) != nil {
 		return false, nil
 	}
 	var sp *journal.Snapshot

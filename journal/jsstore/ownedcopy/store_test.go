@@ -41,7 +41,7 @@ func open(t testing.TB, nc *nats.Conn, o opts) *ownedcopy.Store {
 	// Right after the cluster forms, the meta leader may not know every
 	// peer yet ("no suitable peers"): retry, bounded.
 	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
-		js, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: o.prefix, Partitions: o.partitions, Replicas: o.replicas, RequireOwnership: true})
+		js, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: o.prefix, Partitions: o.partitions, Replicas: o.replicas, RequireOwnership: true, KeepEventTimes: true})
 		if err == nil {
 			break
 		}
