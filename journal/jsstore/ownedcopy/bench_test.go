@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
@@ -79,5 +80,48 @@ func BenchmarkRecover(b *testing.B) {
 				b.ReportMetric(float64(tc.want), "events/op")
 			})
 		}
+	}
+}
+
+// BenchmarkAppend measures what the local copy adds to appends: 64
+// entities appending one 200-byte event at a time each, through the Store
+// (log, then the local copy) and straight to the log, on three servers
+// with three replicas.
+//
+//	go test -run '^$' -bench Append -benchtime 3000x ./journal/jsstore/ownedcopy/
+func BenchmarkAppend(b *testing.B) {
+	c := bustest.Start(b, 3)
+	st := open(b, c.Connect(0), opts{prefix: "bapp", partitions: 1, replicas: 3, dir: b.TempDir(), acquire: true})
+	payload := bytes.Repeat([]byte("x"), 200)
+	for _, to := range []string{"copy", "log"} {
+		b.Run("to="+to, func(b *testing.B) {
+			var s journal.Store = st
+			if to == "log" {
+				s = st.Inner()
+			}
+			var (
+				mu   sync.Mutex
+				next int
+			)
+			b.ReportAllocs()
+			b.SetParallelism(32) // 64 writers on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				mu.Lock()
+				id := next
+				next++
+				mu.Unlock()
+				stream := fmt.Sprintf("account/%s-%d", to, id)
+				var head uint64
+				for pb.Next() {
+					r, err := s.Append(context.Background(), journal.AppendRequest{Stream: stream, Expected: head,
+						Events: []journal.Event{{Type: "Deposited", Payload: payload}}})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					head = r.LastSequence
+				}
+			})
+		})
 	}
 }
