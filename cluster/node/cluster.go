@@ -309,23 +309,25 @@ func (n *Node) clusterStarted() error {
 		return fmt.Errorf("node: gossip tags: %w", err)
 	}
 	cs.membersChanged()
-	stop := make(chan struct{})
+	// Stopping cancels a check in flight: once the node has left, its
+	// routes are gone and the check would wait out its timeout.
+	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
-			cs.checkReady()
+			cs.checkReady(ctx)
 			select {
-			case <-stop:
+			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
 		}
 	}()
 	n.onStop("cluster readiness", func(context.Context) error {
-		close(stop)
+		stop()
 		<-done
 		return nil
 	})
@@ -363,7 +365,7 @@ func (cs *clusterState) membersChanged() {
 
 // checkReady decides readiness: this node sees a majority of the members
 // it knows alive (an isolated node does not), and JetStream answers.
-func (cs *clusterState) checkReady() {
+func (cs *clusterState) checkReady(ctx context.Context) {
 	alive, known := 0, 0
 	for _, m := range cs.mem.Members() {
 		switch m.State {
@@ -378,11 +380,14 @@ func (cs *clusterState) checkReady() {
 	if alive*2 <= known {
 		reason = fmt.Sprintf("this node sees only %d of %d members alive: no majority", alive, known)
 	} else {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		if err := cs.n.bus.JetStreamReady(ctx); err != nil {
 			reason = "JetStream has no meta leader this node can reach: " + err.Error()
 		}
 		cancel()
+	}
+	if ctx.Err() != nil {
+		return // stopping: the check was cut short
 	}
 	cs.mu.Lock()
 	if cs.leaving {

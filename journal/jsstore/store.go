@@ -214,8 +214,12 @@ type Store struct {
 
 	closed  atomic.Bool
 	closing chan struct{}
-	wg      sync.WaitGroup // committers and OnFenced calls
-	nonce   string         // unique to this Store: its batches' ids
+	// life is cancelled by Close: it ends the Store's own background
+	// requests (rewatch) at once instead of at their timeout.
+	life       context.Context
+	cancelLife context.CancelFunc
+	wg         sync.WaitGroup // committers and OnFenced calls
+	nonce      string         // unique to this Store: its batches' ids
 }
 
 // part is one partition: its stream and what its owner knows of it.
@@ -290,6 +294,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	s := &Store{cfg: cfg, js: js, pub: pub, rd: rd, log: cfg.Logger, closing: make(chan struct{}), nonce: nuid.Next()}
+	s.life, s.cancelLife = context.WithCancel(context.Background())
 	if err := s.checkLayout(ctx); err != nil {
 		rd.Close()
 		return nil, err
@@ -482,6 +487,7 @@ func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 func (s *Store) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
 		close(s.closing)
+		s.cancelLife()
 		s.unwatch()
 	}
 	s.wg.Wait()

@@ -79,12 +79,15 @@ func (s *Store) rewatch(p *part) {
 				p.mu.Unlock()
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+			ctx, cancel := context.WithTimeout(s.life, s.cfg.Timeout)
 			err := s.watch(ctx, p, p.last+1)
 			cancel()
 			p.mu.Unlock()
 			if err == nil {
 				return
+			}
+			if s.closed.Load() {
+				return // Close cancelled it
 			}
 			if !logged {
 				s.log.Warn("partition watcher not restarted yet; retrying (until then other writers' appends do not wake WaitPosition)", "stream", p.name, "err", err)
@@ -133,8 +136,10 @@ func (s *Store) stopWatch(p *part) <-chan struct{} {
 }
 
 // unwatch stops every partition's watcher at once (Close), and waits for
-// them up to 3 s in all; the ones still stopping then (JetStream not
-// answering) end when the connection closes.
+// them up to unwatchWait in all; the ones still stopping then (JetStream
+// not answering: a node that has left the cluster has lost its routes)
+// end when the connection closes, and their consumers are removed by the
+// server after their InactiveThreshold.
 func (s *Store) unwatch() {
 	var dones []<-chan struct{}
 	for _, p := range s.parts {
@@ -142,14 +147,19 @@ func (s *Store) unwatch() {
 		dones = append(dones, s.stopWatch(p))
 		p.mu.Unlock()
 	}
-	deadline := time.NewTimer(3 * time.Second)
+	deadline := time.NewTimer(unwatchWait)
 	defer deadline.Stop()
 	for _, d := range dones {
 		select {
 		case <-d:
 		case <-deadline.C:
-			s.log.Warn("partition watchers still stopping (JetStream is not answering); they end when the connection closes")
+			s.log.Info("partition watchers still stopping (JetStream is not answering); they end when the connection closes")
 			return
 		}
 	}
 }
+
+// unwatchWait bounds how long Close waits for the watchers to stop: long
+// enough for a cluster that answers (tens of milliseconds), short enough
+// not to hold up a node's shutdown when it does not.
+const unwatchWait = 500 * time.Millisecond
