@@ -347,18 +347,33 @@ func (s *Store) leadHere(ctx context.Context, p *part) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, leadHereWait)
 	defer cancel()
+	// current: whether this server's replica has everything the leader
+	// has. A transfer to a replica that lags can fail, and then leaves
+	// the stream without a leader until an election (2-4 s): worse than
+	// an owner whose leader is across a route.
+	current := false
 	leader := func() string {
 		info, err := s.js.Stream(ctx, p.name)
 		if err != nil {
 			return ""
 		}
-		if ci := info.CachedInfo().Cluster; ci != nil {
-			return ci.Leader
+		ci := info.CachedInfo().Cluster
+		if ci == nil {
+			return me // not clustered: nothing to move
 		}
-		return me // not clustered: nothing to move
+		for _, r := range ci.Replicas {
+			if r.Name == me {
+				current = r.Current && r.Lag == 0 && !r.Offline
+			}
+		}
+		return ci.Leader
 	}
 	was := leader()
 	if was == me || was == "" {
+		return
+	}
+	if !current {
+		s.log.Debug("stream leadership not moved here: this replica is not current", "stream", p.name, "leader", was)
 		return
 	}
 	start := time.Now()
