@@ -93,16 +93,16 @@ func BenchmarkAppend(b *testing.B) {
 	c := bustest.Start(b, 3)
 	st := open(b, c.Connect(0), opts{prefix: "bapp", partitions: 1, replicas: 3, dir: b.TempDir(), acquire: true})
 	payload := bytes.Repeat([]byte("x"), 200)
+	var (
+		mu   sync.Mutex
+		next int // streams are new in every run of the function
+	)
 	for _, to := range []string{"copy", "log"} {
 		b.Run("to="+to, func(b *testing.B) {
 			var s journal.Store = st
 			if to == "log" {
 				s = st.Inner()
 			}
-			var (
-				mu   sync.Mutex
-				next int
-			)
 			b.ReportAllocs()
 			b.SetParallelism(32) // 64 writers on 2 cores
 			b.RunParallel(func(pb *testing.PB) {

@@ -102,6 +102,8 @@ type Store struct {
 	// read the log and not yet written anything locally.
 	afterCatchUpRead func(stream string)
 
+	w writer // the local copy's group commit (write.go)
+
 	closed   atomic.Bool
 	closeMu  sync.RWMutex // local operations hold it shared; Close exclusively
 	dbClosed bool         // under closeMu
@@ -144,6 +146,12 @@ type entry struct {
 	// last is the time of the stream's last event this Store wrote or
 	// read (unix ns): an append is stamped no earlier.
 	last atomic.Int64
+
+	// The local head as the group writer last left it (write.go), valid
+	// while headOK and in incarnation headInc; under wmu.
+	head    head
+	headInc uint64
+	headOK  bool
 }
 
 var _ journal.Store = (*Store)(nil)
@@ -179,6 +187,8 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.w = writer{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.write()
 	s.wg.Add(1)
 	go s.sweep()
 	return s, nil
@@ -438,7 +448,7 @@ func (s *Store) appendLocal(p *part, e *entry, req *journal.AppendRequest, res j
 		ev := &req.Events[i]
 		ev.Stream, ev.Sequence, ev.Partition, ev.Position = req.Stream, res.FirstSequence+uint64(i), res.Partition, res.FirstPosition+uint64(i)
 	}
-	return s.extend(p, e, req.Stream, req.Events)
+	return s.writeLocal(p, e, req.Stream, req.Events)
 }
 
 // extend writes events of a stream to the local copy, in order, past its
@@ -455,7 +465,12 @@ func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event) er
 	}
 	p.lk.RLock()
 	defer p.lk.RUnlock()
-	err := s.extendLocked(p, stream, evs)
+	e.headOK = false // re-read by the next group write
+	txn, err := s.prepare(p, stream, evs)
+	if txn != nil {
+		err = txn.Commit()
+		txn.Discard()
+	}
 	if err == nil && len(evs) > 0 {
 		if t := evs[len(evs)-1].Time.UnixNano(); t > e.last.Load() {
 			e.last.Store(t)
@@ -468,29 +483,38 @@ func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event) er
 	return err
 }
 
-func (s *Store) extendLocked(p *part, stream string, evs []journal.Event) error {
+// prepare builds the transaction that extends a stream's local events
+// with evs (nil: nothing to write); the caller commits and discards it.
+// A write too big for one transaction commits its first part here (each
+// commit leaves a prefix). The caller holds e.wmu, closeMu and p.lk.
+func (s *Store) prepare(p *part, stream string, evs []journal.Event) (_ *badger.Txn, err error) {
 	hk := headKey(p.n, p.inc, stream)
 	prefix := eventPrefix(p.n, p.inc, stream)
 	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
+	defer func() {
+		if err != nil {
+			txn.Discard()
+		}
+	}()
 	h, err := getHead(txn, hk)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for len(evs) > 0 && evs[0].Sequence <= h.seq {
 		evs = evs[1:]
 	}
 	if len(evs) == 0 {
-		return nil
+		txn.Discard()
+		return nil, nil
 	}
 	if evs[0].Sequence != h.seq+1 {
-		return fmt.Errorf("%w: stream %q: local head %d, write from %d", errGap, stream, h.seq, evs[0].Sequence)
+		return nil, fmt.Errorf("%w: stream %q: local head %d, write from %d", errGap, stream, h.seq, evs[0].Sequence)
 	}
 	p.dirty.Store(true)
 	for i := range evs {
 		ev := &evs[i]
 		if ev.Sequence != h.seq+1 || ev.Position <= h.pos {
-			return fmt.Errorf("ownedcopy: stream %q: event %d at position %d after %d at %d", stream, ev.Sequence, ev.Position, h.seq, h.pos)
+			return nil, fmt.Errorf("ownedcopy: stream %q: event %d at position %d after %d at %d", stream, ev.Sequence, ev.Position, h.seq, h.pos)
 		}
 		k, v := eventKey(prefix, ev.Sequence), encodeEvent(ev)
 		next := head{seq: ev.Sequence, pos: ev.Position, time: ev.Time.UnixNano()}
@@ -499,23 +523,24 @@ func (s *Store) extendLocked(p *part, stream string, evs []journal.Event) error 
 			// Commit the prefix written so far with its head, go on in
 			// a new transaction: each commit leaves a prefix.
 			if err := txn.Set(hk, h.encode()); err != nil {
-				return err
+				return nil, err
 			}
 			if err := txn.Commit(); err != nil {
-				return err
+				return nil, err
 			}
+			txn.Discard()
 			txn = s.db.NewTransaction(true)
 			err = txn.Set(k, v)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		h = next
 	}
 	if err := txn.Set(hk, h.encode()); err != nil {
-		return err
+		return nil, err
 	}
-	return txn.Commit()
+	return txn, nil
 }
 
 // SaveSnapshot saves a snapshot in the log and, once saved, locally; see
@@ -708,7 +733,7 @@ func (s *Store) localChunk(p *part, stream string, from uint64, want int) ([]jou
 		return nil, false, err
 	}
 	prefix := eventPrefix(p.n, inc, stream)
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: min(want, 100), Prefix: prefix})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix}) // no prefetch: a goroutine per value, for values that sit in the LSM tree
 	defer it.Close()
 	evs := make([]journal.Event, 0, min(uint64(want), h.seq-from+1))
 	seq := from
@@ -936,6 +961,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.wg.Wait()
 	ierr := s.inner.Close()
+	s.stopWriter()
 	s.closeMu.Lock()
 	s.dbClosed = true
 	derr := s.db.Close()
