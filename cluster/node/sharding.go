@@ -70,8 +70,9 @@ func (n *Node) startSharding(ctx context.Context) error {
 		KeepEventTimes:   true, // the local copy stamps events (ownedcopy)
 		OnFenced:         func(p int) { mgr.Fenced(p) },
 		// The owner leads its shard's stream: its appends and reads of
-		// heads and idempotency keys stay in its own process.
-		LeadLocally: true,
+		// heads and idempotency keys stay in its own process. Not at
+		// once: after a crash the stream may still be electing.
+		LeadLocallyAfter: 5 * time.Second,
 	}
 	var store *jsstore.Store
 	for {

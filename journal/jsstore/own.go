@@ -129,8 +129,8 @@ func (s *Store) Acquire(ctx context.Context, partition int, epoch uint64, holder
 	if err != nil {
 		return Fence{}, fmt.Errorf("jsstore: acquire partition %d (%s) at epoch %d: %w", partition, p.name, epoch, err)
 	}
-	if s.cfg.LeadLocally {
-		s.leadHere(ctx, p)
+	if s.cfg.LeadLocallyAfter > 0 {
+		s.leadLater(p, f)
 	}
 	s.log.Info("partition acquired", "shard", partition, "stream", p.name, "epoch", epoch, "holder", holder, "marker", f.Sequence)
 	return f, nil
@@ -334,8 +334,26 @@ func pause(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// leadLater runs leadHere after Config.LeadLocallyAfter if p is still
+// owned under f then, on a goroutine of the Store's. The caller holds p.mu.
+func (s *Store) leadLater(p *part, f Fence) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if pause(s.life, s.cfg.LeadLocallyAfter) != nil {
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.own.owned || p.own.fence != f {
+			return
+		}
+		s.leadHere(s.life, p)
+	}()
+}
+
 // leadHere moves the leadership of p's stream to the server this Store is
-// connected to, if another server leads it (Config.LeadLocally), and waits
+// connected to, if another server leads it (Config.LeadLocallyAfter), and waits
 // until that server leads, within leadHereWait. It only logs what fails:
 // the partition is served wherever its leader is. The caller holds p.mu,
 // so the partition's writes wait for the move instead of meeting a stream
@@ -408,4 +426,4 @@ func (s *Store) leadHere(ctx context.Context, p *part) {
 }
 
 // leadHereWait bounds leadHere.
-const leadHereWait = 2 * time.Second
+const leadHereWait = time.Second

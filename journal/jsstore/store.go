@@ -83,14 +83,16 @@ type Config struct {
 	// newer owner's takeover marker) moved the stream's fence. Close waits
 	// for it to return, so it must not call Close.
 	OnFenced func(partition int)
-	// LeadLocally makes Acquire move the leadership of the partition's
-	// stream to the server Conn is connected to (a leader stepdown that
-	// prefers it), when that server holds a current replica: the owner's
-	// appends, head and idempotency reads then go to a leader in its own
-	// process instead of across a route. Best effort and bounded: if the
-	// move is refused or slow, the partition is served with the leader
-	// where it is. Default false.
-	LeadLocally bool
+	// LeadLocallyAfter, if positive, makes an owner move the leadership of
+	// its partition's stream to the server Conn is connected to (a leader
+	// stepdown that prefers it) once it has owned the partition this long,
+	// when that server holds a current replica: the owner's appends, head
+	// and idempotency reads then go to a leader in its own process instead
+	// of across a route. Not at once: right after a crash the stream may
+	// still be electing, and its info may name the dead leader. Best
+	// effort and bounded (the partition's writes wait at most a second
+	// for the move). Default 0: off.
+	LeadLocallyAfter time.Duration
 	// Logger receives the store's logs. Default: discarded.
 	Logger *slog.Logger
 }
