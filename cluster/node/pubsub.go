@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,11 +27,20 @@ import (
 // these subjects drops the repeats a crash can cause.
 const eventsPublisher = "$events-publisher"
 
+// publishDelay slows the events publisher down by this much per event: a
+// fault that tests inject (TROUPE_TEST_PUBLISH_DELAY, a duration) to make
+// it lag behind the commands, so that they can see a stop drain it. Never
+// set it in production.
+var publishDelay, _ = time.ParseDuration(os.Getenv("TROUPE_TEST_PUBLISH_DELAY"))
+
 func (n *Node) eventsPublisherProjection() actors.Projection {
 	nc := n.bus.Conn()
 	return actors.Projection{
 		Name: eventsPublisher,
 		Apply: func(tx *actors.Tx, ev journal.Event) error {
+			if publishDelay > 0 {
+				time.Sleep(publishDelay) // an injected fault, see publishDelay
+			}
 			kind, id, err := journal.ParseStream(ev.Stream)
 			if err != nil {
 				return err
