@@ -65,7 +65,6 @@ func (n *Node) startSharding(ctx context.Context) error {
 			return actors.ShardOf(kind, id, S)
 		},
 		RequireOwnership: true,
-		KeepEventTimes:   true, // the local copy stamps events (ownedcopy)
 		OnFenced:         func(p int) { mgr.Fenced(p) },
 		// The owner leads its shard's stream: its appends and reads of
 		// heads and idempotency keys stay in its own process. Not at
