@@ -203,13 +203,34 @@ func (s *Store) readFence(ctx context.Context, p *part, prev error) (uint64, *ma
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 		defer cancel()
 	}
-	last, err := s.pub.LastSequence(ctx, p.name)
-	if err != nil {
-		return 0, nil, err
+	// Right after a crash the stream may have no leader, and a request to
+	// it goes unanswered until its timeout even if a leader is elected
+	// meanwhile: ask again every fenceReadWait, within Config.Timeout, so
+	// that the takeover goes on as soon as the election ends.
+	start := time.Now()
+	var last uint64
+	for {
+		rctx, cancel := context.WithTimeout(ctx, fenceReadWait)
+		var err error
+		last, err = s.pub.LastSequence(rctx, p.name)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jsbatch.ErrUnavailable) || ctx.Err() != nil || time.Since(start) >= s.cfg.Timeout {
+			return 0, nil, err
+		}
+		if err := pause(ctx, 50*time.Millisecond); err != nil {
+			return 0, nil, errors.Join(err, prev)
+		}
 	}
 	mk, err := s.lastMarker(ctx, p)
 	return last, mk, err
 }
+
+// fenceReadWait bounds one request for a stream's last sequence when
+// acquiring it (readFence asks again until Config.Timeout).
+const fenceReadWait = 750 * time.Millisecond
 
 // adopt makes p owned under f, with the stream's last sequence last. The
 // caller holds p.mu.
