@@ -170,10 +170,31 @@ func (rt *Runtime) appended(kind string, start time.Time, span trace.Span, res j
 // eventTrace is the trace context to record on a command's events: the
 // turn's span when tracing is on, else the envelope's (the caller's).
 func eventTrace(ctx context.Context, tc *troupev1.TraceContext) *troupev1.TraceContext {
+	sc := trace.SpanContextFromContext(ctx)
+	if sc.IsValid() && !sc.IsSampled() {
+		// The turn was sampled out: nothing below it records a span,
+		// so its events carry no trace context (each would cost every
+		// reader of the log a map and an extraction, for nothing).
+		return nil
+	}
 	if own := TraceOf(ctx); own != nil {
 		return own
 	}
 	return tc
+}
+
+// sampledTraceparent reports whether a W3C traceparent
+// ("00-<trace id>-<span id>-<flags>") has its sampled flag set, without
+// parsing the rest: the cheap test before an extraction.
+func sampledTraceparent(tp string) bool {
+	if len(tp) < 2 {
+		return false
+	}
+	switch tp[len(tp)-1] {
+	case '1', '3', '5', '7', '9', 'b', 'd', 'f', 'B', 'D', 'F':
+		return true
+	}
+	return false
 }
 
 // applySpan starts the span of a projection's apply of ev, the child of
@@ -183,7 +204,7 @@ func eventTrace(ctx context.Context, tc *troupev1.TraceContext) *troupev1.TraceC
 // cost of a span that records nothing).
 func (p *projection) applySpan(ev *journal.Event) trace.Span {
 	tr := p.rt.cfg.Tracer
-	if tr == nil {
+	if tr == nil || !sampledTraceparent(ev.Metadata["traceparent"]) {
 		return nil
 	}
 	parent := EventSpanContext(ev)
