@@ -247,7 +247,7 @@ func (s *Subscription) stopDelivery() {
 		return
 	}
 	s.done = true
-	sub, cc, w := s.sub, s.consume, s.watcher
+	sub, cc := s.sub, s.consume
 	s.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
@@ -256,9 +256,8 @@ func (s *Subscription) stopDelivery() {
 		cc.Stop()
 		<-cc.Closed()
 	}
-	if w != nil {
-		s.t.cfg.System.Root.Stop(w)
-	}
+	// The watcher stops itself when the actor's Terminated reaches it:
+	// stopped first, it would leave that Terminated to the dead letters.
 	s.t.mu.Lock()
 	delete(s.t.subs, s)
 	s.t.mu.Unlock()

@@ -380,3 +380,29 @@ func TestDurableTopicPushesBackOnASlowSubscriber(t *testing.T) {
 		recv(t, held).Ack()
 	}
 }
+
+// Unsubscribe stops the subscriber and its watcher without a dead letter
+// (the watcher stopped first left the actor's Terminated to the dead
+// letters, logged at every node's shutdown).
+func TestUnsubscribeLeavesNoDeadLetter(t *testing.T) {
+	e := newEnv(t, topics.Config{})
+	var dead atomic.Int32
+	es := e.sys.EventStream.Subscribe(func(evt any) {
+		if _, ok := evt.(*actor.DeadLetterEvent); ok {
+			dead.Add(1)
+		}
+	})
+	defer e.sys.EventStream.Unsubscribe(es)
+	ch := make(chan *topics.Message, 10)
+	for range 5 {
+		sub, err := e.t.Spawn(context.Background(), collector(ch, nil), "news", topics.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub.Unsubscribe()
+	}
+	time.Sleep(200 * time.Millisecond) // a dead letter would be published by now
+	if n := dead.Load(); n != 0 {
+		t.Fatalf("%d dead letters after 5 unsubscribes", n)
+	}
+}
