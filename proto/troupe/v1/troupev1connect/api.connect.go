@@ -461,7 +461,7 @@ type PluginServiceClient interface {
 	Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error)
 	// Call sends one call to an ambassador plugin and returns its reply, as
 	// an actor's Runtime.Call would: for trying an ambassador without
-	// writing Go. Once authentication exists it will require the admin role.
+	// writing Go. On a node with --auth-tokens it needs the admin role.
 	Call(context.Context, *connect.Request[v1.CallRequest]) (*connect.Response[v1.CallResponse], error)
 }
 
@@ -527,7 +527,7 @@ type PluginServiceHandler interface {
 	Reload(context.Context, *connect.Request[v1.ReloadRequest]) (*connect.Response[v1.ReloadResponse], error)
 	// Call sends one call to an ambassador plugin and returns its reply, as
 	// an actor's Runtime.Call would: for trying an ambassador without
-	// writing Go. Once authentication exists it will require the admin role.
+	// writing Go. On a node with --auth-tokens it needs the admin role.
 	Call(context.Context, *connect.Request[v1.CallRequest]) (*connect.Response[v1.CallResponse], error)
 }
 
