@@ -2,6 +2,7 @@ package actors_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -38,8 +39,9 @@ func (p *ownedPlacement) PartitionEpoch(part int) (uint64, bool) {
 
 // memCheckpoints is an in-memory CheckpointStore with epoch fencing.
 type memCheckpoints struct {
-	mu sync.Mutex
-	m  map[string][2]uint64 // key → pos, epoch
+	mu    sync.Mutex
+	m     map[string][2]uint64 // key → pos, epoch
+	saves map[string]int       // key → successful saves
 }
 
 func (c *memCheckpoints) Load(_ context.Context, name string, part int) (uint64, error) {
@@ -56,7 +58,73 @@ func (c *memCheckpoints) Save(_ context.Context, name string, part int, pos, epo
 		return actors.ErrFencedCheckpoint
 	}
 	c.m[k] = [2]uint64{pos, epoch}
+	if c.saves == nil {
+		c.saves = map[string]int{}
+	}
+	c.saves[k]++
 	return nil
+}
+
+func (c *memCheckpoints) count(name string, part int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.saves[fmt.Sprint(name, part)]
+}
+
+// TestAReactorThatMatchesNothingSavesItsCheckpointRarely: a reactor whose
+// filter matches none of a burst of appends does not write its replicated
+// checkpoint once per append (a replicated write each); it saves it at
+// most once a second, and it catches up with the head.
+func TestAReactorThatMatchesNothingSavesItsCheckpointRarely(t *testing.T) {
+	const parts = 2
+	pl := &ownedPlacement{shards: parts, epochs: map[int]uint64{0: 1, 1: 1}}
+	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts, PartitionOf: func(stream string) int {
+		kind, id, _ := journal.ParseStream(stream)
+		return actors.ShardOf(kind, id, parts)
+	}})
+	defer mem.Close()
+	cps := &memCheckpoints{m: map[string][2]uint64{}}
+	n := actorstest.Start(t, actorstest.Config{Journal: mem, Runtime: actors.Config{Placement: pl, Checkpoints: cps}, Setup: func(rt *actors.Runtime) error {
+		if err := rt.Register(counterKind()); err != nil {
+			return err
+		}
+		return rt.RegisterReactor(actors.Reactor{Name: "r", Filter: journal.Filter{Kind: "nothing"},
+			React: func(context.Context, journal.Event) error { return errors.New("reacted to a filtered event") }})
+	}})
+	ctx := context.Background()
+	var id0 []string
+	for i := 0; len(id0) < 50; i++ {
+		if id := fmt.Sprintf("c%d", i); actors.ShardOf("counter", id, parts) == 0 {
+			id0 = append(id0, id)
+		}
+	}
+	start := time.Now()
+	for _, id := range id0 {
+		if _, err := n.Send(ctx, "counter", id, Add{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Let the reactor see every append of the burst.
+	actorstest.Eventually(t, 5*time.Second, func() bool {
+		for _, st := range n.RT.Projections() {
+			if st.Name == "r" {
+				return st.Positions[0] >= mem.LastPosition(0)
+			}
+		}
+		return false
+	})
+	if got, max := cps.count("r", 0), 2+int(time.Since(start)/time.Second); got > max {
+		t.Fatalf("%d checkpoint saves for 50 appends that matched nothing in %s; want at most %d", got, time.Since(start), max)
+	}
+	// A second later, the next append's step saves the checkpoint at the head.
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := n.Send(ctx, "counter", id0[0], Add{1}); err != nil {
+		t.Fatal(err)
+	}
+	actorstest.Eventually(t, 5*time.Second, func() bool {
+		pos, _ := cps.Load(ctx, "r", 0)
+		return pos == mem.LastPosition(0)
+	})
 }
 
 // TestReactorsRunOnlyOnOwnedPartitions: in a cluster, a reactor handles a

@@ -112,7 +112,7 @@ func (rt *Runtime) RegisterProjection(p Projection) error {
 	if _, dup := rt.projections[p.Name]; dup {
 		return fmt.Errorf("actors: projection %q registered twice", p.Name)
 	}
-	rt.projections[p.Name] = &projection{def: p, rt: rt, changed: make(chan struct{}), pos: make([]uint64, rt.journal.Partitions())}
+	rt.projections[p.Name] = &projection{def: p, rt: rt, changed: make(chan struct{}), pos: make([]uint64, rt.journal.Partitions()), saved: make([]time.Time, rt.journal.Partitions())}
 	return nil
 }
 
@@ -303,8 +303,11 @@ type projection struct {
 	def Projection
 	rt  *Runtime
 
-	mu      sync.Mutex
-	pos     []uint64      // checkpoints: last position applied, by partition
+	mu  sync.Mutex
+	pos []uint64 // checkpoints: last position applied, by partition
+	// saved is when an owned partition's checkpoint was last saved to
+	// Config.Checkpoints; only that partition's goroutine touches it.
+	saved   []time.Time
 	changed chan struct{} // closed and replaced whenever pos advances
 	lastErr string
 	cancel  context.CancelFunc // stops the running goroutines
@@ -578,6 +581,10 @@ func (p *projection) reset(part int, pos uint64) {
 	}
 }
 
+// skipSaveEvery bounds how often an owned partition's checkpoint is saved
+// when the steps apply nothing (see step).
+const skipSaveEvery = time.Second
+
 // step applies up to batchSize events of a partition after pos in one
 // transaction together with the partition's new checkpoint, and reports
 // whether it reached the partition's head. With an epoch (an owned
@@ -643,10 +650,16 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 		}
 	}
 	if epoch != 0 {
-		if last > pos {
+		// A step that applied nothing (a reactor's filter matched none
+		// of the new events) moves the checkpoint over events without
+		// side effects: saving it is a replicated write per append, so
+		// it is saved at most every skipSaveEvery. A failover then
+		// re-reads those events, and again applies none of them.
+		if last > pos && (n > 0 || time.Since(p.saved[part]) >= skipSaveEvery) {
 			if err := p.rt.cfg.Checkpoints.Save(ctx, p.def.Name, part, last, epoch); err != nil {
 				return false, err
 			}
+			p.saved[part] = time.Now()
 		}
 	} else {
 		var cp [8]byte
