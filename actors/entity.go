@@ -263,7 +263,9 @@ func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision,
 		// Whatever happened, our view of the stream may be stale now (a
 		// conflict, or an append whose outcome we do not know): rebuild it.
 		if rerr := e.recover(ctx); rerr != nil {
-			return nil, errors.Join(err, rerr)
+			// recover has reset the state: the actor must not answer
+			// from it (recoveryError makes it recover again first).
+			return nil, errors.Join(err, &recoveryError{err: rerr})
 		}
 		return nil, err
 	}
@@ -470,6 +472,7 @@ func (a *entityActor) Receive(c actor.Context) {
 			EndSpan(span, err)
 		}
 		a.afterPanic(err)
+		a.afterFailedRecovery(err)
 		m.reply <- result{out: out, err: err}
 		a.maybeSnapshot()
 	case *wake:
@@ -479,6 +482,7 @@ func (a *entityActor) Receive(c actor.Context) {
 		}
 		if err := a.b.fireDue(a.rt.ctx, a.rt.now()); err != nil {
 			a.rt.log.Error("timer failed", "actor", a.ref.stream, "err", err)
+			a.afterFailedRecovery(err)
 		}
 		a.maybeSnapshot()
 	}
@@ -506,6 +510,27 @@ func (a *entityActor) afterPanic(err error) {
 	}
 	a.rt.log.Error("command handler panicked", "actor", a.ref.stream, "err", pe.Value, "stack", string(pe.Stack))
 	if rerr := a.b.recover(a.rt.ctx); rerr != nil {
+		a.recovered = false
+	}
+}
+
+// recoveryError is a recovery that failed after a failed append: the
+// entity's state was reset and is not the journal's, so the actor
+// recovers again before its next command.
+type recoveryError struct{ err error }
+
+func (e *recoveryError) Error() string { return e.err.Error() }
+func (e *recoveryError) Unwrap() error { return e.err }
+
+// afterFailedRecovery makes the next command recover the entity first if
+// err says its state was reset by a recovery that failed (an append
+// failed, and so did the read of the journal after it, as when the
+// journal's leader moves): without it, every later command was decided
+// against the initial state ("account is not open") until the entity
+// passivated.
+func (a *entityActor) afterFailedRecovery(err error) {
+	var re *recoveryError
+	if errors.As(err, &re) {
 		a.recovered = false
 	}
 }
