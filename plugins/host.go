@@ -462,11 +462,22 @@ func (h *Host) build(ctx context.Context, name string, wasm []byte, werr error, 
 		return nil, nil, &LoadError{Plugin: name, Err: fmt.Errorf("manifest name %q does not match file name %q", man.Name, name)}
 	}
 	v, err := h.compile(ctx, man, wasm, hash)
+	if errors.Is(err, errRuntimePanic) {
+		v, err = h.compile(ctx, man, wasm, hash) // once more, on a fresh runtime
+	}
 	if err != nil {
 		return nil, man, &LoadError{Plugin: name, Err: err}
 	}
 	return v, man, nil
 }
+
+// errRuntimePanic marks a load that failed because the Wasm runtime
+// panicked (compile recovers it).
+var errRuntimePanic = errors.New("the Wasm runtime panicked")
+
+// compileHook, when set (by tests only), runs in compile right before the
+// module is compiled: a test makes it panic as the runtime once did.
+var compileHook func(plugin string)
 
 // publishLocked rebuilds the chain snapshot from the entries. h.mu held.
 func (h *Host) publishLocked() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,6 +151,14 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	v.rt = rt
 	defer func() {
+		if p := recover(); p != nil {
+			// A panic inside the Wasm runtime while compiling or
+			// instantiating (seen once, in a race-detector run: an index
+			// out of range in wazero's ExportedFunction) must not take
+			// the node down: the load fails, and is tried once more.
+			h.log.Error("the Wasm runtime panicked while loading a plugin", "plugin", man.Name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			v, err = nil, fmt.Errorf("%w: %v", errRuntimePanic, p)
+		}
 		if err != nil {
 			_ = rt.Close(context.Background())
 		}
@@ -164,6 +173,9 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, v.rt); err != nil {
 		return nil, fmt.Errorf("wasi: %w", err)
+	}
+	if compileHook != nil {
+		compileHook(man.Name)
 	}
 	v.compiled, err = v.rt.CompileModule(ctx, code)
 	if err != nil {
