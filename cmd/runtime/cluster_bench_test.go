@@ -514,6 +514,22 @@ func TestClusterBenchThroughput(t *testing.T) {
 			for code, msg := range r.first {
 				t.Logf("  %s, e.g.: %s", code, msg)
 			}
+			if m := notOpenRE.FindStringSubmatch(r.first["failed_precondition"]); m != nil {
+				// An account openAccounts saw opened was refused as not
+				// open: is its Open in the log, and what does each node's
+				// read model say?
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				for i := range c.Nodes() {
+					evs, err := linear.ReadStream(ctx, benchHTTP(c), c.Node(i).HTTPURL(), "account/"+m[1])
+					var types []string
+					for _, e := range evs {
+						types = append(types, fmt.Sprintf("%d:%s", e.Sequence, e.Type))
+					}
+					t.Logf("  account/%s as node %d reads it: %v (err %v)", m[1], i, types, err)
+				}
+				cancel()
+				t.Errorf("account %s was opened (acknowledged) and later refused as not open", m[1])
+			}
 			if r.failed > 0 {
 				logProblems(t, c, from)
 			}
@@ -561,6 +577,9 @@ func countOwned(owners map[int]int, node int) int {
 	}
 	return n
 }
+
+// notOpenRE finds the account a "not open" refusal names.
+var notOpenRE = regexp.MustCompile(`account (\S+) is not open`)
 
 // takeoverLine matches the log lines that tell how a takeover went.
 var takeoverLine = regexp.MustCompile(`(?i)acquir|took over|taking over|member (failed|left)|dead|lease|leader|not ready|fenc|unavailable`)

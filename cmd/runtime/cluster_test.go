@@ -529,8 +529,10 @@ func TestClusterFirstBootSeeds(t *testing.T) {
 }
 
 // TestCluster16Nodes (long run) starts 16 nodes as child processes on
-// this machine: three carry JetStream, all carry shards. Every node must
-// see 16 alive; the time to converge and each node's memory are reported.
+// this machine: three carry JetStream, all carry shards (96, the
+// default). Every node must see 16 alive, and every shard must be served
+// by one node, the most loaded holding at most 1.1 x the mean; the time
+// to converge and each node's memory are reported.
 func TestCluster16Nodes(t *testing.T) {
 	if !clustertest.Long() {
 		t.Skip("long run: TROUPE_LONG=1 (docs/testing.md)")
@@ -539,8 +541,8 @@ func TestCluster16Nodes(t *testing.T) {
 	var c *clustertest.Cluster
 	c = clustertest.New(t, clustertest.Options{Nodes: nodes, Binary: troupeBin, ReadyTimeout: 3 * time.Minute,
 		Args: func(n *clustertest.Node) []string {
-			args := withoutFlag(clustertest.ClusterArgs(n), "--join")
-			args = append(args, "--join", strings.Join([]string{c.Node(0).GossipAddr(), c.Node(1).GossipAddr(), c.Node(2).GossipAddr()}, ","))
+			args := withoutFlag(withoutFlag(clustertest.ClusterArgs(n), "--join"), "--shards")
+			args = append(args, "--shards", "96", "--join", strings.Join([]string{c.Node(0).GossipAddr(), c.Node(1).GossipAddr(), c.Node(2).GossipAddr()}, ","))
 			if n.Index >= 3 {
 				args = append(args, "--roles", "shards")
 			}
@@ -556,6 +558,17 @@ func TestCluster16Nodes(t *testing.T) {
 	}
 	waitMembers(t, c, all, 3*time.Minute)
 	took := time.Since(t0)
+	served := waitServedN(t, c, all, 96, time.Now(), 3*time.Minute)
+	owners := ownersOf(t, c, all)
+	var per []int
+	for i := range all {
+		per = append(per, countOwned(owners, i))
+	}
+	slices.Sort(per)
+	t.Logf("96 shards served %s after the members converged; shards per node: %v", served.Round(time.Millisecond), per)
+	if mean := 96.0 / nodes; float64(per[len(per)-1]) > 1.1*mean {
+		t.Errorf("the most loaded node holds %d shards, more than 1.1 x the mean %.1f", per[len(per)-1], mean)
+	}
 	var rss []int
 	for _, n := range c.Nodes() {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.PID()))
