@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/troupe-dev/troupe/cluster/membership"
 	"github.com/troupe-dev/troupe/cluster/shards"
 	"github.com/troupe-dev/troupe/journal/jsstore"
+	"github.com/troupe-dev/troupe/journal/jsstore/ownedcopy"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -65,6 +67,7 @@ func (n *Node) startSharding(ctx context.Context) error {
 			return actors.ShardOf(kind, id, S)
 		},
 		RequireOwnership: true,
+		KeepEventTimes:   true, // the local copy stamps events (ownedcopy)
 		OnFenced:         func(p int) { mgr.Fenced(p) },
 		// The owner leads its shard's stream: its appends and reads of
 		// heads and idempotency keys stay in its own process. Not at
@@ -89,22 +92,24 @@ func (n *Node) startSharding(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: replicated journal: %w", err)
 	}
-	// The local copy of the owned shards (journal/jsstore/ownedcopy,
-	// ADR 0011 "Local copy") is not wired in: under the 64-caller
-	// cluster benchmark it let entities recover without events the log
-	// has (an opened account answered "not open"), 40-80 times per run;
-	// without it, none. It stays out until that is found and a test
-	// catches it.
-	n.journal = store
-	n.onStop("journal", func(context.Context) error { return store.Close() })
+	// The owned shards' events and snapshots are kept in the node's own
+	// Badger too, so an entity recovers without JetStream when its copy
+	// is complete (ADR 0011, "Local copy"); Close closes store too.
+	owned, err := ownedcopy.Open(ownedcopy.Config{Store: store, Dir: filepath.Join(cfg.DataDir, "owned"), Logger: n.log})
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("node: local copy of the owned shards: %w", err)
+	}
+	n.journal = owned
+	n.onStop("journal", func(context.Context) error { return owned.Close() })
 	n.shardSrv = newShardServer(n, nc)
 	mgr, err = shards.New(shards.Config{
 		Self: n.ident.NodeID, Shards: S, Leases: leases, View: n.cluster.shardView,
 		Fence: func(ctx context.Context, shard int, epoch uint64) error {
-			_, err := store.Acquire(ctx, shard, epoch, n.ident.NodeID)
+			_, err := owned.Acquire(ctx, shard, epoch, n.ident.NodeID)
 			return err
 		},
-		Unfence: store.Release,
+		Unfence: owned.Release,
 		Drain: func(ctx context.Context, shard int) error {
 			if n.rt == nil {
 				return nil
