@@ -21,6 +21,7 @@ import (
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/jsstore"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+	"github.com/troupe-dev/troupe/journal/jsstore/ownedcopy"
 )
 
 // The raw ceilings of JetStream as a replicated journal, on three
@@ -69,7 +70,8 @@ func BenchmarkRawJetStream(b *testing.B) {
 	}
 	const entities = 1000
 	for _, p := range []int{1, 16} {
-		benchStore(b, conns[0], ctx, p, data)
+		benchStore(b, conns[0], ctx, p, data, false)
+		benchStore(b, conns[0], ctx, p, data, true)
 	}
 	for _, p := range []int{1, 16} {
 		streams := createStreams(ctx, b, jss[0], fmt.Sprintf("CAS%d", p), p)
@@ -161,14 +163,20 @@ func BenchmarkRawJetStream(b *testing.B) {
 // benchStore is our store's append on the same cluster as the raw
 // ceilings: one Store (one node's connection) owning every partition,
 // 1,000 entities each appending one 200-byte event at a time with its
-// expected sequence, all at once. An op is one append.
-func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data []byte) {
+// expected sequence, all at once. An op is one append. With withCopy the
+// appends go through the node's local copy of its shards (ownedcopy), as
+// a cluster node's do: "StoreCopy".
+func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data []byte, withCopy bool) {
 	var (
-		st  *jsstore.Store
+		js  *jsstore.Store
 		err error
 	)
+	prefix := fmt.Sprintf("bst%d", p)
+	if withCopy {
+		prefix = fmt.Sprintf("bsc%d", p)
+	}
 	for start := time.Now(); time.Since(start) < 60*time.Second; time.Sleep(200 * time.Millisecond) {
-		st, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: fmt.Sprintf("bst%d", p), Partitions: p, Replicas: 3, RequireOwnership: true})
+		js, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: prefix, Partitions: p, Replicas: 3, RequireOwnership: true, KeepEventTimes: withCopy})
 		if err == nil {
 			break
 		}
@@ -176,7 +184,20 @@ func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data 
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	var st interface {
+		journal.Store
+		Acquire(context.Context, int, uint64, string) (jsstore.Fence, error)
+	} = js
+	name := "Store"
+	if withCopy {
+		oc, err := ownedcopy.Open(ownedcopy.Config{Store: js, Dir: b.TempDir()})
+		if err != nil {
+			js.Close()
+			b.Fatal(err)
+		}
+		st, name = oc, "StoreCopy"
+	}
+	defer st.Close() // the copy closes js too
 	for k := range p {
 		if _, err := st.Acquire(ctx, k, 1, "bench"); err != nil {
 			b.Fatal(err)
@@ -184,7 +205,7 @@ func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data 
 	}
 	const entities = 1000
 	last := make([]uint64, entities)
-	b.Run(fmt.Sprintf("Store/P=%d", p), func(b *testing.B) {
+	b.Run(fmt.Sprintf("%s/P=%d", name, p), func(b *testing.B) {
 		b.ReportAllocs()
 		lat := runWorkers(b, entities, func(w int) (time.Duration, error) {
 			start := time.Now()
