@@ -28,7 +28,7 @@ const acquireAttempts = 8
 
 // acquireStaleReads bounds the re-reads that wait for a write the leader
 // has accepted to be applied (5 ms more each time, at most 100 ms: about
-// 8 s in all).
+// 9 s in all).
 const acquireStaleReads = 100
 
 // Fence is a partition this Store owns: the epoch it acquired it under
