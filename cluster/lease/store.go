@@ -327,14 +327,23 @@ func (s *Store) Release(ctx context.Context, l Lease) error {
 // holder and epoch, and the compare-and-set still guards against any
 // write after it.
 func (s *Store) releaseOwn(ctx context.Context, l Lease) error {
-	err := s.Release(ctx, l)
-	var le *LostError
-	if !errors.As(err, &le) || le.Reason != Superseded {
+	if err := l.check(); err != nil {
 		return err
 	}
+	_, err := s.write(ctx, write{name: l.Name, expected: l.Revision, purge: true, ttl: s.cfg.MarkerTTL})
+	var ce *casError
+	if !errors.As(err, &ce) {
+		if err != nil {
+			return fmt.Errorf("lease: release %q epoch %d: %w", l.Name, l.Epoch, err)
+		}
+		s.log.Debug("lease released", "lease", l.Name, "node", l.Holder, "epoch", l.Epoch)
+		return nil
+	}
+	// Not "lost" yet (Release would log it so): look whose the latest
+	// revision is first.
 	e, rerr := s.readRetry(ctx, l.Name)
 	if rerr != nil || !e.live || e.holder != l.Holder || e.epoch != l.Epoch || e.rev <= l.Revision {
-		return err
+		return s.lost(l, Superseded, ce.actual, rerr)
 	}
 	l.Revision = e.rev
 	return s.Release(ctx, l)
