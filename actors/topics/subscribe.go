@@ -70,10 +70,12 @@ func (t *Topics) Spawn(ctx context.Context, props *actor.Props, pattern string, 
 	// bound that keeps a slow subscriber from growing memory.
 	props.Configure(actor.WithMailbox(actor.Unbounded(&countingMailbox{s: s})))
 	s.pid = t.cfg.System.Root.Spawn(props)
+	watching := make(chan struct{})
 	s.watcher = t.cfg.System.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
 		switch m := c.Message().(type) {
 		case *actor.Started:
 			c.Watch(s.pid)
+			close(watching)
 		case *actor.Terminated:
 			if m.Who.Equal(s.pid) {
 				s.stopDelivery()
@@ -81,6 +83,18 @@ func (t *Topics) Spawn(ctx context.Context, props *actor.Props, pattern string, 
 			}
 		}
 	}))
+	// The watch is in place before Spawn returns: an Unsubscribe right
+	// after it would otherwise stop the actor first, and the watch would
+	// go to the dead letters.
+	select {
+	case <-watching:
+	case <-ctx.Done():
+		s.Unsubscribe()
+		return nil, fmt.Errorf("topics: subscribe %q: %w", pattern, ctx.Err())
+	case <-time.After(10 * time.Second): // the actor system is stopping
+		s.Unsubscribe()
+		return nil, fmt.Errorf("topics: subscribe %q: the subscriber's watcher did not start in 10 s", pattern)
+	}
 
 	var err error
 	if d != nil {
