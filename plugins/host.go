@@ -117,10 +117,13 @@ type Host struct {
 	log     *slog.Logger
 	metrics *metrics
 	cache   wazero.CompilationCache
-	metered *meteredCache
-	budget  *budget
-	mode    meterMode // meterFuel except in benchmarks
-	chunk   int64     // fuel per refuel: fuelChunk except in benchmarks
+	// compiling holds a mutex per module content (sha256 of the bytes
+	// compiled): see compile.
+	compiling sync.Map
+	metered   *meteredCache
+	budget    *budget
+	mode      meterMode // meterFuel except in benchmarks
+	chunk     int64     // fuel per refuel: fuelChunk except in benchmarks
 
 	transport *http.Transport // for http_call
 

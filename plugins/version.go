@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -177,7 +178,15 @@ func (h *Host) compile(ctx context.Context, man *Manifest, wasm []byte, hash str
 	if compileHook != nil {
 		compileHook(man.Name)
 	}
+	// Identical module bytes never compile at once: wazero v1.12 hands a
+	// module read from its compilation cache to a concurrent compilation
+	// of the same bytes before it has finished preparing it (a data race
+	// the race detector reports, and once an index out of range while
+	// instantiating), as when two plugins are built from one .wasm.
+	lock, _ := h.compiling.LoadOrStore(sha256.Sum256(code), &sync.Mutex{})
+	lock.(*sync.Mutex).Lock()
 	v.compiled, err = v.rt.CompileModule(ctx, code)
+	lock.(*sync.Mutex).Unlock()
 	if err != nil {
 		if v.metered {
 			// Report the author's module, not the metered copy (whose
