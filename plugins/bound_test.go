@@ -172,7 +172,10 @@ func TestLoadTimeLoops(t *testing.T) {
 			writePlugin(t, dir, "good", good, "")
 			h := startHost(t, dir, nil)
 			writePlugin(t, dir, "bad", buildWAT(t, fixture),
-				"name = \"bad\"\ntrusted = true\n[hooks]\ncommands = [\"*\"]\n[limits]\ntimeout = \"100ms\"\n")
+				// Fuel of 10^11 per call (10^12 for a load) outlasts the
+				// 2 s bound on any machine here: the default (10^10 for a
+				// load) ran out first, in 1.95 s, on a fast CI machine.
+				"name = \"bad\"\ntrusted = true\n[hooks]\ncommands = [\"*\"]\n[limits]\ntimeout = \"100ms\"\nfuel = 100000000000\n")
 			done := make(chan error, 1)
 			start := time.Now()
 			go func() { done <- h.Reload(context.Background()) }()
@@ -211,6 +214,28 @@ func TestLoadTimeLoops(t *testing.T) {
 				t.Errorf("budget in use = %d, want %d (the failed loads released theirs)", got, 512*pageSize)
 			}
 		})
+	}
+}
+
+// TestLoadFuelIsBounded: a load-time loop with little fuel is ended when its
+// fuel (ten calls' worth) is spent, long before the time bound, and says so.
+func TestLoadFuelIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	h := startHost(t, dir, nil)
+	writePlugin(t, dir, "bad", buildWAT(t, "probe-loop"),
+		"name = \"bad\"\ntrusted = true\n[hooks]\ncommands = [\"*\"]\n[limits]\ntimeout = \"1s\"\nfuel = 1000000\n")
+	start := time.Now()
+	err := h.Reload(context.Background())
+	took := time.Since(start)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "plugin bad: load:") ||
+		!strings.Contains(err.Error(), "load spent its fuel (10000000 units, limits.fuel)") {
+		t.Fatalf("Reload = %v, want the load's fuel spent", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the load took %v, want far less than its 10 s time bound", took)
+	}
+	if in := h.info(t, "bad"); in.State != StateFailed {
+		t.Fatalf("%+v", in)
 	}
 }
 
