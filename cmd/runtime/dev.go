@@ -29,6 +29,7 @@ func newDevCmd() *cobra.Command {
 		gossipKey     string
 		gossipKeyFile string
 		secretFile    string
+		debugAddr     string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -54,6 +55,13 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 				}
 			}
 			cfg.Setup = func(rt *actors.Runtime) error { return bank.Register(rt) }
+			if debugAddr != "" {
+				_, stop, err := serveDebug(debugAddr, log)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return serve(cmd.Context(), cfg)
 		},
 	}
@@ -93,6 +101,7 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate of the API, the NATS client port and the NATS routes (with --tls-key)")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM key of --tls-cert")
 	f.StringVar(&cfg.TLSCAFile, "tls-ca", "", "PEM CA the NATS routes verify each other against (mutual TLS; needed with --tls-cert in a cluster)")
+	f.StringVar(&debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback HOST:PORT (default: off)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
