@@ -9,7 +9,9 @@
 #
 # Environment: BIN (default bin/troupe), CONC (callers, default 64), SHARDS
 # (default 8), PERF=1 to record node 1 with `perf record -g` for the middle
-# third of the run (needs perf and root), OUT (default a new temp dir: node
+# third of the run (needs perf and root), PPROF=1 to start every node with
+# --debug-addr 127.0.0.1:606i and save node 1's goroutines, blocking
+# profile (for the middle of the run) and a 5 s execution trace, OUT (default a new temp dir: node
 # data, logs, bench report, perf.data and perf-report.txt).
 # Ports: API 1808i, NATS 1422i, gossip 1794i, routes 1622i (i = 1..3).
 set -euo pipefail
@@ -35,10 +37,12 @@ for i in $(seq 1 "$n"); do
 		"$bin" dev --data-dir "$out/n$i" --http "127.0.0.1:1808$i" --nats-port "1422$i" >"$out/n$i.log" 2>&1 &
 	else
 		join=()
+		debug=()
+		[ "${PPROF:-0}" = 1 ] && debug=(--debug-addr "127.0.0.1:606$i")
 		[ "$i" -ne 1 ] && join=(--join 127.0.0.1:17941)
 		"$bin" dev --node-id "n$i" --data-dir "$out/n$i" --http "127.0.0.1:1808$i" \
 			--nats-port "1422$i" --gossip "127.0.0.1:1794$i" --cluster-port "1622$i" \
-			--shards "$shards" "${join[@]}" >"$out/n$i.log" 2>&1 &
+			--shards "$shards" "${join[@]}" "${debug[@]}" >"$out/n$i.log" 2>&1 &
 	fi
 	pids+=($!)
 done
@@ -80,6 +84,14 @@ if [ "${PERF:-0}" = 1 ]; then
 	sleep $((secs / 2)) # past the setup (opening the accounts), into the load
 	perf record -F 499 -g -o "$out/perf.data" -p "${pids[0]}" -- sleep $((secs / 3)) >/dev/null 2>&1 || true
 	perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' | head -200 >"$out/perf-report.txt" || true
+fi
+if [ "${PPROF:-0}" = 1 ] && [ "$mode" != single ]; then
+	sleep $((secs / 3))
+	d=http://127.0.0.1:6061/debug/pprof
+	curl -fsS -o "$out/block-0.pb.gz" "$d/block" || true
+	curl -fsS -o "$out/goroutines.txt" "$d/goroutine?debug=1" || true
+	curl -fsS -o "$out/trace.out" "$d/trace?seconds=5" || true
+	curl -fsS -o "$out/block-1.pb.gz" "$d/block" || true
 fi
 wait "$bp"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -60,10 +60,13 @@ func (s *Store) prefetch(ctx context.Context, p *part, pd *pending) error {
 	pd.gen = p.gen.Load()
 	req := &pd.req
 	if req.IdempotencyKey != "" {
+		k := idemKey{req.Stream, req.IdempotencyKey}
 		p.hmu.Lock()
-		r, ok := p.idem[idemKey{req.Stream, req.IdempotencyKey}]
+		r, ok := p.idem[k]
+		_, absent := p.absent[k]
+		delete(p.absent, k)
 		p.hmu.Unlock()
-		if !ok {
+		if !ok && !absent {
 			var err error
 			if r, ok, err = s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil {
 				return err

@@ -179,3 +179,64 @@ func TestGroupCommitSplits(t *testing.T) {
 		t.Fatalf("an append of 1,000 events: %v; want *journal.TooLargeError", err)
 	}
 }
+
+// An entity looks its command's idempotency key up before the handler
+// runs, then appends with it: the append does not read the log for the
+// key again, and a later look-up of a key this writer recorded is
+// answered from what it knows. A key recorded by another writer is still
+// found (the look-up of an unknown key always reads the log).
+func TestIdempotentThenAppendReadsTheKeyOnce(t *testing.T) {
+	c := bustest.Start(t, 1)
+	st := openOne(t, c, "idonce", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ev := []journal.Event{{Type: "Deposited", Payload: []byte(`{"amount":1}`)}}
+	if _, err := st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: 0, Events: ev, IdempotencyKey: "k0"}); err != nil {
+		t.Fatal(err)
+	}
+	leaderReads := func() uint64 { _, l := jsstore.ReadCounts(st); return l }
+	for i := 1; i <= 3; i++ {
+		key := fmt.Sprintf("k%d", i)
+		l0 := leaderReads()
+		if _, ok, err := st.Idempotent(ctx, "acct/1", key); ok || err != nil {
+			t.Fatalf("Idempotent(%s) = %v, %v before its append", key, ok, err)
+		}
+		if got := leaderReads() - l0; got != 1 {
+			t.Fatalf("Idempotent(%s) of an unknown key read the log %d times, want 1", key, got)
+		}
+		res, err := st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: uint64(i), Events: ev, IdempotencyKey: key, Reply: []byte(key)})
+		if err != nil || res.Duplicate || res.LastSequence != uint64(i+1) {
+			t.Fatalf("Append(%s) = %+v, %v", key, res, err)
+		}
+		if got := leaderReads() - l0; got != 1 {
+			t.Fatalf("Idempotent then Append(%s) read the log %d times, want 1", key, got)
+		}
+		again, ok, err := st.Idempotent(ctx, "acct/1", key)
+		if !ok || err != nil || !again.Duplicate || again.LastSequence != res.LastSequence || string(again.Reply) != key {
+			t.Fatalf("Idempotent(%s) after its append = %+v, %v, %v", key, again, ok, err)
+		}
+		if got := leaderReads() - l0; got != 1 {
+			t.Fatalf("Idempotent(%s) of a key this writer recorded read the log (%d reads in all, want 1)", key, got)
+		}
+	}
+	// Another writer's record (a second Store on the same streams, as a
+	// new owner after a failover would be) is found by both.
+	other := openOne(t, c, "idonce", 1)
+	if _, ok, err := other.Idempotent(ctx, "acct/1", "k2"); !ok || err != nil {
+		t.Fatalf("another store's Idempotent(k2) = %v, %v", ok, err)
+	}
+	if _, ok, err := st.Idempotent(ctx, "acct/1", "k9"); ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	res, err := other.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: journal.ExpectAny, Events: ev, IdempotencyKey: "k9"})
+	if err != nil || res.Duplicate {
+		t.Fatalf("other's Append(k9) = %+v, %v", res, err)
+	}
+	// st learnt k9 was absent before other recorded it; its append with
+	// k9 must not land (the fence moved: it fails, or finds the key).
+	res, err = st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: journal.ExpectAny, Events: ev, IdempotencyKey: "k9"})
+	if err == nil && !res.Duplicate {
+		t.Fatalf("a stale writer appended k9 a second time: %+v", res)
+	}
+	t.Logf("the stale writer's append of k9: %+v, %v", res, err)
+}

@@ -246,6 +246,14 @@ type part struct {
 	gen   atomic.Uint64
 	heads map[string]head
 	idem  map[idemKey]journal.AppendResult // keys this writer recorded
+	// Keys Idempotent found unrecorded in this generation, for the
+	// append that usually follows (an entity looks its command's key up
+	// before the handler runs): its prefetch takes the entry instead of
+	// reading the log again. Sound for the same reason as the prefetch:
+	// only this writer can record a key in the generation (another
+	// writer's batch moves the fence, and ours then fails), and it
+	// records its own in idem before the next batch is built.
+	absent map[idemKey]struct{}
 
 	qmu       sync.Mutex
 	queue     []*pending    // appends waiting for the committer
@@ -342,6 +350,7 @@ func (s *Store) openPart(ctx context.Context, n int) (*part, error) {
 		return nil, fmt.Errorf("jsstore: stream %s: %w", name, err)
 	}
 	p := &part{n: n, name: name, stream: st, heads: map[string]head{}, idem: map[idemKey]journal.AppendResult{},
+		absent: map[idemKey]struct{}{},
 		notify: make(chan struct{}), qwake: make(chan struct{}, 1)}
 	p.mayWrite.Store(!s.cfg.RequireOwnership)
 	info, err := st.Info(ctx)
@@ -978,6 +987,7 @@ func (p *part) resetCache() {
 func (p *part) resetLocked() {
 	p.heads = map[string]head{}
 	p.idem = map[idemKey]journal.AppendResult{}
+	p.absent = map[idemKey]struct{}{}
 	p.gen.Add(1)
 }
 

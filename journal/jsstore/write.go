@@ -266,7 +266,27 @@ func (s *Store) Idempotent(ctx context.Context, stream, key string) (journal.App
 	if key == "" {
 		return journal.AppendResult{}, false, nil
 	}
-	return s.idempotent(ctx, s.part(stream), stream, key)
+	p := s.part(stream)
+	k := idemKey{stream, key}
+	gen := p.gen.Load()
+	p.hmu.Lock()
+	r, ok := p.idem[k]
+	p.hmu.Unlock()
+	if ok {
+		return r, true, nil
+	}
+	r, ok, err := s.idempotent(ctx, p, stream, key)
+	if err == nil && !ok {
+		p.hmu.Lock()
+		if p.gen.Load() == gen { // read in this generation
+			if len(p.absent) >= maxCached {
+				p.absent = map[idemKey]struct{}{} // a hint only: start again
+			}
+			p.absent[k] = struct{}{}
+		}
+		p.hmu.Unlock()
+	}
+	return r, ok, err
 }
 
 func (s *Store) idempotent(ctx context.Context, p *part, stream, key string) (journal.AppendResult, bool, error) {
