@@ -8,7 +8,8 @@
 #   deploy/bench/cluster-profile.sh [cluster|single] [seconds]
 #
 # Environment: BIN (default bin/troupe), CONC (callers, default 64), SHARDS
-# (default 8), PERF=1 to record node 1 with `perf record -g` for the middle
+# (default 8), SETTLE (seconds between every shard served and the load,
+# default 0), PERF=1 to record node 1 with `perf record -g` for the middle
 # third of the run (needs perf and root), PPROF=1 to start every node with
 # --debug-addr 127.0.0.1:606i and save node 1's goroutines, blocking
 # profile (for the middle of the run) and a 5 s execution trace, OUT (default a new temp dir: node
@@ -72,6 +73,7 @@ if [ "$mode" != single ]; then
 		sleep 0.2
 	done
 fi
+sleep "${SETTLE:-0}" # seconds to let the cluster settle before the load
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 list=$(
 	IFS=,
