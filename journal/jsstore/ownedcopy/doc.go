@@ -6,8 +6,9 @@
 // "Local copy").
 //
 // Store wraps a *jsstore.Store and implements journal.Store: writes go to
-// the replicated log first and, once acknowledged, to the local copy
-// before they return; reads of a partition this node owns are answered
+// the replicated log first and, once acknowledged, are queued for the
+// local copy (written behind by one group writer: an append does not wait
+// for its local write, a read of the stream does); reads of a partition this node owns are answered
 // locally, or catch the stream's missing suffix up from the log first;
 // everything else (ReadAll for projections, Idempotent, Info, positions)
 // passes straight through.
@@ -29,7 +30,10 @@
 //     the stream's partition under a fence F right now (jsstore Holds) and
 //     the stream is marked complete under F: every append, snapshot and
 //     tombstone under F went through this Store and was written locally
-//     before it returned. A local write that fails, an error of unknown
+//     (an append's local write may still be queued when the append
+//     returns: the read first waits for the stream's queued writes, and a
+//     queued write that fails drops the mark before it counts as done).
+//     A local write that fails, an error of unknown
 //     outcome, an idempotent repeat, two writes of one stream at once, or
 //     a change of fence drops the mark, and the next read goes to the log.
 //  3. Otherwise the read catches up: it reads the stream's snapshot and its

@@ -6,9 +6,17 @@ import "github.com/troupe-dev/troupe/journal"
 // disk would: every later local read and write fails.
 func CloseDB(s *Store) error { return s.db.Close() }
 
-// LocalHead is a stream's local head (0: nothing local).
+// LocalHead is a stream's local head (0: nothing local) once its queued
+// local writes are done.
 func LocalHead(s *Store, stream string) (uint64, error) {
-	h, err := s.localHead(s.parts[s.inner.PartitionOf(stream)], stream)
+	p := s.parts[s.inner.PartitionOf(stream)]
+	p.mu.Lock()
+	e := p.streams[stream]
+	p.mu.Unlock()
+	if e != nil {
+		e.flush()
+	}
+	h, err := s.localHead(p, stream)
 	return h.seq, err
 }
 

@@ -89,7 +89,9 @@ const maxEntries = 1 << 16
 // copy; see the package doc for its invariants.
 //
 // Lock order: part.mu is never held while calling the inner store or
-// Badger; entry.wmu, then closeMu (shared), then part.lk.
+// Badger; entry.wmu, then closeMu (shared), then part.lk. The group
+// writer takes closeMu (shared), part.lk (shared) and part.mu, never
+// entry.wmu; a flush waits for it holding entry.wmu alone.
 type Store struct {
 	cfg   Config
 	inner *jsstore.Store
@@ -147,8 +149,13 @@ type entry struct {
 	// read (unix ns): an append is stamped no earlier.
 	last atomic.Int64
 
+	// The done channel of the stream's last write queued for the group
+	// writer (write.go), until a flush saw it done; under wmu.
+	pending chan struct{}
+
 	// The local head as the group writer last left it (write.go), valid
-	// while headOK and in incarnation headInc; under wmu.
+	// while headOK and in incarnation headInc. The writer uses it while
+	// the stream has queued writes; others under wmu after a flush.
 	head    head
 	headInc uint64
 	headOK  bool
@@ -407,7 +414,8 @@ func sure(err error) bool {
 		errors.Is(err, journal.ErrInvalid) || errors.Is(err, journal.ErrNotOwner) || errors.Is(err, journal.ErrClosed)
 }
 
-// Append appends to the log and, once acknowledged, to the local copy;
+// Append appends to the log and, once acknowledged, queues the events for
+// the local copy (written behind: the stream's next local read waits);
 // see journal.Store.
 func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.AppendResult, error) {
 	if s.closed.Load() {
@@ -438,7 +446,7 @@ func (s *Store) Append(ctx context.Context, req journal.AppendRequest) (journal.
 	return res, err
 }
 
-// appendLocal writes an acknowledged append's events to the local copy.
+// appendLocal queues an acknowledged append's events for the local copy.
 func (s *Store) appendLocal(p *part, e *entry, req *journal.AppendRequest, res journal.AppendResult) error {
 	n := uint64(len(req.Events))
 	if res.LastSequence-res.FirstSequence+1 != n || res.LastPosition-res.FirstPosition+1 != n {
@@ -458,6 +466,7 @@ func (s *Store) appendLocal(p *part, e *entry, req *journal.AppendRequest, res j
 func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
+	e.flushLocked()
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.dbClosed {
@@ -571,6 +580,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap journal.Snapshot) error {
 func (s *Store) putSnapshot(p *part, e *entry, stream string, snap *journal.Snapshot, save bool) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
+	e.flushLocked()
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.dbClosed {
@@ -651,6 +661,7 @@ func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int)
 		e := p.ref(stream)
 		p.mu.Unlock()
 		defer p.unref(stream, e)
+		e.flush() // the stream's acknowledged appends are local, or its mark is gone
 		if !p.complete(e, f) {
 			ok, err := s.catchUp(ctx, p, e, stream, f)
 			if err != nil {
@@ -781,6 +792,7 @@ func (s *Store) LoadSnapshot(ctx context.Context, stream string) (journal.Snapsh
 	e := p.ref(stream)
 	p.mu.Unlock()
 	defer p.unref(stream, e)
+	e.flush()
 	if !p.complete(e, f) {
 		ok, err := s.catchUp(ctx, p, e, stream, f)
 		if err != nil {

@@ -10,14 +10,19 @@ import (
 	"github.com/troupe-dev/troupe/journal"
 )
 
-// The local writes of acknowledged appends are group-committed: one
-// goroutine takes every write waiting and commits them in one Badger
-// transaction. Badger makes every new transaction wait until the commits
-// before it are applied (its read timestamp's watermark), so a
-// transaction per append serialised every append of the node behind
-// Badger's write pipeline: appends through the copy ran at a third of
-// the log's rate (docs/benchmarks.md, "Recovery from the local copy").
-// Each append still returns only once its events are written locally.
+// The local writes of acknowledged appends are group-committed and
+// written behind: an append queues its events for the local copy and
+// returns once the log acknowledged it; one goroutine takes every write
+// waiting and commits them in one Badger transaction. Anything that uses
+// a stream's local data (a read, a catch-up, a snapshot) first waits for
+// the stream's queued writes (entry.flush), and a queued write that fails
+// drops the stream's mark before it counts as done, so a read never
+// trusts a copy that misses an acknowledged event. Waiting for the local
+// write inside each append doubled its latency under load (three hand-
+// offs between goroutines on a busy machine) and cost 40 % of a node's
+// append rate (docs/benchmarks.md, "The store's appends beside the
+// ceilings"); a transaction per append, before the group writer,
+// serialised every append behind Badger's write pipeline.
 
 // writer is the group writer's queue.
 type writer struct {
@@ -40,9 +45,9 @@ type writeReq struct {
 	done   chan struct{}
 }
 
-// writeLocal writes an acknowledged append's events to the local copy
-// through the group writer and waits for the commit. It holds the
-// stream's write lock, so one stream has at most one write in a group.
+// writeLocal queues an acknowledged append's events for the local copy
+// and returns without waiting for them (ErrClosed when the copy is
+// closing: then nothing is queued).
 func (s *Store) writeLocal(p *part, e *entry, stream string, evs []journal.Event) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
@@ -52,25 +57,46 @@ func (s *Store) writeLocal(p *part, e *entry, stream string, evs []journal.Event
 		return journal.ErrClosed
 	}
 	p.lk.RLock()
-	defer p.lk.RUnlock()
-	r := &writeReq{p: p, e: e, inc: p.inc, stream: stream, evs: evs, done: make(chan struct{})}
+	inc := p.inc
+	p.lk.RUnlock()
+	r := &writeReq{p: p, e: e, inc: inc, stream: stream, evs: evs, done: make(chan struct{})}
 	s.w.mu.Lock()
 	if s.w.closed {
 		s.w.mu.Unlock()
 		return journal.ErrClosed
 	}
+	// The queued write holds the entry (the writer lets go), so that the
+	// stream's next reader finds this entry, and its pending write, and
+	// not a new one.
+	p.mu.Lock()
+	e.refs++
+	p.mu.Unlock()
 	s.w.queue = append(s.w.queue, r)
 	s.w.mu.Unlock()
+	e.pending = r.done
 	select {
 	case s.w.wake <- struct{}{}:
 	default:
 	}
-	<-r.done
-	if r.err != nil && !errors.Is(r.err, errGap) {
-		s.localErrs.Add(1)
-		s.log.Warn("local copy not written", "shard", p.n, "stream", stream, "err", r.err)
+	return nil
+}
+
+// flushLocked waits until the stream's queued local writes are done
+// (written, or failed and its mark dropped). The writer answers in queue
+// order, so the last one queued is the one to wait for. The caller holds
+// e.wmu (no write can be queued meanwhile) and no other lock.
+func (e *entry) flushLocked() {
+	if d := e.pending; d != nil {
+		<-d
+		e.pending = nil
 	}
-	return r.err
+}
+
+// flush is flushLocked for a caller without e.wmu.
+func (e *entry) flush() {
+	e.wmu.Lock()
+	e.flushLocked()
+	e.wmu.Unlock()
 }
 
 // write is the group writer's goroutine; stopWriter ends it.
@@ -107,26 +133,47 @@ func (s *Store) stopWriter() {
 }
 
 // commitGroup writes a group of requests in as few transactions as fit
-// and answers each. The requesters hold their streams' write locks,
-// closeMu and their partitions' lk shared, so the entries' heads and the
-// incarnations are stable.
+// and answers each, in order. A stream may have several requests in a
+// group (an append does not wait for its local write); each sees the
+// head its predecessors left. Until a request is answered nothing else
+// touches its entry's head (flush waits for it under e.wmu).
 func (s *Store) commitGroup(batch []*writeReq) {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	locked := map[*part]bool{} // partitions whose lk this holds shared
 	defer func() {
+		for p := range locked {
+			p.lk.RUnlock()
+		}
 		for _, r := range batch {
 			if r.err != nil {
 				r.e.headOK = false
+				if !errors.Is(r.err, errGap) && !errors.Is(r.err, journal.ErrClosed) {
+					s.localErrs.Add(1)
+					s.log.Warn("local copy not written", "shard", r.p.n, "stream", r.stream, "err", r.err)
+				}
 			}
+			r.p.mu.Lock()
+			if r.err != nil {
+				// The copy misses an acknowledged event: no local
+				// answer for this stream until a catch-up.
+				r.e.marked = false
+				r.e.gen++
+			}
+			r.e.refs--
+			r.p.mu.Unlock()
 			close(r.done)
 		}
 	}()
-	if s.db.IsClosed() {
+	if s.dbClosed || s.db.IsClosed() {
 		for _, r := range batch {
 			r.err = journal.ErrClosed
 		}
 		return
 	}
 	txn := s.db.NewTransaction(true)
-	var in []*writeReq // requests whose writes are in txn
+	var in []*writeReq           // requests whose writes are in txn
+	running := map[*entry]head{} // heads as txn leaves them
 	commit := func() {
 		err := txn.Commit()
 		txn.Discard()
@@ -139,21 +186,34 @@ func (s *Store) commitGroup(batch []*writeReq) {
 			}
 		}
 		in = nil
+		clear(running)
 	}
 	for _, r := range batch {
-		err := s.add(txn, r)
+		if !locked[r.p] {
+			r.p.lk.RLock()
+			locked[r.p] = true
+		}
+		if r.inc != r.p.inc {
+			// The partition was dropped since (not owned for a while):
+			// its marks are gone and its old data is being deleted.
+			continue
+		}
+		h, ok := running[r.e]
+		err := s.add(txn, r, h, ok)
 		if errors.Is(err, badger.ErrTxnTooBig) && len(in) > 0 {
 			// Commit the group so far, then this one alone. Events it
 			// left in the full transaction lie past its head: unread,
 			// and written again.
 			commit()
 			txn = s.db.NewTransaction(true)
-			err = s.add(txn, r)
+			err = s.add(txn, r, head{}, false)
 		}
 		if err != nil {
 			r.err = err
+			delete(running, r.e) // the next of this stream re-reads its head
 			continue
 		}
+		running[r.e] = r.next
 		in = append(in, r)
 	}
 	if len(in) > 0 {
@@ -163,11 +223,14 @@ func (s *Store) commitGroup(batch []*writeReq) {
 	}
 }
 
-// add puts a request's events and its stream's new head in txn.
-func (s *Store) add(txn *badger.Txn, r *writeReq) error {
+// add puts a request's events and its stream's new head in txn; h is the
+// head an earlier request of the stream left in txn, if known.
+func (s *Store) add(txn *badger.Txn, r *writeReq, h head, known bool) error {
 	hk := headKey(r.p.n, r.inc, r.stream)
-	h := r.e.head
-	if !r.e.headOK || r.e.headInc != r.inc {
+	if !known {
+		h = r.e.head
+	}
+	if !known && (!r.e.headOK || r.e.headInc != r.inc) {
 		var err error
 		if h, err = getHead(txn, hk); err != nil {
 			return err
