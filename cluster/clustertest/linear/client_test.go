@@ -213,11 +213,14 @@ func TestSingleNode(t *testing.T) {
 		t.Errorf("audit saw %d acknowledged refs and %d events; the client counted %d acknowledged writes", rep.Acknowledged, rep.Applied, acked)
 	}
 
-	// The same real history, one answer off by one: a stale or lost write.
+	// The same real history, one answer that no order of the operations
+	// explains (more than every deposit together). A change by one is
+	// not always illegal: a read concurrent with a deposit of 1 may be
+	// ordered after it (a run hit exactly that).
 	for i := len(ops) - 1; i >= 0; i-- {
-		if ops[i].Output.Result == linear.OK {
+		if ops[i].Output.Result == linear.OK && ops[i].Output.BalanceKnown {
 			bad := append([]linear.Op(nil), ops...)
-			bad[i].Output.Balance++
+			bad[i].Output.Balance += 1 << 40
 			res, info, err := linear.Check(bad, 20*time.Second, dir)
 			if res != porcupine.Illegal || err != nil || info.Visualization == "" {
 				t.Errorf("history with %s changed: %s (%v), want Illegal with a visualisation", cl.Accounts(), res, err)
