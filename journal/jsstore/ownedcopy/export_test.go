@@ -14,7 +14,7 @@ func LocalHead(s *Store, stream string) (uint64, error) {
 	e := p.streams[stream]
 	p.mu.Unlock()
 	if e != nil {
-		e.flush()
+		s.flush(e)
 	}
 	h, err := s.localHead(p, stream)
 	return h.seq, err

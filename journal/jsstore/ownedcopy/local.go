@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -55,7 +56,6 @@ func dataKey(n int, inc uint64, typ byte, stream string, extra int) []byte {
 	return append(append(b, typ), stream...)
 }
 
-func headKey(n int, inc uint64, stream string) []byte { return dataKey(n, inc, 'h', stream, 0) }
 func snapKey(n int, inc uint64, stream string) []byte { return dataKey(n, inc, 's', stream, 0) }
 
 func eventPrefix(n int, inc uint64, stream string) []byte {
@@ -66,41 +66,49 @@ func eventKey(prefix []byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(prefix[:len(prefix):len(prefix)], seq)
 }
 
-// head is a stream's last local event.
+// head is a stream's last local event. It is not stored: it is the last
+// event key of the stream (writes keep the events a prefix 1..head), so
+// an append writes one key per event and nothing else.
 type head struct {
 	seq, pos uint64
 	time     int64 // unix nanoseconds
 }
 
-func (h head) encode() []byte {
-	b := make([]byte, 0, 24)
-	b = binary.BigEndian.AppendUint64(b, h.seq)
-	b = binary.BigEndian.AppendUint64(b, h.pos)
-	return binary.BigEndian.AppendUint64(b, uint64(h.time))
-}
-
-func decodeHead(b []byte) (head, error) {
-	if len(b) != 24 {
-		return head{}, fmt.Errorf("ownedcopy: head of %d bytes", len(b))
-	}
-	return head{seq: binary.BigEndian.Uint64(b), pos: binary.BigEndian.Uint64(b[8:]), time: int64(binary.BigEndian.Uint64(b[16:]))}, nil
-}
-
-// getHead reads a stream's head in txn (zero: no local events).
-func getHead(txn *badger.Txn, key []byte) (head, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
+// getHead reads a stream's head in txn from the last key under its event
+// prefix (zero: no local events). In a read-write txn it sees the txn's
+// own writes; such a txn may have one iterator open at a time.
+func getHead(txn *badger.Txn, prefix []byte) (head, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
+	defer it.Close()
+	it.Seek(eventKey(prefix, math.MaxUint64))
+	if !it.Valid() {
 		return head{}, nil
 	}
-	if err != nil {
-		return head{}, err
+	item := it.Item()
+	k := item.Key()
+	if len(k) != len(prefix)+8 {
+		return head{}, fmt.Errorf("ownedcopy: event key %x of %d bytes under a prefix of %d", k, len(k), len(prefix))
 	}
-	var h head
-	err = item.Value(func(v []byte) error {
-		h, err = decodeHead(v)
+	h := head{seq: binary.BigEndian.Uint64(k[len(prefix):])}
+	err := item.Value(func(v []byte) error {
+		var err error
+		h.pos, h.time, err = decodePosTime(v)
 		return err
 	})
 	return h, err
+}
+
+// decodePosTime decodes the position and time of an encoded event.
+func decodePosTime(b []byte) (uint64, int64, error) {
+	if len(b) == 0 || b[0] != 1 {
+		return 0, 0, errors.New("ownedcopy: event of an unknown format")
+	}
+	d := decoder{b: b[1:]}
+	pos, t := d.uvarint(), d.varint()
+	if d.err != nil {
+		return 0, 0, fmt.Errorf("ownedcopy: event: %w", d.err)
+	}
+	return pos, t, nil
 }
 
 // encodeEvent encodes what the key does not hold of an event: a format

@@ -149,9 +149,9 @@ type entry struct {
 	// read (unix ns): an append is stamped no earlier.
 	last atomic.Int64
 
-	// The done channel of the stream's last write queued for the group
-	// writer (write.go), until a flush saw it done; under wmu.
-	pending chan struct{}
+	// The number of the stream's last write queued for the group writer
+	// (write.go), until a flush saw it answered (0: none); under wmu.
+	pending uint64
 
 	// The local head as the group writer last left it (write.go), valid
 	// while headOK and in incarnation headInc. The writer uses it while
@@ -195,6 +195,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.w = writer{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s.w.answers = sync.NewCond(&s.w.mu)
 	go s.write()
 	s.wg.Add(1)
 	go s.sweep()
@@ -466,7 +467,7 @@ func (s *Store) appendLocal(p *part, e *entry, req *journal.AppendRequest, res j
 func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	e.flushLocked()
+	s.flushLocked(e)
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.dbClosed {
@@ -497,7 +498,6 @@ func (s *Store) extend(p *part, e *entry, stream string, evs []journal.Event) er
 // A write too big for one transaction commits its first part here (each
 // commit leaves a prefix). The caller holds e.wmu, closeMu and p.lk.
 func (s *Store) prepare(p *part, stream string, evs []journal.Event) (_ *badger.Txn, err error) {
-	hk := headKey(p.n, p.inc, stream)
 	prefix := eventPrefix(p.n, p.inc, stream)
 	txn := s.db.NewTransaction(true)
 	defer func() {
@@ -505,7 +505,7 @@ func (s *Store) prepare(p *part, stream string, evs []journal.Event) (_ *badger.
 			txn.Discard()
 		}
 	}()
-	h, err := getHead(txn, hk)
+	h, err := getHead(txn, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -529,11 +529,8 @@ func (s *Store) prepare(p *part, stream string, evs []journal.Event) (_ *badger.
 		next := head{seq: ev.Sequence, pos: ev.Position, time: ev.Time.UnixNano()}
 		err := txn.Set(k, v)
 		if errors.Is(err, badger.ErrTxnTooBig) {
-			// Commit the prefix written so far with its head, go on in
-			// a new transaction: each commit leaves a prefix.
-			if err := txn.Set(hk, h.encode()); err != nil {
-				return nil, err
-			}
+			// Commit the prefix written so far, go on in a new
+			// transaction: each commit leaves a prefix.
 			if err := txn.Commit(); err != nil {
 				return nil, err
 			}
@@ -545,9 +542,6 @@ func (s *Store) prepare(p *part, stream string, evs []journal.Event) (_ *badger.
 			return nil, err
 		}
 		h = next
-	}
-	if err := txn.Set(hk, h.encode()); err != nil {
-		return nil, err
 	}
 	return txn, nil
 }
@@ -580,7 +574,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap journal.Snapshot) error {
 func (s *Store) putSnapshot(p *part, e *entry, stream string, snap *journal.Snapshot, save bool) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	e.flushLocked()
+	s.flushLocked(e)
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.dbClosed {
@@ -661,7 +655,7 @@ func (s *Store) Read(ctx context.Context, stream string, from uint64, limit int)
 		e := p.ref(stream)
 		p.mu.Unlock()
 		defer p.unref(stream, e)
-		e.flush() // the stream's acknowledged appends are local, or its mark is gone
+		s.flush(e) // the stream's acknowledged appends are local, or its mark is gone
 		if !p.complete(e, f) {
 			ok, err := s.catchUp(ctx, p, e, stream, f)
 			if err != nil {
@@ -739,16 +733,13 @@ func (s *Store) localChunk(p *part, stream string, from uint64, want int) ([]jou
 	txn := s.db.NewTransaction(false)
 	p.lk.RUnlock()
 	defer txn.Discard()
-	h, err := getHead(txn, headKey(p.n, inc, stream))
-	if err != nil || from > h.seq {
-		return nil, false, err
-	}
 	prefix := eventPrefix(p.n, inc, stream)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix}) // no prefetch: a goroutine per value, for values that sit in the LSM tree
 	defer it.Close()
-	evs := make([]journal.Event, 0, min(uint64(want), h.seq-from+1))
+	evs := make([]journal.Event, 0, min(want, 64))
 	seq := from
-	for it.Seek(eventKey(prefix, from)); it.Valid() && seq <= h.seq && len(evs) < want; it.Next() {
+	it.Seek(eventKey(prefix, from))
+	for ; it.Valid() && len(evs) < want; it.Next() {
 		item := it.Item()
 		k := item.Key()
 		if got := binary.BigEndian.Uint64(k[len(prefix):]); len(k) != len(prefix)+8 || got != seq {
@@ -765,10 +756,8 @@ func (s *Store) localChunk(p *part, stream string, from uint64, want int) ([]jou
 		evs = append(evs, ev)
 		seq++
 	}
-	if len(evs) < want && seq <= h.seq {
-		return nil, false, fmt.Errorf("%w: stream %q: event %d (head %d)", errMissing, stream, seq, h.seq)
-	}
-	return evs, seq <= h.seq, nil
+	// The local events end at the last key (writes keep them a prefix).
+	return evs, it.Valid(), nil
 }
 
 // LoadSnapshot returns a stream's latest snapshot; see journal.Store. An
@@ -792,7 +781,7 @@ func (s *Store) LoadSnapshot(ctx context.Context, stream string) (journal.Snapsh
 	e := p.ref(stream)
 	p.mu.Unlock()
 	defer p.unref(stream, e)
-	e.flush()
+	s.flush(e)
 	if !p.complete(e, f) {
 		ok, err := s.catchUp(ctx, p, e, stream, f)
 		if err != nil {
@@ -920,7 +909,7 @@ func (s *Store) localHead(p *part, stream string) (head, error) {
 	var h head
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		h, err = getHead(txn, headKey(p.n, p.inc, stream))
+		h, err = getHead(txn, eventPrefix(p.n, p.inc, stream))
 		return err
 	})
 	return h, err
