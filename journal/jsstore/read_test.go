@@ -3,6 +3,7 @@ package jsstore_test
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"slices"
@@ -496,3 +497,44 @@ func TestReopenUpdatesNoStream(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A stream whose leader steps down answers "temporarily unavailable", or
+// nothing, until the election ends: the store's reads ask again within
+// their timeout, so no read (and no command recovering from it) fails
+// because a leader moved. Each round moves the leader and reads at once.
+func TestReadsRideOutALeaderMove(t *testing.T) {
+	c := bustest.Start(t, 3)
+	st := openOne(t, c, "move", 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ev := []journal.Event{{Type: "Deposited", Payload: []byte(`{"amount":1}`)}}
+	if _, err := st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Events: ev}); err != nil {
+		t.Fatal(err)
+	}
+	nc := c.Connect(1)
+	for round := range 5 {
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.MOVE_P0", nil, 5*time.Second); err != nil {
+			t.Fatalf("round %d: step down: %v", round, err)
+		}
+		for i := range 20 {
+			evs, err := collect(st.Read(ctx, "acct/1", 0, 0))
+			if err != nil || len(evs) != 1 {
+				t.Fatalf("round %d, read %d right after the leader stepped down: %d events, %v", round, i, len(evs), err)
+			}
+			if _, _, err := st.Idempotent(ctx, "acct/1", fmt.Sprintf("k%d-%d", round, i)); err != nil {
+				t.Fatalf("round %d, look-up %d right after the leader stepped down: %v", round, i, err)
+			}
+		}
+	}
+}
+
+func collect(seq iter.Seq2[journal.Event, error]) ([]journal.Event, error) {
+	var out []journal.Event
+	for ev, err := range seq {
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}

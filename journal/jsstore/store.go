@@ -828,10 +828,10 @@ func (s *Store) scan(ctx context.Context, n int, from uint64, subject string, b 
 // direct asks a replica for a batch of partition p's messages on subject
 // from seq (jsread.Reader.Direct), bounded by Timeout.
 func (s *Store) direct(ctx context.Context, p *part, seq uint64, subject string, size int) (jsread.Batch, error) {
-	s.directGets.Add(1)
-	rctx, cancel := s.ctx(ctx)
-	defer cancel()
-	b, err := s.rd.Direct(rctx, p.name, seq, subject, size)
+	b, err := retryRead(ctx, s, func(ctx context.Context) (jsread.Batch, error) {
+		s.directGets.Add(1)
+		return s.rd.Direct(ctx, p.name, seq, subject, size)
+	})
 	if err == nil && s.directHook != nil {
 		s.directHook(p.name, seq, &b)
 	}
@@ -841,10 +841,45 @@ func (s *Store) direct(ctx context.Context, p *part, seq uint64, subject string,
 // leaderGet reads one message of partition p from its stream's leader,
 // bounded by Timeout; jsread.ErrNotFound if none matches.
 func (s *Store) leaderGet(ctx context.Context, p *part, q jsread.Query) (*jetstream.RawStreamMsg, error) {
-	s.leaderGets.Add(1)
+	return retryRead(ctx, s, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		s.leaderGets.Add(1)
+		return jsread.Leader(ctx, s.cfg.Conn, "", p.name, q)
+	})
+}
+
+// readAttempt bounds one read request within Timeout (a quarter of it, at
+// least half a second): a request that reaches a stream while its
+// leadership moves may get no answer at all.
+func (s *Store) readAttempt() time.Duration { return max(s.cfg.Timeout/4, 500*time.Millisecond) }
+
+// retryRead runs read, bounded by Timeout (and ctx), and asks again while
+// the stream answers "temporarily unavailable" (no leader during an
+// election or a leader move), nobody answers, or one attempt got no reply
+// within readAttempt: a read is safe to repeat, and a command should not
+// fail because its stream's leader moved a moment before.
+func retryRead[T any](ctx context.Context, s *Store, read func(context.Context) (T, error)) (T, error) {
 	rctx, cancel := s.ctx(ctx)
 	defer cancel()
-	return jsread.Leader(rctx, s.cfg.Conn, "", p.name, q)
+	wait := 10 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(rctx, s.readAttempt())
+		v, err := read(actx)
+		attemptTimedOut := actx.Err() != nil
+		acancel()
+		retry := errors.Is(err, journal.ErrUnavailable) || errors.Is(err, jsread.ErrNoResponders) ||
+			(attemptTimedOut && errors.Is(err, context.DeadlineExceeded))
+		if err == nil || !retry || rctx.Err() != nil {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-rctx.Done():
+			t.Stop()
+			return v, err
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
 }
 
 func contains(xs []string, x string) bool {
