@@ -16,7 +16,7 @@ import (
 // returns once the log acknowledged it; one goroutine takes every write
 // waiting and commits them in one Badger transaction. Anything that uses
 // a stream's local data (a read, a catch-up, a snapshot) first waits for
-// the stream's queued writes (entry.flush), and a queued write that fails
+// the stream's queued writes (Store.flush), and a queued write that fails
 // drops the stream's mark before it counts as done, so a read never
 // trusts a copy that misses an acknowledged event. Waiting for the local
 // write inside each append doubled its latency under load (three hand-
@@ -91,8 +91,8 @@ func (s *Store) writeLocal(p *part, e *entry, stream string, evs []journal.Event
 // (written, or failed and its mark dropped). The writer answers in queue
 // order, so the last one queued is the one to wait for (a number and a
 // condition rather than a channel per write: one allocation less on
-// every append). The caller holds
-// e.wmu (no write can be queued meanwhile) and no other lock.
+// every append). The caller holds e.wmu (no write can be queued
+// meanwhile) and no other lock.
 func (s *Store) flushLocked(e *entry) {
 	if e.pending == 0 {
 		return
@@ -240,8 +240,8 @@ func (s *Store) commitGroup(batch []*writeReq) {
 }
 
 // add puts a request's events in txn and sets r.next to the head they
-// leave; h is the
-// head an earlier request of the stream left in txn, if known.
+// leave; h is the head an earlier request of the stream left in txn, if
+// known.
 func (s *Store) add(txn *badger.Txn, r *writeReq, h head, known bool) error {
 	prefix := eventPrefix(r.p.n, r.inc, r.stream)
 	if !known {
