@@ -421,9 +421,16 @@ var b64 = base64.RawURLEncoding
 // entitySubject is the subject of a stream's records of one type ("e"
 // events, "t" tombstone, "s" snapshot): kind and id base64url-encoded, so
 // that any id makes one subject token.
+// It is built in one buffer: it is made for every event appended.
 func (s *Store) entitySubject(n int, typ, stream string) string {
 	kind, id, _ := strings.Cut(stream, "/")
-	return s.subject(n, typ+"."+b64.EncodeToString([]byte(kind))+"."+b64.EncodeToString([]byte(id)))
+	b := make([]byte, 0, len(s.cfg.Prefix)+16+len(typ)+b64.EncodedLen(len(kind))+b64.EncodedLen(len(id)))
+	b = append(append(b, s.cfg.Prefix...), ".p"...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(append(append(b, '.'), typ...), '.')
+	b = b64.AppendEncode(b, []byte(kind))
+	b = b64.AppendEncode(append(b, '.'), []byte(id))
+	return string(b)
 }
 
 func (s *Store) idemSubject(n int, stream, key string) string {

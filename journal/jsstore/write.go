@@ -131,10 +131,12 @@ func (s *Store) eventMsgs(p *part, req *journal.AppendRequest, first uint64, msg
 	for i := range req.Events {
 		e := &req.Events[i]
 		m := &nats.Msg{Subject: subject, Header: make(nats.Header, 4)}
-		m.Header[hdrSeq] = []string{strconv.FormatUint(first+uint64(i), 10)}
-		m.Header[hdrType] = []string{e.Type}
+		vals := make([]string, 3) // one backing array for the headers' values
+		vals[0], vals[1] = strconv.FormatUint(first+uint64(i), 10), e.Type
+		m.Header[hdrSeq], m.Header[hdrType] = vals[0:1:1], vals[1:2:2]
 		if s.cfg.KeepEventTimes && !e.Time.IsZero() {
-			m.Header[hdrTime] = []string{strconv.FormatInt(e.Time.UnixNano(), 10)}
+			vals[2] = strconv.FormatInt(e.Time.UnixNano(), 10)
+			m.Header[hdrTime] = vals[2:3:3]
 		}
 		if e.ContentType != "" {
 			m.Header[hdrContentType] = []string{e.ContentType}
