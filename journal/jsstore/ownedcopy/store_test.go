@@ -27,6 +27,7 @@ type opts struct {
 	acquire    bool          // acquire every partition at epoch 1 as "suite"
 	dropAfter  time.Duration // ownedcopy.Config.DropAfter
 	holder     string
+	timeout    time.Duration // jsstore.Config.Timeout (0: its default)
 }
 
 // open opens a replicated store on nc and its local copy in o.dir.
@@ -41,7 +42,7 @@ func open(t testing.TB, nc *nats.Conn, o opts) *ownedcopy.Store {
 	// Right after the cluster forms, the meta leader may not know every
 	// peer yet ("no suitable peers"): retry, bounded.
 	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
-		js, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: o.prefix, Partitions: o.partitions, Replicas: o.replicas, RequireOwnership: true, KeepEventTimes: true})
+		js, err = jsstore.Open(ctx, jsstore.Config{Conn: nc, Prefix: o.prefix, Partitions: o.partitions, Replicas: o.replicas, RequireOwnership: true, KeepEventTimes: true, Timeout: o.timeout})
 		if err == nil {
 			break
 		}
