@@ -78,11 +78,7 @@ func (c *memCheckpoints) count(name string, part int) int {
 func TestAReactorThatMatchesNothingSavesItsCheckpointRarely(t *testing.T) {
 	const parts = 2
 	pl := &ownedPlacement{shards: parts, epochs: map[int]uint64{0: 1, 1: 1}}
-	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts, PartitionOf: func(stream string) int {
-		kind, id, _ := journal.ParseStream(stream)
-		return actors.ShardOf(kind, id, parts)
-	}})
-	defer mem.Close()
+	mem := shardedMem(t, parts)
 	cps := &memCheckpoints{m: map[string][2]uint64{}}
 	n := actorstest.Start(t, actorstest.Config{Journal: mem, Runtime: actors.Config{Placement: pl, Checkpoints: cps}, Setup: func(rt *actors.Runtime) error {
 		if err := rt.Register(counterKind()); err != nil {
@@ -133,11 +129,7 @@ func TestAReactorThatMatchesNothingSavesItsCheckpointRarely(t *testing.T) {
 func TestReactorsRunOnlyOnOwnedPartitions(t *testing.T) {
 	const parts = 4
 	pl := &ownedPlacement{shards: parts, epochs: map[int]uint64{0: 1, 1: 1}}
-	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts, PartitionOf: func(stream string) int {
-		kind, id, _ := journal.ParseStream(stream)
-		return actors.ShardOf(kind, id, parts)
-	}})
-	defer mem.Close()
+	mem := shardedMem(t, parts)
 	cps := &memCheckpoints{m: map[string][2]uint64{}}
 	var mu sync.Mutex
 	seen := map[int][]uint64{} // partition → positions handled
@@ -229,11 +221,7 @@ func TestReactorsRunOnlyOnOwnedPartitions(t *testing.T) {
 func TestAnEntityRecoversWhenItsShardComesBack(t *testing.T) {
 	const parts = 2
 	pl := &ownedPlacement{shards: parts, epochs: map[int]uint64{0: 1, 1: 1}}
-	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts, PartitionOf: func(stream string) int {
-		kind, id, _ := journal.ParseStream(stream)
-		return actors.ShardOf(kind, id, parts)
-	}})
-	defer mem.Close()
+	mem := shardedMem(t, parts)
 	n := actorstest.Start(t, actorstest.Config{Journal: mem, Runtime: actors.Config{Placement: pl, Checkpoints: &memCheckpoints{m: map[string][2]uint64{}}},
 		Setup: func(rt *actors.Runtime) error { return rt.Register(counterKind()) }})
 	ctx := context.Background()
@@ -250,4 +238,15 @@ func TestAnEntityRecoversWhenItsShardComesBack(t *testing.T) {
 	if c := get(t, n, "c1"); c.Value != 11 {
 		t.Fatalf("value %d after the shard came back, want 11 (the other owner's append)", c.Value)
 	}
+}
+
+// shardedMem is an in-memory journal whose partitions are the shards of
+// actors.ShardOf, as a cluster's; closed at the test's end.
+func shardedMem(t *testing.T, parts int) *journaltest.MemStore {
+	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts, PartitionOf: func(stream string) int {
+		kind, id, _ := journal.ParseStream(stream)
+		return actors.ShardOf(kind, id, parts)
+	}})
+	t.Cleanup(func() { mem.Close() })
+	return mem
 }
