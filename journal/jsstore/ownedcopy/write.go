@@ -19,8 +19,8 @@ import (
 // the stream's queued writes (Store.flush), and a queued write that fails
 // drops the stream's mark before it counts as done, so a read never
 // trusts a copy that misses an acknowledged event. Waiting for the local
-// write inside each append doubled its latency under load (three hand-
-// offs between goroutines on a busy machine) and cost 40 % of a node's
+// write inside each append nearly doubled its latency under load (three hand-
+// offs between goroutines on a busy machine) and cost 32-43 % of a node's
 // append rate (docs/benchmarks.md, "The store's appends beside the
 // ceilings"); a transaction per append, before the group writer,
 // serialised every append behind Badger's write pipeline.
