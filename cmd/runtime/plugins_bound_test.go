@@ -135,27 +135,43 @@ func TestSendRetriesADeadlineExactlyOnce(t *testing.T) {
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build goslow: %v\n%s", err, b)
 	}
-	// slowFor (re)writes the manifest so that keyed commands wait until d
-	// from now, and waits for the node to load that version.
+	// slowFor (re)writes the manifest so that keyed commands wait until
+	// about d from when the node has loaded that version (at least d/2):
+	// loading a Go module takes long under the race detector, so a version
+	// loaded too late for its window is written again with the load time
+	// added.
 	var p *proc
 	slowFor := func(d time.Duration) {
 		t.Helper()
-		manifest := fmt.Sprintf("name = \"slow\"\ntrusted = true\n[hooks]\nkinds = [\"account\"]\ncommands = [\"Deposit\"]\n"+
-			"[limits]\nmemory_pages = 256\ntimeout = \"5s\"\n[capabilities]\nclock = true\n[capabilities.config]\nslow_until = \"%d\"\n",
-			time.Now().Add(d).UnixMilli())
-		var before string
-		if p != nil {
-			before = pluginRow(t, p.url, "slow")[1]
-		}
-		tmp := filepath.Join(plugins, ".slow.toml.tmp")
-		if err := os.WriteFile(tmp, []byte(manifest), 0o644); err != nil { // then renamed in: the watcher reads it whole
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(plugins, "slow.toml")); err != nil {
-			t.Fatal(err)
-		}
-		if p != nil {
+		var extra time.Duration
+		for try := 0; ; try++ {
+			start := time.Now()
+			until := start.Add(d + extra)
+			manifest := fmt.Sprintf("name = \"slow\"\ntrusted = true\n[hooks]\nkinds = [\"account\"]\ncommands = [\"Deposit\"]\n"+
+				"[limits]\nmemory_pages = 256\ntimeout = \"5s\"\n[capabilities]\nclock = true\n[capabilities.config]\nslow_until = \"%d\"\n",
+				until.UnixMilli())
+			var before string
+			if p != nil {
+				before = pluginRow(t, p.url, "slow")[1]
+			}
+			tmp := filepath.Join(plugins, ".slow.toml.tmp")
+			if err := os.WriteFile(tmp, []byte(manifest), 0o644); err != nil { // then renamed in: the watcher reads it whole
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(plugins, "slow.toml")); err != nil {
+				t.Fatal(err)
+			}
+			if p == nil {
+				return // the node loads it when it starts
+			}
 			waitFor(t, 10*time.Second, func() bool { return pluginRow(t, p.url, "slow")[1] != before })
+			if left := time.Until(until); left >= d/2 {
+				return
+			} else if try == 4 {
+				t.Fatalf("the slow plugin's version loaded with %v of its %v window left, 5 times", left, d+extra)
+			}
+			extra = time.Since(start)
+			t.Logf("the slow plugin's version took %v to load: written again with a longer window", extra)
 		}
 	}
 	slowFor(0)
