@@ -415,6 +415,8 @@ type delivery struct {
 	ctx   context.Context
 	cmd   *troupev1.Command
 	reply chan<- result
+
+	answered bool // set by the actor when it replies
 }
 
 // wake asks an entity to fire its due timers.
@@ -450,13 +452,19 @@ func (a *entityActor) Receive(c actor.Context) {
 			c.Stop(c.Self())
 		}
 	case *delivery:
-		defer a.ref.inflight.Add(-1)
+		// A panic past the handler's own recovery still lets the
+		// command's mailbox place go.
+		defer func() {
+			if !m.answered {
+				a.ref.inflight.Add(-1)
+			}
+		}()
 		if m.ctx.Err() != nil {
-			m.reply <- result{err: m.ctx.Err()}
+			a.answer(m, result{err: m.ctx.Err()})
 			return
 		}
 		if err := a.ensureRecovered(); err != nil {
-			m.reply <- result{err: err}
+			a.answer(m, result{err: err})
 			return
 		}
 		// Appends run with the runtime's context, not the caller's: once
@@ -473,7 +481,7 @@ func (a *entityActor) Receive(c actor.Context) {
 		}
 		a.afterPanic(err)
 		a.afterFailedRecovery(err)
-		m.reply <- result{out: out, err: err}
+		a.answer(m, result{out: out, err: err})
 		a.maybeSnapshot()
 	case *wake:
 		defer a.ref.inflight.Add(-1)
@@ -486,6 +494,16 @@ func (a *entityActor) Receive(c actor.Context) {
 		}
 		a.maybeSnapshot()
 	}
+}
+
+// answer replies to a delivered command. The command stops counting
+// against the mailbox first: a caller that sends again as soon as it has
+// its answer finds room (a snapshot after the reply delays the next turn,
+// it does not fill the mailbox).
+func (a *entityActor) answer(m *delivery, r result) {
+	m.answered = true
+	a.ref.inflight.Add(-1)
+	m.reply <- r
 }
 
 func (a *entityActor) ensureRecovered() error {
