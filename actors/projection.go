@@ -305,8 +305,9 @@ type projection struct {
 
 	mu  sync.Mutex
 	pos []uint64 // checkpoints: last position applied, by partition
-	// saved is when an owned partition's checkpoint was last saved to
-	// Config.Checkpoints; only that partition's goroutine touches it.
+	// saved is when a partition's checkpoint was last saved (to the read
+	// store, or for an owned partition to Config.Checkpoints); only that
+	// partition's goroutine touches it.
 	saved   []time.Time
 	changed chan struct{} // closed and replaced whenever pos advances
 	lastErr string
@@ -581,9 +582,9 @@ func (p *projection) reset(part int, pos uint64) {
 	}
 }
 
-// skipSaveEvery bounds how often an owned partition's checkpoint is saved
-// when the steps apply nothing (see step).
-const skipSaveEvery = time.Second
+// skipSaveEvery bounds how often a partition's checkpoint is saved when
+// the steps apply nothing (see step). A variable for tests.
+var skipSaveEvery = time.Second
 
 // step applies up to batchSize events of a partition after pos in one
 // transaction together with the partition's new checkpoint, and reports
@@ -661,12 +662,18 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 			}
 			p.saved[part] = time.Now()
 		}
-	} else {
+	} else if n > 0 || time.Since(p.saved[part]) >= skipSaveEvery {
+		// Likewise a step whose filter matched none of the new events
+		// (most projections see most events pass them by) writes its
+		// checkpoint at most every skipSaveEvery: a restart re-reads
+		// those events and applies none of them. A step that applied
+		// something commits the checkpoint with it, exactly once.
 		var cp [8]byte
 		binary.BigEndian.PutUint64(cp[:], last)
 		if err := txn.Set(checkpointKey(p.def.Name, part), cp[:]); err != nil {
 			return false, err
 		}
+		p.saved[part] = time.Now()
 	}
 	if err := txn.Commit(); err != nil {
 		return false, err

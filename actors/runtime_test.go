@@ -339,6 +339,101 @@ func TestProjectionResumesWithoutDoubleApplication(t *testing.T) {
 	}
 }
 
+// A projection that the new events pass by (its filter matches none of
+// them) saves its checkpoint lazily: no read-store write per step. A
+// restart then re-reads those events from the older checkpoint, applies
+// none of them, and the read model stays exact.
+func TestProjectionPassedByEventsSavesItsCheckpointLazily(t *testing.T) {
+	defer actors.SetSkipSaveEvery(time.Hour)()
+	ctx := context.Background()
+	tally := func(rt *actors.Runtime) error {
+		k := actors.NewKind("tally", func(string) Counter { return Counter{} })
+		actors.Handle(k, func(s Counter, c Add) (actors.Decision, error) {
+			return actors.Decision{Events: []any{Added{c.N}}}, nil
+		})
+		actors.On(k, func(s Counter, e Added) Counter { s.Value += e.N; return s })
+		if err := rt.Register(k); err != nil {
+			return err
+		}
+		if err := rt.RegisterProjection(actors.Projection{
+			Name:   "tallies",
+			Filter: journal.Filter{Kind: "tally"},
+			Apply: func(tx *actors.Tx, ev journal.Event) error {
+				var a Added
+				if err := json.Unmarshal(ev.Payload, &a); err != nil {
+					return err
+				}
+				var sum int
+				if _, err := tx.GetJSON("sum", &sum); err != nil {
+					return err
+				}
+				return tx.SetJSON("sum", sum+a.N)
+			},
+		}); err != nil {
+			return err
+		}
+		return rt.RegisterQuery(actors.Query{Name: "tally", Projection: "tallies", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
+			var sum int
+			_, err := v.GetJSON("sum", &sum)
+			return sum, err
+		}})
+	}
+	sum := func(n *actorstest.Node, at journal.Token) int {
+		t.Helper()
+		var got int
+		if _, err := n.Query(ctx, "tally", nil, at, &got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	stored := func(n *actorstest.Node) uint64 {
+		t.Helper()
+		pos, err := actors.StoredCheckpoint(n.RT, "tallies", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pos
+	}
+	n := start(t, t.TempDir(), nil, tally)
+	out, err := n.Send(ctx, "tally", "t", Add{5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(n, out.Token()); got != 5 {
+		t.Fatalf("sum %d, want 5", got)
+	}
+	applied := out.Position
+	if got := stored(n); got != applied {
+		t.Fatalf("checkpoint after an applied event: %d, want %d (saved with it)", got, applied)
+	}
+	for i := range 30 {
+		if out, err = n.Send(ctx, "counter", fmt.Sprint("c", i%3), Add{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sum(n, out.Token()); got != 5 { // the projection passed them by
+		t.Fatalf("sum %d, want 5", got)
+	}
+	if got := stored(n); got != applied {
+		t.Fatalf("checkpoint after 30 passed-by events: %d, want still %d (no write per step)", got, applied)
+	}
+	for range 2 {
+		n = n.Restart(t)
+		if got := sum(n, out.Token()); got != 5 {
+			t.Fatalf("after a restart: sum %d, want 5", got)
+		}
+	}
+	if out, err = n.Send(ctx, "tally", "t", Add{7}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(n, out.Token()); got != 12 {
+		t.Fatalf("sum %d, want 12", got)
+	}
+	if got := stored(n); got != out.Position {
+		t.Fatalf("checkpoint after an applied event: %d, want %d", got, out.Position)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	ctx := context.Background()
 	n := start(t, "", nil)
