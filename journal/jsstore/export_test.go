@@ -28,3 +28,24 @@ func DropTails(s *Store) {
 		p.tail.mu.Unlock()
 	}
 }
+
+// TailEnd is the position of the last event in partition n's tail cache
+// (0: empty).
+func TailEnd(s *Store, n int) uint64 {
+	t := &s.parts[n].tail
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.evs) == 0 {
+		return 0
+	}
+	return t.hi
+}
+
+// WatcherConsumer is the name of the consumer partition n's watcher began
+// with ("" when not watched).
+func WatcherConsumer(s *Store, n int) string {
+	p := s.parts[n]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.wname
+}

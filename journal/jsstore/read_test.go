@@ -395,13 +395,27 @@ func TestOpenAllowsDirectOnOldStreams(t *testing.T) {
 	if !info.CachedInfo().Config.AllowDirect {
 		t.Fatal("the old stream does not allow direct gets after Open")
 	}
-	journaltest.MustAppend(t, st, "a/1", 0, journaltest.Ev("E", "1"), journaltest.Ev("E", "2"))
+	r := journaltest.MustAppend(t, st, "a/1", 0, journaltest.Ev("E", "1"), journaltest.Ev("E", "2"))
+	waitTail(ctx, t, st, r.LastPosition)
+	jsstore.DropTails(st) // so that the read below asks the stream
 	d0, _ := jsstore.ReadCounts(st)
 	if evs := journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{}, 0)); len(evs) != 2 {
 		t.Fatalf("%d events", len(evs))
 	}
 	if d1, _ := jsstore.ReadCounts(st); d1-d0 != 1 {
 		t.Fatalf("%d direct gets for 2 events, want 1", d1-d0)
+	}
+}
+
+// waitTail waits until the store's watcher has given partition 0's tail
+// cache the events up to pos.
+func waitTail(ctx context.Context, t *testing.T, st *jsstore.Store, pos uint64) {
+	t.Helper()
+	for jsstore.TailEnd(st, 0) < pos {
+		if ctx.Err() != nil {
+			t.Fatalf("the watcher did not deliver the events up to %d", pos)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -414,7 +428,7 @@ func TestTailCacheReadsOnceForManyReaders(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st := openStore(t, c.Connect(0), jsstore.Config{Prefix: "tail", Partitions: 1, ReadBatch: 100})
-	fill(t, st, 600, 4)
+	waitTail(ctx, t, st, fill(t, st, 600, 4).LastPosition) // then no delivery refills a dropped cache
 	jsstore.SetLeaderReads(st, true)
 	want := journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{}, 0))
 	wantKind := journaltest.Collect(t, st.ReadAll(ctx, 0, 0, journal.Filter{Kind: "a"}, 0))

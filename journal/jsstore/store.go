@@ -650,6 +650,10 @@ func (s *Store) ReadAll(ctx context.Context, partition int, from uint64, f journ
 		case f.Kind != "":
 			subject = s.subject(partition, "e."+b64.EncodeToString([]byte(f.Kind))+".*")
 		}
+		if err := s.check(); err != nil { // the cache would answer
+			yield(journal.Event{}, err)
+			return
+		}
 		// Recent positions: from the tail cache, which reads each event
 		// from JetStream once for all of this node's projections.
 		head := p.lastEvent.Load()

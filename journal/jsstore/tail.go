@@ -9,7 +9,8 @@ import (
 	"github.com/troupe-dev/troupe/journal"
 )
 
-// tailMax bounds the events a partition's tail cache keeps.
+// tailMax bounds the events a partition's tail cache keeps (up to a
+// quarter more between trims).
 const tailMax = 4096
 
 // tailFill bounds the events one fill of the tail cache reads.
@@ -88,10 +89,35 @@ func (t *tail) extend(from uint64, evs []journal.Event) {
 		t.evs, t.lo = append(t.evs[:0], evs...), from-1
 	}
 	t.hi = evs[len(evs)-1].Position
-	if n := len(t.evs) - tailMax; n > 0 {
+	t.trim()
+}
+
+// trim drops the oldest events past tailMax, once they are a quarter of
+// it: not one at a time, which would move the whole cache on every push.
+// The caller holds t.mu.
+func (t *tail) trim() {
+	if n := len(t.evs) - tailMax; n >= tailMax/4 {
 		t.lo = t.evs[n-1].Position
 		t.evs = slices.Delete(t.evs, 0, n)
 	}
+}
+
+// push adds ev at the cache's end, given that no event has a position
+// between after and ev's (the partition's watcher delivers every event in
+// order): when the cache reaches after (or is empty) and ends before ev.
+// Otherwise it leaves the cache as it is, and readers fill it.
+func (t *tail) push(after uint64, ev journal.Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case len(t.evs) == 0:
+		t.lo = after
+	case t.hi < after || ev.Position <= t.hi:
+		return // events may be missing before ev; or it is there already
+	}
+	t.evs = append(t.evs, ev)
+	t.hi = ev.Position
+	t.trim()
 }
 
 // copyEvent gives a reader its own event: readers may change an event's

@@ -4,27 +4,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // watch starts p's watcher, from stream sequence from: an ordered
-// consumer of the partition's event subjects, headers only, so that
-// LastPosition and WaitPosition follow the appends of other Stores (other
-// nodes). The server delivers a message once it is stored at the stream's
-// leader, so a read from the leader after a wake-up finds it
-// (read-your-writes across nodes). A partition this Store owns is not
-// watched: it is the only writer, and its own appends advance the
-// position (watching them back cost 40-60 % of append throughput).
+// consumer of the partition's event subjects, so that LastPosition and
+// WaitPosition follow the appends of other Stores (other nodes), and so
+// that the tail cache gets each new event as it is delivered. The server
+// delivers a message once it is stored at the stream's leader, so a read
+// from the leader after a wake-up finds it (read-your-writes across
+// nodes). A partition this Store owns is not watched: it is the only
+// writer, and its own appends advance the position (watching them back
+// cost 40-60 % of append throughput).
 //
 // Why a consumer and not a core subscription on the event subjects: a
 // subscriber also receives messages of batches that the stream refuses
-// (a zombie's, a conflicting one), and payloads it does not need; each
-// hint would need a confirming request. The consumer delivers committed
-// events only, in order, without payloads. Its goroutines are nats.go's
-// (one subscription and its reset loop), stopped by stopWatch and Close.
-// The caller holds p.mu, or owns p alone (Open).
+// (a zombie's, a conflicting one); each would need a confirming request.
+// The consumer delivers committed events only, in order, with no gap
+// (nats.go's ordered consumer starts again after the last message it
+// delivered when it sees one). So each event it delivers is the next
+// event after the one it delivered before, which is what lets the tail
+// take it without a read (tail.push); the events used
+// to come headers only, and every node's projections then read each one
+// back from the leader, one more request per event and node. Its
+// goroutines are nats.go's (one subscription and its reset loop),
+// stopped by stopWatch and Close. The caller holds p.mu, or owns p alone
+// (Open).
 func (s *Store) watch(ctx context.Context, p *part, from uint64) error {
 	if p.watcher != nil || s.closed.Load() {
 		return nil
@@ -35,7 +43,6 @@ func (s *Store) watch(ctx context.Context, p *part, from uint64) error {
 		FilterSubjects: []string{s.subject(p.n, "e.>")},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    max(from, 1),
-		HeadersOnly:    true,
 		// The consumer lives in the stream leader's memory; if it cannot
 		// be deleted (no leader then), the server does after this.
 		InactiveThreshold: 30 * time.Second,
@@ -43,12 +50,39 @@ func (s *Store) watch(ctx context.Context, p *part, from uint64) error {
 	if err != nil {
 		return fmt.Errorf("jsstore: watch %s: %w", p.name, err)
 	}
+	// The last delivery: consumer (nats.go makes a new one on every
+	// reset), its delivery sequence, and the message's stream sequence.
+	// An event follows the one before with no event between when it is
+	// the same consumer's next delivery (no acks, so no redeliveries); the
+	// first delivery of each consumer is not taken (readers fill the
+	// cache), since a late callback of a replaced consumer may come
+	// between (nats.go calls each consumer's handler on its own
+	// subscription), and the new consumer's start is not in its messages.
+	var (
+		mu         sync.Mutex
+		consumer   string
+		dseq, sseq uint64
+	)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			return
 		}
-		p.advance(md.Sequence.Stream)
+		seq := md.Sequence.Stream
+		mu.Lock()
+		if md.Consumer == consumer && md.Sequence.Consumer == dseq+1 {
+			ev, err := s.decodeEvent(p.n, &jetstream.RawStreamMsg{
+				Subject: m.Subject(), Sequence: seq, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp,
+			})
+			if err == nil {
+				// An event that does not decode stays out of the cache:
+				// a read then gets it from the stream, and its error.
+				p.tail.push(sseq, ev)
+			}
+		}
+		consumer, dseq, sseq = md.Consumer, md.Sequence.Consumer, seq
+		mu.Unlock()
+		p.advance(seq)
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		s.log.Debug("partition watcher", "stream", p.name, "err", err)
 	}))
