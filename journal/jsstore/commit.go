@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -288,11 +291,60 @@ func (s *Store) commitSome(p *part, group []*pending) []*pending {
 		lastEvent = max(lastEvent, pl.res.LastPosition)
 	}
 	p.hmu.Unlock()
+	s.cacheBatch(p, plan, ack, len(msgs))
+	p.ownBatch.event, p.ownBatch.end = lastEvent, ack.LastSeq
 	p.advance(lastEvent)
 	for _, pl := range plan {
 		pl.pd.answer(pl.res, nil)
 	}
 	return left
+}
+
+// cacheBatch gives the partition's tail cache the events of a batch that
+// landed, as a read of the stream would return them, so that this node's
+// projections do not read its own appends back. The batch was fenced at
+// the position before its first message: nothing else lies within it,
+// and when that fence is the end of this Store's previous batch, nothing
+// but that batch's own records lies between its last event and this
+// batch either (a read of the cache reaches only to the last event).
+// Only when the log keeps the events' times, and every event has one:
+// otherwise the stored time is the server's, which only a read learns.
+// The caller holds p.mu.
+func (s *Store) cacheBatch(p *part, plan []planned, ack jsbatch.Ack, msgs int) {
+	if !s.cfg.KeepEventTimes || ack.LastSeq != ack.FirstSeq+uint64(msgs)-1 {
+		return
+	}
+	n := 0
+	for _, pl := range plan {
+		n += len(pl.pd.req.Events)
+	}
+	evs := make([]journal.Event, 0, n)
+	for _, pl := range plan {
+		req := &pl.pd.req
+		for j := range req.Events {
+			e := &req.Events[j]
+			if e.Time.IsZero() {
+				return
+			}
+			ev := journal.Event{
+				Stream: req.Stream, Sequence: pl.res.FirstSequence + uint64(j), Partition: p.n,
+				Position: pl.res.FirstPosition + uint64(j), Time: time.Unix(0, e.Time.UnixNano()).UTC(),
+				Type: e.Type, ContentType: e.ContentType, Payload: e.Payload,
+			}
+			if len(e.Tags) > 0 {
+				ev.Tags = slices.Clone(e.Tags)
+			}
+			if len(e.Metadata) > 0 {
+				ev.Metadata = maps.Clone(e.Metadata)
+			}
+			evs = append(evs, ev)
+		}
+	}
+	after := ack.FirstSeq - 1
+	if prev := p.ownBatch; prev.end == after && prev.event != 0 {
+		after = prev.event
+	}
+	p.tail.add(after, evs, ack.LastSeq)
 }
 
 // appendErr is what the caller of an append in a failed batch gets.

@@ -24,7 +24,7 @@ func SetDirectHook(s *Store, hook func(stream string, from uint64, b *jsread.Bat
 func DropTails(s *Store) {
 	for _, p := range s.parts {
 		p.tail.mu.Lock()
-		p.tail.evs, p.tail.lo, p.tail.hi = nil, 0, 0
+		p.tail.evs, p.tail.lo, p.tail.hi, p.tail.upto = nil, 0, 0, 0
 		p.tail.mu.Unlock()
 	}
 }

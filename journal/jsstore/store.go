@@ -268,6 +268,9 @@ type part struct {
 	wname   string                   // the watcher's consumer
 
 	tail tail // the latest events as read, for ReadAll (tail.go)
+	// ownBatch is this Store's last batch that landed: the position of
+	// its last event and of its last message (0, 0: none yet). Under mu.
+	ownBatch struct{ event, end uint64 }
 }
 
 // head is what the owner knows of an entity's stream.

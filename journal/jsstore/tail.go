@@ -17,21 +17,26 @@ const tailMax = 4096
 const tailFill = 1024
 
 // tail caches a partition's latest events as read from the stream: every
-// event with a position in (lo, hi], in order. Every projection of a node
-// reads the same recent events of each partition (ReadAll, one goroutine
-// per projection and partition); with the cache one of them reads a
-// stretch from JetStream and the others take it from memory, instead of
-// each asking JetStream for every event.
+// event with a position in (lo, upto], in order, the last at hi (upto may
+// lie past hi: positions known to hold no event, such as an idempotency
+// record's). Every projection of a node reads the same recent events of
+// each partition (ReadAll, one goroutine per projection and partition);
+// with the cache one of them reads a stretch from JetStream and the
+// others take it from memory, instead of each asking JetStream for every
+// event.
 //
-// It holds only what a read of every event subject returned, and grows
-// only at its end from a read that starts right after it, so it has no
-// gap: a replica answers with a prefix of the committed log (see scan).
+// It grows only at its end, with events known to follow what it holds
+// with nothing between: a read of every event subject that starts right
+// after it (a replica answers with a prefix of the committed log, see
+// scan), the partition watcher's next delivery (push), or this node's
+// own batch, fenced at a position the cache reaches (commitSome). So it
+// has no gap.
 type tail struct {
 	fill sync.Mutex // one fill at a time; the others wait and then read the cache
 
-	mu     sync.Mutex
-	lo, hi uint64
-	evs    []journal.Event // positions in (lo, hi], ascending
+	mu           sync.Mutex
+	lo, hi, upto uint64
+	evs          []journal.Event // positions in (lo, hi], ascending
 }
 
 // covers reports whether the cache holds every event from position from
@@ -71,24 +76,52 @@ func (t *tail) take(from uint64, match func(*journal.Event) bool, limit int) ([]
 	return out, t.hi, true
 }
 
-// extend appends events read from position from on (every event subject,
-// in order) when the cache ends right before from, or starts the cache at
-// from when it is empty or does not reach from.
-func (t *tail) extend(from uint64, evs []journal.Event) {
-	if len(evs) == 0 {
-		return
-	}
+// extend adds events read from position from on (every event subject,
+// in order), complete through position through: at the cache's end when
+// it reaches from, else as a new cache that starts at from.
+func (t *tail) extend(from uint64, evs []journal.Event, through uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	switch {
-	case len(t.evs) > 0 && from == t.hi+1:
-		t.evs = append(t.evs, evs...)
-	case len(t.evs) > 0 && from > t.lo && from <= t.hi:
-		return // another fill got there first
-	default:
-		t.evs, t.lo = append(t.evs[:0], evs...), from-1
+	if len(t.evs) > 0 && (from <= t.lo || from-1 > t.upto) {
+		t.evs, t.lo, t.hi, t.upto = t.evs[:0], 0, 0, 0 // does not connect
 	}
-	t.hi = evs[len(evs)-1].Position
+	t.addLocked(from-1, evs, through)
+}
+
+// add adds evs (ascending), given that they are the only events with a
+// position in (after, through]: when the cache reaches after, or is
+// empty. Otherwise it leaves the cache as it is, and readers fill it.
+func (t *tail) add(after uint64, evs []journal.Event, through uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.addLocked(after, evs, through)
+}
+
+// push adds ev, given that no event has a position between after and
+// ev's (the partition watcher's next delivery).
+func (t *tail) push(after uint64, ev journal.Event) {
+	t.add(after, []journal.Event{ev}, ev.Position)
+}
+
+// addLocked is add; the caller holds t.mu.
+func (t *tail) addLocked(after uint64, evs []journal.Event, through uint64) {
+	switch {
+	case len(t.evs) == 0:
+		if len(evs) == 0 {
+			return
+		}
+		t.lo, t.upto = after, after
+	case t.upto < after:
+		return // events may be missing before evs
+	}
+	for len(evs) > 0 && evs[0].Position <= t.upto {
+		evs = evs[1:] // there already
+	}
+	if len(evs) > 0 {
+		t.evs = append(t.evs, evs...)
+		t.hi = evs[len(evs)-1].Position
+	}
+	t.upto = max(t.upto, through)
 	t.trim()
 }
 
@@ -100,24 +133,6 @@ func (t *tail) trim() {
 		t.lo = t.evs[n-1].Position
 		t.evs = slices.Delete(t.evs, 0, n)
 	}
-}
-
-// push adds ev at the cache's end, given that no event has a position
-// between after and ev's (the partition's watcher delivers every event in
-// order): when the cache reaches after (or is empty) and ends before ev.
-// Otherwise it leaves the cache as it is, and readers fill it.
-func (t *tail) push(after uint64, ev journal.Event) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case len(t.evs) == 0:
-		t.lo = after
-	case t.hi < after || ev.Position <= t.hi:
-		return // events may be missing before ev; or it is there already
-	}
-	t.evs = append(t.evs, ev)
-	t.hi = ev.Position
-	t.trim()
 }
 
 // copyEvent gives a reader its own event: readers may change an event's
@@ -220,6 +235,11 @@ func (s *Store) fillTail(ctx context.Context, n int, from, head uint64, yield fu
 		yield(journal.Event{}, rerr)
 		return false
 	}
-	t.extend(from, evs)
+	// Fewer events than asked for: the read reached head.
+	through := head
+	if len(evs) >= tailFill {
+		through = evs[len(evs)-1].Position
+	}
+	t.extend(from, evs, through)
 	return true
 }

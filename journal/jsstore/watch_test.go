@@ -82,33 +82,84 @@ func TestWatcherFeedsTheTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	const appends = 200
+	done := writeMixed(ctx, a, appends, func(i int) error {
+		switch i {
+		case appends / 3: // the stream's leader moves
+			_, err := c.Connect(1).Request("$JS.API.STREAM.LEADER.STEPDOWN.FEED_P1", nil, 5*time.Second)
+			return err
+		case 2 * appends / 3: // the watcher's consumer is lost: nats.go makes a new one
+			return c.JetStream(1).DeleteConsumer(ctx, "FEED_P1", jsstore.WatcherConsumer(b, 1))
+		}
+		return nil
+	}, nil)
+	got, gets, drops := follow(ctx, t, b, done, a)
+	t.Logf("%d events in %d appends followed with %d direct gets (%d cache drops)", len(got), appends, gets, drops)
+	if gets > uint64(2*drops+5) {
+		t.Fatalf("%d direct gets to follow %d appends with %d cache drops: the watcher does not feed the tail", gets, appends, drops)
+	}
+}
+
+// A node's own appends go into its tail cache as a read would return
+// them, when the log keeps the events' times: its projections read them
+// from memory. An event without a time (the stored time is then the
+// server's) leaves its batch to a read.
+func TestOwnAppendsFeedTheTail(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := nodeWith(t, jsstore.Config{Conn: c.Connect(0), Prefix: "own", Partitions: 2, RequireOwnership: true, KeepEventTimes: true,
+		PartitionOf: func(string) int { return 1 }})
+	if _, err := a.Acquire(ctx, 1, 1, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	const appends = 200
+	untimed := 0
+	done := writeMixed(ctx, a, appends, nil, func(i int) bool {
+		if i%25 == 7 {
+			untimed++
+			return false
+		}
+		return true
+	})
+	got, gets, drops := follow(ctx, t, a, done, a)
+	t.Logf("%d events in %d appends (%d without times) followed with %d direct gets (%d cache drops)", len(got), appends, untimed, gets, drops)
+	if gets > uint64(2*drops+2*untimed+3) {
+		t.Fatalf("%d direct gets to follow %d appends (%d without times) with %d cache drops: the appends do not feed the tail", gets, appends, untimed, drops)
+	}
+}
+
+// writeMixed appends to partition 1 of w, one append at a time: 1-3
+// events each over 7 entities, with tags, metadata and an idempotency
+// key. before runs before append i; timed says whether its events carry
+// a time (nil: none does). An append that fails (a leader moving) is
+// tried again with its key, for up to 10 s. The channel says how it
+// ended.
+func writeMixed(ctx context.Context, w *jsstore.Store, appends int, before func(i int) error, timed func(i int) bool) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		seq := map[string]uint64{}
 		for i := range appends {
+			if before != nil {
+				if err := before(i); err != nil {
+					done <- err
+					return
+				}
+			}
 			stream := fmt.Sprintf("acct/1-%d", i%7)
 			evs := make([]journal.Event, 1+i%3)
+			stamp := timed != nil && timed(i)
 			for j := range evs {
 				evs[j] = journal.Event{Type: "E", Payload: fmt.Appendf(nil, `{"i":%d,"j":%d}`, i, j),
 					Tags: []string{fmt.Sprint("t", i%4)}, Metadata: map[string]string{"n": fmt.Sprint(i)}}
-			}
-			switch i {
-			case appends / 3: // the stream's leader moves
-				if _, err := c.Connect(1).Request("$JS.API.STREAM.LEADER.STEPDOWN.FEED_P1", nil, 5*time.Second); err != nil {
-					done <- err
-					return
-				}
-			case 2 * appends / 3: // the watcher's consumer is lost: nats.go makes a new one
-				if err := c.JetStream(1).DeleteConsumer(ctx, "FEED_P1", jsstore.WatcherConsumer(b, 1)); err != nil {
-					done <- err
-					return
+				if stamp {
+					evs[j].Time = time.Now()
 				}
 			}
 			req := journal.AppendRequest{Stream: stream, Expected: seq[stream], Events: evs, IdempotencyKey: fmt.Sprint("k", i)}
-			r, err := a.Append(ctx, req)
-			for try := 0; err != nil && try < 100; try++ { // while the leader moves; the key makes it once
+			r, err := w.Append(ctx, req)
+			for try := 0; err != nil && try < 100; try++ {
 				time.Sleep(100 * time.Millisecond)
-				r, err = a.Append(ctx, req)
+				r, err = w.Append(ctx, req)
 			}
 			if err != nil {
 				done <- err
@@ -121,10 +172,18 @@ func TestWatcherFeedsTheTail(t *testing.T) {
 		}
 		done <- nil
 	}()
-	var got []journal.Event
+	return done
+}
+
+// follow reads partition 1 of r as a projection does (batches of 64 from
+// its last position, waiting for new ones) until the writer w is done
+// and r has read all it wrote, dropping r's tail cache now and then. It
+// checks that r read exactly the stream's events, and returns them, the
+// direct gets it took, and how many times the cache was dropped.
+func follow(ctx context.Context, t *testing.T, r *jsstore.Store, done <-chan error, w *jsstore.Store) (got []journal.Event, gets uint64, drops int) {
+	t.Helper()
 	var from uint64
-	d0, _ := jsstore.ReadCounts(b)
-	drops := 0
+	d0, _ := jsstore.ReadCounts(r)
 	for writing := true; ; {
 		if writing {
 			select {
@@ -137,32 +196,30 @@ func TestWatcherFeedsTheTail(t *testing.T) {
 			}
 		}
 		if len(got) > 0 && len(got)%97 < 3 && drops < len(got)/97 {
-			jsstore.DropTails(b) // the next read fills it; deliveries go on
+			jsstore.DropTails(r) // the next read fills it; deliveries go on
 			drops++
 		}
-		head := b.LastPosition(1)
-		for ev, err := range b.ReadAll(ctx, 1, from+1, journal.Filter{}, 64) {
+		head := r.LastPosition(1)
+		for ev, err := range r.ReadAll(ctx, 1, from+1, journal.Filter{}, 64) {
 			if err != nil {
 				t.Fatal(err)
 			}
 			got = append(got, ev)
 			from = ev.Position
 		}
-		if !writing && from >= a.LastPosition(1) {
+		if !writing && from >= w.LastPosition(1) {
 			break
 		}
 		if from >= head {
 			wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
-			_, _ = b.WaitPosition(wctx, 1, head)
+			_, _ = r.WaitPosition(wctx, 1, head)
 			wcancel()
 		}
 	}
-	d1, _ := jsstore.ReadCounts(b)
-	jsstore.SetLeaderReads(b, true)
-	want := journaltest.Collect(t, b.ReadAll(ctx, 1, 0, journal.Filter{}, 0))
+	d1, _ := jsstore.ReadCounts(r)
+	jsstore.SetLeaderReads(r, true)
+	defer jsstore.SetLeaderReads(r, false)
+	want := journaltest.Collect(t, r.ReadAll(ctx, 1, 0, journal.Filter{}, 0))
 	sameEvents(t, "the follower's reads", got, want)
-	t.Logf("%d events in %d appends followed with %d direct gets (%d cache drops)", len(got), appends, d1-d0, drops)
-	if d1-d0 > uint64(2*drops+5) {
-		t.Fatalf("%d direct gets to follow %d appends with %d cache drops: the watcher does not feed the tail", d1-d0, appends, drops)
-	}
+	return got, d1 - d0, drops
 }
