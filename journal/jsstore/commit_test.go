@@ -14,6 +14,7 @@ import (
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/journaltest"
 	"github.com/troupe-dev/troupe/journal/jsstore"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
 )
 
 func openOne(t *testing.T, c *bustest.Cluster, prefix string, replicas int) *jsstore.Store {
@@ -239,4 +240,74 @@ func TestIdempotentThenAppendReadsTheKeyOnce(t *testing.T) {
 		t.Fatalf("a stale writer appended k9 a second time: %+v", res)
 	}
 	t.Logf("the stale writer's append of k9: %+v, %v", res, err)
+}
+
+// A batch whose outcome was unknown (its ack and the leader's answer
+// lost) and that had landed counts in LastPosition once the Store learns
+// it landed: from its idempotency record (the retry of the append with the
+// same key is answered with the events' positions, which a reader with
+// that token waits for; it would otherwise wait for the next append), or
+// when the next write settles it.
+func TestSettledBatchAdvancesThePosition(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The owner: no watcher moves its position, only its own writes.
+	st := openStore(t, c.Connect(0), jsstore.Config{Prefix: "settle", Partitions: 1, RequireOwnership: true})
+	if _, err := st.Acquire(ctx, 0, 1, "owner"); err != nil {
+		t.Fatal(err)
+	}
+	journaltest.MustAppend(t, st, "a/1", 0, journaltest.Ev("E", "1"))
+	lost := map[string]bool{"publish": true, "resolve": true}
+	var mu sync.Mutex
+	jsstore.SetPublishHook(st, func(op string, ack jsbatch.Ack, err error) (jsbatch.Ack, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if lost[op] {
+			lost[op] = false
+			return jsbatch.Ack{}, fmt.Errorf("%w: the answer was lost (test)", jsbatch.ErrUnknownOutcome)
+		}
+		return ack, err
+	})
+	defer jsstore.SetPublishHook(st, nil)
+	req := journal.AppendRequest{Stream: "a/2", Events: []journal.Event{journaltest.Ev("E", "2"), journaltest.Ev("E", "3")}, IdempotencyKey: "k"}
+	before := st.LastPosition(0)
+	if _, err := st.Append(ctx, req); !errors.Is(err, jsbatch.ErrUnknownOutcome) {
+		t.Fatalf("first append: %v, want an unknown outcome", err)
+	}
+	r, err := st.Append(ctx, req)
+	if err != nil || !r.Duplicate || r.LastPosition <= before {
+		t.Fatalf("the append again with its key: %+v, %v; want a duplicate after position %d", r, err, before)
+	}
+	if got := st.LastPosition(0); got < r.LastPosition {
+		t.Fatalf("LastPosition %d after the landed batch's events at %d-%d", got, r.FirstPosition, r.LastPosition)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer wcancel()
+	if _, err := st.WaitPosition(wctx, 0, r.LastPosition-1); err != nil {
+		t.Fatalf("waiting for the landed events: %v", err)
+	}
+	if evs := journaltest.Collect(t, st.ReadAll(ctx, 0, r.FirstPosition, journal.Filter{}, 0)); len(evs) != 2 {
+		t.Fatalf("read %d events of the landed batch, want 2", len(evs))
+	}
+
+	// The next write settles that batch first (the retry was answered
+	// from its record); then again, and now the next write settles the
+	// batch, an append whose expected sequence is stale: it appends
+	// nothing itself.
+	journaltest.MustAppend(t, st, "a/4", 0, journaltest.Ev("E", "6"))
+	mu.Lock()
+	lost["publish"], lost["resolve"] = true, true
+	mu.Unlock()
+	before = st.LastPosition(0)
+	if _, err := st.Append(ctx, journal.AppendRequest{Stream: "a/3", Events: []journal.Event{journaltest.Ev("E", "4")}}); !errors.Is(err, jsbatch.ErrUnknownOutcome) {
+		t.Fatalf("append to a/3: %v, want an unknown outcome", err)
+	}
+	var conflict *journal.ConflictError
+	if _, err := st.Append(ctx, journal.AppendRequest{Stream: "a/3", Expected: 0, Events: []journal.Event{journaltest.Ev("E", "5")}}); !errors.As(err, &conflict) || conflict.Actual != 1 {
+		t.Fatalf("append to a/3 expecting it empty: %v, want a conflict (the first landed)", err)
+	}
+	if got := st.LastPosition(0); got <= before {
+		t.Fatalf("LastPosition %d after the settled batch, %d before it", got, before)
+	}
 }

@@ -1,6 +1,9 @@
 package jsstore
 
-import "github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
+import (
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
+	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
+)
 
 // ReadCounts is how many direct batches and single leader reads s has
 // asked for since it opened.
@@ -48,4 +51,11 @@ func WatcherConsumer(s *Store, n int) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.wname
+}
+
+// SetPublishHook makes hook see (and may change) what each batch's
+// publish, and the resolving of an unknown outcome, answered (op
+// "publish" or "resolve"); nil removes it. Set it while no append runs.
+func SetPublishHook(s *Store, hook func(op string, ack jsbatch.Ack, err error) (jsbatch.Ack, error)) {
+	s.publishHook = hook
 }

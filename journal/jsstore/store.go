@@ -213,6 +213,10 @@ type Store struct {
 	leaderGets  atomic.Uint64
 	leaderReads atomic.Bool
 	directHook  func(stream string, from uint64, b *jsread.Batch)
+	// publishHook, for tests, may change what a batch's publish or the
+	// resolving of its outcome answered (op "publish", "resolve"), as a
+	// lost answer would.
+	publishHook func(op string, ack jsbatch.Ack, err error) (jsbatch.Ack, error)
 
 	closed  atomic.Bool
 	closing chan struct{}

@@ -194,12 +194,18 @@ func (s *Store) publishAt(ctx context.Context, p *part, expected uint64, msgs []
 	unknown := false
 	for attempt := 0; ; attempt++ {
 		ack, err := s.pub.Publish(ctx, p.name, expected, msgs)
+		if s.publishHook != nil {
+			ack, err = s.publishHook("publish", ack, err)
+		}
 		if errors.Is(err, jsbatch.ErrUnknownOutcome) || errors.Is(err, jsbatch.ErrDuplicate) {
 			// A timeout is not a failure: ask the leader where the batch is.
 			unknown = true
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 			ack, err = s.pub.Resolve(rctx, p.name, expected, msgs)
 			cancel()
+			if s.publishHook != nil {
+				ack, err = s.publishHook("resolve", ack, err)
+			}
 			if errors.Is(err, jsbatch.ErrNotLanded) && attempt < 3 && ctx.Err() == nil {
 				continue // the same batch, the same ids: lands once at most
 			}
@@ -231,6 +237,16 @@ func (s *Store) settle(ctx context.Context, p *part) error {
 		// Its callers were told the outcome is unknown: forget what
 		// they would have changed, read it again.
 		p.resetCache()
+		// Its events are in the log: LastPosition covers them (a retry
+		// with the same idempotency key is answered with their
+		// positions, and a reader waits for those).
+		evPrefix := s.subject(p.n, "e.")
+		for i := len(u.msgs) - 1; i >= 0; i-- {
+			if strings.HasPrefix(u.msgs[i].Subject, evPrefix) {
+				p.advance(ack.FirstSeq + uint64(i))
+				break
+			}
+		}
 		return nil
 	case fenceErr(err):
 		p.unresolved = nil
@@ -300,6 +316,10 @@ func (s *Store) idempotent(ctx context.Context, p *part, stream, key string) (jo
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return journal.AppendResult{}, false, corrupt(stream, 0, m.Sequence, fmt.Errorf("idempotency record: %w", err))
 	}
+	// The record is committed (read from the leader), and so are the
+	// events of its batch: LastPosition covers them, also when the batch
+	// is one whose outcome this Store has not settled yet.
+	p.advance(r.LastPosition)
 	return journal.AppendResult{
 		FirstSequence: r.FirstSequence, LastSequence: r.LastSequence, Partition: p.n,
 		FirstPosition: r.FirstPosition, LastPosition: r.LastPosition, Duplicate: true, Reply: r.Reply,
