@@ -121,7 +121,7 @@ func (t *tail) addLocked(after uint64, evs []journal.Event, through uint64) {
 		t.evs = append(t.evs, evs...)
 		t.hi = evs[len(evs)-1].Position
 	}
-	t.upto = max(t.upto, through)
+	t.upto = max(t.upto, through, t.hi)
 	t.trim()
 }
 
