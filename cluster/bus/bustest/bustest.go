@@ -17,8 +17,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +34,7 @@ import (
 // fail the test on errors and must be called from the test's goroutine.
 type Cluster struct {
 	t       testing.TB
+	name    string   // the NATS cluster's name, unique to this Cluster
 	routes  []string // host:port of every server's route listener
 	clients []int    // every server's client port
 	dirs    []string // every server's JetStream store
@@ -64,7 +67,10 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 30 * time.Second
 	}
-	c := &Cluster{t: t, log: opts.Logger, buses: make([]*bus.Bus, n)}
+	// A name of its own: a server of another test (another package runs
+	// beside this one) that happens to take a port this cluster's routes
+	// dial is refused, not merged into it.
+	c := &Cluster{t: t, name: fmt.Sprintf("bustest-%d-%d", os.Getpid(), clusters.Add(1)), log: opts.Logger, buses: make([]*bus.Bus, n)}
 	for i := range n {
 		c.routes = append(c.routes, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 		c.clients = append(c.clients, freePort(t))
@@ -72,7 +78,7 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	}
 	t.Cleanup(c.close)
 	for i := range n {
-		c.start(i)
+		c.startFirst(i)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.ReadyTimeout)
 	defer cancel()
@@ -90,8 +96,38 @@ func (c *Cluster) Name(i int) string { return fmt.Sprintf("s%d", i+1) }
 // Size is the number of servers, running or not.
 func (c *Cluster) Size() int { return len(c.routes) }
 
+// clusters numbers the Clusters of this process.
+var clusters atomic.Int64
+
+// startFirst starts server i for the first time. Its ports were free
+// when chosen, but another process may have taken one since (the server
+// then never becomes ready): it tries again on new ports, twice. The
+// others' routes reach it all the same (it dials them, and routes are
+// gossiped).
+func (c *Cluster) startFirst(i int) {
+	c.t.Helper()
+	for try := 0; ; try++ {
+		err := c.tryStart(i)
+		if err == nil {
+			return
+		}
+		if try == 2 {
+			c.t.Fatalf("bustest: start server %d: %v", i, err)
+		}
+		c.t.Logf("bustest: start server %d: %v; trying new ports", i, err)
+		c.routes[i] = fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+		c.clients[i] = freePort(c.t)
+	}
+}
+
 func (c *Cluster) start(i int) {
 	c.t.Helper()
+	if err := c.tryStart(i); err != nil {
+		c.t.Fatalf("bustest: start server %d: %v", i, err)
+	}
+}
+
+func (c *Cluster) tryStart(i int) error {
 	cfg := bus.Config{
 		Name: c.Name(i), Port: c.clients[i], StoreDir: c.dirs[i],
 		Logger: c.log.With("server", c.Name(i)),
@@ -99,20 +135,21 @@ func (c *Cluster) start(i int) {
 	// One server runs JetStream alone: clustered, it would wait for a
 	// quorum of peers forever.
 	if c.Size() > 1 {
-		cfg.Cluster = bus.Cluster{Name: "bustest", Port: portOf(c.routes[i]), Routes: c.routes}
+		cfg.Cluster = bus.Cluster{Name: c.name, Port: portOf(c.routes[i]), Routes: c.routes}
 	}
 	b, err := bus.New(cfg)
 	if err != nil {
-		c.t.Fatalf("bustest: server %d: %v", i, err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {
-		c.t.Fatalf("bustest: start server %d: %v", i, err)
+		return err
 	}
 	c.mu.Lock()
 	c.buses[i] = b
 	c.mu.Unlock()
+	return nil
 }
 
 // Bus is server i (nil while it is down).
@@ -196,8 +233,16 @@ func (c *Cluster) close() {
 	}
 }
 
+// takenPorts, for a test of startFirst, are handed out by freePort first.
+var takenPorts []int
+
 func freePort(t testing.TB) int {
 	t.Helper()
+	if len(takenPorts) > 0 {
+		p := takenPorts[0]
+		takenPorts = takenPorts[1:]
+		return p
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package bustest_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -68,4 +69,62 @@ func TestThreeServersReplicate(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// A port chosen for a server that another process takes before the
+// server listens (tests of other packages run beside these) costs a
+// retry on new ports, not the test; and a server of another cluster on
+// a port this one's routes dial does not join it.
+func TestStartSurvivesATakenPort(t *testing.T) {
+	other := bustest.Start(t, 2) // another test's cluster
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	_, p, _ := net.SplitHostPort(other.Bus(0).RouteAddr())
+	var otherRoute int
+	fmt.Sscan(p, &otherRoute)
+	// Chosen in this order: route and client port of server 1, 2, 3.
+	// Server 2's route port is the other cluster's route listener, server
+	// 3's client port a listener that is not NATS.
+	bustest.TakePorts(free(t), free(t), otherRoute, free(t), free(t), held.Addr().(*net.TCPAddr).Port)
+	c := bustest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The servers that started again are "offline" to the meta leader
+	// until their next report: placement may refuse for a few seconds.
+	cfg := jetstream.StreamConfig{Name: "TAKEN", Subjects: []string{"taken.>"}, Replicas: 3}
+	_, err = c.JetStream(0).CreateStream(ctx, cfg)
+	for err != nil && ctx.Err() == nil {
+		time.Sleep(250 * time.Millisecond)
+		_, err = c.JetStream(0).CreateStream(ctx, cfg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.JetStream(2).Publish(ctx, "taken.1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if st := c.Bus(i).State(); len(st.Routes) != 2 || st.MetaSize != 3 {
+			t.Fatalf("server %d of the new cluster: %+v, want 2 routes and a meta group of 3", i, st)
+		}
+	}
+	for i := range 2 {
+		if st := other.Bus(i).State(); len(st.Routes) != 1 || st.MetaSize != 2 {
+			t.Fatalf("server %d of the other cluster: %+v, want 1 route and a meta group of 2", i, st)
+		}
+	}
+}
+
+// free is a port that was free a moment ago.
+func free(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
