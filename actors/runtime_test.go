@@ -344,7 +344,9 @@ func TestProjectionResumesWithoutDoubleApplication(t *testing.T) {
 // restart then re-reads those events from the older checkpoint, applies
 // none of them, and the read model stays exact.
 func TestProjectionPassedByEventsSavesItsCheckpointLazily(t *testing.T) {
-	defer actors.SetSkipSaveEvery(time.Hour)()
+	// Restored after the nodes' own cleanups have stopped them (cleanups
+	// run last first).
+	t.Cleanup(actors.SetSkipSaveEvery(time.Hour))
 	ctx := context.Background()
 	tally := func(rt *actors.Runtime) error {
 		k := actors.NewKind("tally", func(string) Counter { return Counter{} })
