@@ -82,12 +82,11 @@ func TestStartSurvivesATakenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	_, p, _ := net.SplitHostPort(other.Bus(0).RouteAddr())
-	var otherRoute int
-	fmt.Sscan(p, &otherRoute)
+	otherRoute := bustest.PortOf(other.Bus(0).RouteAddr())
 	// Chosen in this order: route and client port of server 1, 2, 3.
 	// Server 2's route port is the other cluster's route listener, server
 	// 3's client port a listener that is not NATS.
+	free := bustest.FreePort
 	bustest.TakePorts(free(t), free(t), otherRoute, free(t), free(t), held.Addr().(*net.TCPAddr).Port)
 	c := bustest.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -116,15 +115,4 @@ func TestStartSurvivesATakenPort(t *testing.T) {
 			t.Fatalf("server %d of the other cluster: %+v, want 1 route and a meta group of 2", i, st)
 		}
 	}
-}
-
-// free is a port that was free a moment ago.
-func free(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
