@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -309,5 +310,29 @@ func TestSettledBatchAdvancesThePosition(t *testing.T) {
 	}
 	if got := st.LastPosition(0); got <= before {
 		t.Fatalf("LastPosition %d after the settled batch, %d before it", got, before)
+	}
+}
+
+// An idempotency record whose events would lie after it (damaged, or
+// another writer's) is an error naming the stream and its position: its
+// positions are never handed out as a token, nor moved LastPosition.
+func TestIdempotencyRecordWithImpossiblePositions(t *testing.T) {
+	c := bustest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := openStore(t, c.Connect(0), jsstore.Config{Prefix: "badidem", Partitions: 1})
+	journaltest.MustAppend(t, st, "a/1", 0, journaltest.Ev("E", "1"))
+	before := st.LastPosition(0)
+	ack, err := c.JetStream(0).Publish(ctx, jsstore.IdemSubject(st, "a/1", "k"), []byte(`{"fs":2,"ls":2,"fp":1000000,"lp":1000000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = st.Idempotent(ctx, "a/1", "k")
+	var ce *journal.CorruptError
+	if !errors.As(err, &ce) || ce.Stream != "a/1" || ce.Position != ack.Sequence || !strings.Contains(err.Error(), "not before the record") {
+		t.Fatalf("Idempotent on a record with impossible positions: %v", err)
+	}
+	if got := st.LastPosition(0); got != before {
+		t.Fatalf("LastPosition %d after the bad record, %d before", got, before)
 	}
 }

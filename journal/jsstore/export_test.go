@@ -59,3 +59,8 @@ func WatcherConsumer(s *Store, n int) string {
 func SetPublishHook(s *Store, hook func(op string, ack jsbatch.Ack, err error) (jsbatch.Ack, error)) {
 	s.publishHook = hook
 }
+
+// IdemSubject is the subject of stream's idempotency record for key.
+func IdemSubject(s *Store, stream, key string) string {
+	return s.idemSubject(s.part(stream).n, stream, key)
+}

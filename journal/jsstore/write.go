@@ -240,9 +240,8 @@ func (s *Store) settle(ctx context.Context, p *part) error {
 		// Its events are in the log: LastPosition covers them (a retry
 		// with the same idempotency key is answered with their
 		// positions, and a reader waits for those).
-		evPrefix := s.subject(p.n, "e.")
 		for i := len(u.msgs) - 1; i >= 0; i-- {
-			if strings.HasPrefix(u.msgs[i].Subject, evPrefix) {
+			if s.isEvent(p.n, u.msgs[i].Subject) {
 				p.advance(ack.FirstSeq + uint64(i))
 				break
 			}
@@ -315,6 +314,11 @@ func (s *Store) idempotent(ctx context.Context, p *part, stream, key string) (jo
 	var r idemRecord
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return journal.AppendResult{}, false, corrupt(stream, 0, m.Sequence, fmt.Errorf("idempotency record: %w", err))
+	}
+	if r.FirstPosition == 0 || r.FirstPosition > r.LastPosition || r.LastPosition >= m.Sequence {
+		// Its events are written before it, in its batch.
+		return journal.AppendResult{}, false, corrupt(stream, 0, m.Sequence,
+			fmt.Errorf("idempotency record: events at positions %d-%d, not before the record", r.FirstPosition, r.LastPosition))
 	}
 	// The record is committed (read from the leader), and so are the
 	// events of its batch: LastPosition covers them, also when the batch
