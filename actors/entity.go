@@ -21,7 +21,7 @@ import (
 // Its methods run on the actor's goroutine only.
 type entityBehavior interface {
 	recover(ctx context.Context) error
-	handle(ctx context.Context, cmd *troupev1.Command) (*Outcome, error)
+	handle(ctx context.Context, cmd *troupev1.Command, keyUnused bool) (*Outcome, error)
 	fireDue(ctx context.Context, now time.Time) error
 	snapshotDue() bool
 	snapshot(ctx context.Context) error
@@ -176,7 +176,10 @@ func (e *entity[S]) setTimer(t timerRecord) {
 	e.timers[t.ID] = t
 }
 
-func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (*Outcome, error) {
+// handle runs one command. keyUnused says that the command's idempotency
+// key cannot have been recorded (see Command.key_unused): it is not looked
+// up, here or by the append.
+func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command, keyUnused bool) (*Outcome, error) {
 	c, ok := e.kind.commands[cmd.GetType()]
 	if !ok {
 		return nil, &UnknownCommandError{Kind: e.kind.name, Type: cmd.GetType()}
@@ -184,7 +187,7 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (*Outcome
 	// A repeat of a command that already took effect returns its first
 	// reply before the handler runs: the state has moved on since, and
 	// deciding again could reject (or double) what was already done.
-	if key := cmd.GetIdempotencyKey(); key != "" {
+	if key := cmd.GetIdempotencyKey(); key != "" && !keyUnused {
 		res, ok, err := e.rt.journal.Idempotent(ctx, e.stream, key)
 		if err != nil {
 			return nil, err
@@ -201,14 +204,21 @@ func (e *entity[S]) handle(ctx context.Context, cmd *troupev1.Command) (*Outcome
 	if err != nil {
 		return nil, err
 	}
-	return e.commit(ctx, cmd.GetType(), cmd.GetIdempotencyKey(), d, nil, cmd.GetTrace())
+	return e.commit(ctx, cmd.GetType(), idemKey{cmd.GetIdempotencyKey(), keyUnused}, d, nil, cmd.GetTrace())
+}
+
+// idemKey is a command's idempotency key, and whether it is known never
+// to have been used (the append then does not look it up).
+type idemKey struct {
+	key    string
+	unused bool
 }
 
 // commit appends a decision (and extra system events) and applies it.
 // The command's trace context, if any, is recorded in each event's
 // metadata ("traceparent", "tracestate"), so that readers of the log and
 // subscribers of the published events continue the trace.
-func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision, extra []journal.Event, trace *troupev1.TraceContext) (*Outcome, error) {
+func (e *entity[S]) commit(ctx context.Context, cmdType string, key idemKey, d Decision, extra []journal.Event, trace *troupev1.TraceContext) (*Outcome, error) {
 	reply, err := encodeReply(d.Reply)
 	if err != nil {
 		return nil, fmt.Errorf("actors: %s: reply of %s: %w", e.stream, cmdType, err)
@@ -252,8 +262,8 @@ func (e *entity[S]) commit(ctx context.Context, cmdType, key string, d Decision,
 		return &Outcome{Reply: reply, Sequence: e.seq, Position: e.pos}, nil
 	}
 	req := journal.AppendRequest{Stream: e.stream, Expected: e.seq, Events: events}
-	if key != "" {
-		req.IdempotencyKey, req.Reply = key, reply
+	if key.key != "" {
+		req.IdempotencyKey, req.Reply, req.KeyUnused = key.key, reply, key.unused
 	}
 	start := time.Now()
 	actx, span := e.rt.appendSpan(ctx, &req)
@@ -348,7 +358,7 @@ func (e *entity[S]) fireDue(ctx context.Context, now time.Time) error {
 		if reason != "" {
 			e.rt.log.Warn("timer fired without effect", "actor", e.stream, "timer", t.ID, "err", reason)
 		}
-		if _, err := e.commit(ctx, t.Type, "", d, extra, nil); err != nil {
+		if _, err := e.commit(ctx, t.Type, idemKey{}, d, extra, nil); err != nil {
 			return fmt.Errorf("fire timer %q of %s: %w", t.ID, e.stream, err)
 		}
 	}
@@ -415,6 +425,9 @@ type delivery struct {
 	ctx   context.Context
 	cmd   *troupev1.Command
 	reply chan<- result
+	// keyUnused: the command's key cannot have been recorded (a forwarded
+	// command whose sender generated the key: Command.key_unused).
+	keyUnused bool
 
 	answered bool // set by the actor when it replies
 }
@@ -475,7 +488,7 @@ func (a *entityActor) Receive(c actor.Context) {
 		if a.rt.cfg.Tracer != nil {
 			ctx, span = a.rt.startTurn(m.ctx, m.cmd, a.ref.stream) // nil span: sampled out
 		}
-		out, err := a.b.handle(ctx, m.cmd)
+		out, err := a.b.handle(ctx, m.cmd, m.keyUnused)
 		if span != nil {
 			EndSpan(span, err)
 		}

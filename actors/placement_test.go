@@ -3,10 +3,14 @@ package actors_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/actorstest"
+	"github.com/troupe-dev/troupe/journal"
+	"github.com/troupe-dev/troupe/journal/journaltest"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -123,5 +127,81 @@ func TestCommandsForAShardNotOwnedHereFailWithNotOwner(t *testing.T) {
 				t.Fatal("a command for a shard owned elsewhere was applied here")
 			}
 		})
+	}
+}
+
+// lookups is a journal that counts idempotency look-ups and remembers
+// what each keyed append said of its key.
+type lookups struct {
+	journal.Store
+	mu      sync.Mutex
+	looked  int
+	appends []journal.AppendRequest
+}
+
+func (l *lookups) Idempotent(ctx context.Context, stream, key string) (journal.AppendResult, bool, error) {
+	l.mu.Lock()
+	l.looked++
+	l.mu.Unlock()
+	return l.Store.Idempotent(ctx, stream, key)
+}
+
+func (l *lookups) Append(ctx context.Context, req journal.AppendRequest) (journal.AppendResult, error) {
+	if req.IdempotencyKey != "" {
+		l.mu.Lock()
+		l.appends = append(l.appends, req)
+		l.mu.Unlock()
+	}
+	return l.Store.Append(ctx, req)
+}
+
+func (l *lookups) take() (int, []journal.AppendRequest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, a := l.looked, l.appends
+	l.looked, l.appends = 0, nil
+	return n, a
+}
+
+// A forwarded command whose key the sending node generated (key_unused)
+// is not looked up, and its append says so to the journal; the same flag
+// on a command that entered at this node (a client's, or code's) is
+// ignored: its key is looked up, and a repeat is answered as a repeat.
+func TestOnlyForwardedCommandsMayClaimAnUnusedKey(t *testing.T) {
+	ctx := context.Background()
+	j := &lookups{Store: journaltest.NewMemStore(journaltest.MemConfig{})}
+	n := actorstest.Start(t, actorstest.Config{Dir: t.TempDir(), Journal: j, Setup: func(rt *actors.Runtime) error { return rt.Register(counterKind()) }})
+	cmd, err := actors.NewCommand("counter", "c1", Add{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.IdempotencyKey, cmd.KeyUnused = "fwd-1", true
+	out, err := n.RT.SendForwarded(ctx, cmd, true)
+	if err != nil || out.Duplicate || out.Sequence != 1 {
+		t.Fatalf("forwarded with an unused key: %+v, %v", out, err)
+	}
+	if looked, apps := j.take(); looked != 0 || len(apps) != 1 || !apps[0].KeyUnused {
+		t.Fatalf("forwarded with an unused key: %d look-ups, appends %+v; want none, and one append with KeyUnused", looked, apps)
+	}
+	for name, send := range map[string]func(context.Context, *troupev1.Command) (*actors.Outcome, error){
+		"external": n.RT.SendExternal, "internal": n.RT.Send,
+	} {
+		out, err := send(ctx, cmd) // the same key again, still claiming it unused
+		if err != nil || !out.Duplicate || out.Sequence != 1 {
+			t.Fatalf("%s repeat claiming an unused key: %+v, %v; want the first outcome as a repeat", name, out, err)
+		}
+		if looked, apps := j.take(); looked != 1 || len(apps) != 0 {
+			t.Fatalf("%s repeat: %d look-ups, %d appends; want 1 and 0", name, looked, len(apps))
+		}
+	}
+	cmd.IdempotencyKey = "client-2"
+	if _, err := n.RT.SendExternal(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if looked, apps := j.take(); looked != 1 || len(apps) != 1 || apps[0].KeyUnused {
+		t.Fatalf("a new key entering here: %d look-ups, appends %+v; want 1, and an append without KeyUnused", looked, apps)
+	}
+	if c := get(t, n, "c1"); c.Value != 2 || c.Adds != 2 {
+		t.Fatalf("counter %+v, want 2 adds of 1 (the repeats not applied)", c)
 	}
 }

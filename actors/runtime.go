@@ -418,7 +418,11 @@ func (rt *Runtime) send(ctx context.Context, cmd *troupev1.Command, external, ma
 			return rt.cfg.Forwarder.Forward(ctx, owner, cmd, external)
 		}
 		reply := make(chan result, 1)
-		if err := rt.deliver(k, shard, stream, cmd.GetEntityId(), &delivery{ctx: ctx, cmd: cmd, reply: reply}); err != nil {
+		// Only a command forwarded by another node may say that its key
+		// was never used (that node generated it); one that entered here
+		// is looked up whatever it says.
+		d := &delivery{ctx: ctx, cmd: cmd, reply: reply, keyUnused: !mayForward && cmd.GetKeyUnused()}
+		if err := rt.deliver(k, shard, stream, cmd.GetEntityId(), d); err != nil {
 			return nil, err
 		}
 		var r result

@@ -59,6 +59,12 @@ type AppendRequest struct {
 	IdempotencyKey string
 	// Reply is stored with IdempotencyKey and returned on a repeat.
 	Reply []byte
+	// KeyUnused says that IdempotencyKey has never been used before (the
+	// caller generated it at random and has not sent it before): a store
+	// may skip looking it up. It is recorded all the same. A wrong
+	// KeyUnused can record a key twice, so only the code that made the
+	// key sets it.
+	KeyUnused bool
 }
 
 // AppendResult describes a committed append.

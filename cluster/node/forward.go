@@ -39,8 +39,8 @@ const maxForwardWait = 30 * time.Second
 
 // forwarder implements actors.Forwarder over NATS.
 type forwarder struct {
-	n  *Node
-	nc *nats.Conn
+	shardOf func(kind, id string) int // the shard an entity belongs to
+	nc      *nats.Conn
 }
 
 var _ actors.Forwarder = (*forwarder)(nil)
@@ -53,16 +53,19 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 		ctx, cancel = context.WithTimeout(ctx, maxForwardWait)
 		defer cancel()
 	}
+	generated := false // the key is this call's own, never sent before
+	if cmd.GetIdempotencyKey() == "" || cmd.GetKeyUnused() {
+		cmd = proto.Clone(cmd).(*troupev1.Command)
+		cmd.KeyUnused = false // only this call may say so, of its own key
+	}
 	if cmd.GetIdempotencyKey() == "" {
 		// A key makes any repeat of the command (a retry across a
-		// shard's move) apply it at most once.
-		cmd = proto.Clone(cmd).(*troupev1.Command)
-		cmd.IdempotencyKey = "fwd-" + cmd.GetCommandId()
-		if cmd.GetCommandId() == "" {
-			cmd.IdempotencyKey = "fwd-" + newID()
-		}
+		// shard's move) apply it at most once. It is new on every call
+		// (not derived from the command's id, which a caller may reuse).
+		cmd.IdempotencyKey = "fwd-" + newID()
+		generated = true
 	}
-	shard := f.n.shards.ShardOf(cmd.GetKind(), cmd.GetEntityId())
+	shard := f.shardOf(cmd.GetKind(), cmd.GetEntityId())
 	subject := forwardSubject(shard)
 	delivered := false // a request reached a node that may have run it
 	backoff := time.Millisecond
@@ -86,6 +89,13 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 		// The owner gets what is left of the wait as its deadline, so it
 		// answers (even "deadline exceeded") before this node gives up.
 		left := time.Until(dl.Add(-reserve)) * 9 / 10
+		// The owner need not look up a key that this call made and that
+		// no attempt can have delivered yet: it cannot be recorded. Once
+		// an attempt may have reached an owner, every later one is
+		// looked up (and answered as a repeat if that one took effect).
+		if generated {
+			cmd.KeyUnused = !delivered
+		}
 		body, err := proto.Marshal(&troupev1.Forward{Command: cmd, External: external, DeadlineMs: uint32(max(left, time.Millisecond) / time.Millisecond)})
 		if err != nil {
 			return nil, fmt.Errorf("node: forward: %w", err)

@@ -269,7 +269,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	rcfg.OnAppend = am.observe
 	if n.shards != nil {
 		rcfg.Placement = n.shards
-		rcfg.Forwarder = n.withTracing(&forwarder{n: n, nc: n.bus.Conn()})
+		rcfg.Forwarder = n.withTracing(&forwarder{shardOf: n.shards.ShardOf, nc: n.bus.Conn()})
 		rcfg.Leader = n.leaders
 		rcfg.Checkpoints = n.checkpoints
 	}

@@ -822,6 +822,18 @@ func testIdempotency(t *testing.T, s Suite) {
 	if dups != 7 || len(Collect(t, st.Read(ctx, "acc/3", 0, 0))) != 1 {
 		t.Fatalf("%d duplicates of 8 concurrent repeats", dups)
 	}
+	// A key appended as never used before (KeyUnused) is recorded like
+	// any other: its repeat is a repeat.
+	fresh := journal.AppendRequest{Stream: "acc/4", Events: []journal.Event{Ev("E", "")}, IdempotencyKey: "fresh", Reply: []byte("r4"), KeyUnused: true}
+	r1, err := st.Append(ctx, fresh)
+	if err != nil || r1.Duplicate {
+		t.Fatalf("append with an unused key: %+v %v", r1, err)
+	}
+	fresh.KeyUnused, fresh.Expected = false, journal.ExpectAny
+	r2, err := st.Append(ctx, fresh)
+	if err != nil || !r2.Duplicate || string(r2.Reply) != "r4" || r2.LastPosition != r1.LastPosition {
+		t.Fatalf("repeat of a key first appended as unused: %+v %v", r2, err)
+	}
 }
 
 func testClose(t *testing.T, s Suite) {

@@ -62,7 +62,7 @@ func (pd *pending) answer(res journal.AppendResult, err error) {
 func (s *Store) prefetch(ctx context.Context, p *part, pd *pending) error {
 	pd.gen = p.gen.Load()
 	req := &pd.req
-	if req.IdempotencyKey != "" {
+	if req.IdempotencyKey != "" && !req.KeyUnused {
 		k := idemKey{req.Stream, req.IdempotencyKey}
 		p.hmu.Lock()
 		r, ok := p.idem[k]
@@ -186,7 +186,7 @@ func (s *Store) commitSome(p *part, group []*pending) []*pending {
 			p.hmu.Lock()
 			r, ok := p.idem[k]
 			p.hmu.Unlock()
-			if !ok && pd.gen != gen {
+			if !ok && pd.gen != gen && !req.KeyUnused {
 				var err error
 				if r, ok, err = s.idempotent(ctx, p, req.Stream, req.IdempotencyKey); err != nil {
 					pd.answer(journal.AppendResult{}, err)

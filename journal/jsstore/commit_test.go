@@ -243,6 +243,49 @@ func TestIdempotentThenAppendReadsTheKeyOnce(t *testing.T) {
 	t.Logf("the stale writer's append of k9: %+v, %v", res, err)
 }
 
+// An append whose key the caller made up and never sent before
+// (KeyUnused) reads nothing from the log for it, and the key is recorded
+// all the same: a repeat without the hint is answered as a repeat. A
+// stream the store has no head for is read once (its head), not for the
+// key.
+func TestAppendWithAnUnusedKeyDoesNotLookItUp(t *testing.T) {
+	c := bustest.Start(t, 1)
+	st := openOne(t, c, "idunused", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ev := []journal.Event{{Type: "Deposited", Payload: []byte(`{"amount":1}`)}}
+	journaltest.MustAppend(t, st, "acct/1", 0, ev...)
+	leaderReads := func() uint64 { _, l := jsstore.ReadCounts(st); return l }
+	for i := 1; i <= 3; i++ {
+		key := fmt.Sprintf("fresh-%d", i)
+		l0 := leaderReads()
+		res, err := st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: uint64(i), Events: ev,
+			IdempotencyKey: key, Reply: []byte(key), KeyUnused: true})
+		if err != nil || res.Duplicate || res.LastSequence != uint64(i+1) {
+			t.Fatalf("Append(%s, unused) = %+v, %v", key, res, err)
+		}
+		if got := leaderReads() - l0; got != 0 {
+			t.Fatalf("Append(%s) with an unused key read the log %d times, want 0", key, got)
+		}
+		again, err := st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: journal.ExpectAny, Events: ev, IdempotencyKey: key})
+		if err != nil || !again.Duplicate || again.LastSequence != res.LastSequence || string(again.Reply) != key {
+			t.Fatalf("the repeat of %s = %+v, %v; want the first append's result as a repeat", key, again, err)
+		}
+	}
+	// Another store (a new owner after a failover) finds the keys in the
+	// log.
+	other := openOne(t, c, "idunused", 1)
+	for i := 1; i <= 3; i++ {
+		r, ok, err := other.Idempotent(ctx, "acct/1", fmt.Sprintf("fresh-%d", i))
+		if !ok || err != nil || r.LastSequence != uint64(i+1) {
+			t.Fatalf("another store's Idempotent(fresh-%d) = %+v, %v, %v", i, r, ok, err)
+		}
+	}
+	if n := len(journaltest.Collect(t, other.Read(ctx, "acct/1", 1, 0))); n != 4 {
+		t.Fatalf("acct/1 has %d events, want 4 (the repeats appended nothing)", n)
+	}
+}
+
 // A batch whose outcome was unknown (its ack and the leader's answer
 // lost) and that had landed counts in LastPosition once the Store learns
 // it landed: from its idempotency record (the retry of the append with the

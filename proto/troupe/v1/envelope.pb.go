@@ -44,7 +44,15 @@ type Command struct {
 	// W3C trace context of the caller.
 	Trace *TraceContext `protobuf:"bytes,8,opt,name=trace,proto3" json:"trace,omitempty"`
 	// Free-form annotations; sidecar plugins may add to them.
-	Metadata      map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// key_unused says that idempotency_key has never been used before this
+	// delivery: a node set it on a key it generated at random for a command
+	// that had none, and no earlier attempt with that key can have reached
+	// an owner. The owner then does not look the key up (it cannot be
+	// recorded) but still records it with the events. Only nodes set it on
+	// the commands they forward; commands built from a client's SendRequest
+	// never carry it.
+	KeyUnused     bool `protobuf:"varint,10,opt,name=key_unused,json=keyUnused,proto3" json:"key_unused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,6 +148,13 @@ func (x *Command) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *Command) GetKeyUnused() bool {
+	if x != nil {
+		return x.KeyUnused
+	}
+	return false
 }
 
 // TraceContext carries a W3C trace context across NATS and into plugins.
@@ -516,7 +531,7 @@ var File_troupe_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_troupe_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x18troupe/v1/envelope.proto\x12\ttroupe.v1\"\xfd\x02\n" +
+	"\x18troupe/v1/envelope.proto\x12\ttroupe.v1\"\x9c\x03\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x12\n" +
@@ -527,7 +542,10 @@ const file_troupe_v1_envelope_proto_rawDesc = "" +
 	"\apayload\x18\x06 \x01(\fR\apayload\x12!\n" +
 	"\fcontent_type\x18\a \x01(\tR\vcontentType\x12-\n" +
 	"\x05trace\x18\b \x01(\v2\x17.troupe.v1.TraceContextR\x05trace\x12<\n" +
-	"\bmetadata\x18\t \x03(\v2 .troupe.v1.Command.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\t \x03(\v2 .troupe.v1.Command.MetadataEntryR\bmetadata\x12\x1d\n" +
+	"\n" +
+	"key_unused\x18\n" +
+	" \x01(\bR\tkeyUnused\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
