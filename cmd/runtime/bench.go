@@ -448,9 +448,9 @@ func benchSetup(ctx context.Context, c benchConfig, clients []benchClients) (jou
 					return
 				}
 				id := accountID(c.prefix, n)
-				pos, err := benchSend(ctx, cl, "account", id, "Open", map[string]any{"owner": "bench"}, "open")
+				pos, err := setupSend(ctx, cl, id, "Open", map[string]any{"owner": "bench"}, "open")
 				if err == nil {
-					pos, err = benchSend(ctx, cl, "account", id, "Deposit", map[string]any{"amount": 100_000}, "seed")
+					pos, err = setupSend(ctx, cl, id, "Deposit", map[string]any{"amount": 100_000}, "seed")
 				}
 				if err != nil {
 					// %v, not %w: the CLI prints a wrapped API error without its context.
@@ -469,6 +469,28 @@ func benchSetup(ctx context.Context, c benchConfig, clients []benchClients) (jou
 		return journal.Token{}, first
 	}
 	return written, ctx.Err()
+}
+
+// setupRetries bounds how often the setup sends one of its commands again
+// after an error that allows it (a node that could not take it now, such as
+// a shard whose stream leader is moving right after a cluster starts, or no
+// answer in time): the setup's commands have idempotency keys, so a retry
+// applies each at most once.
+const setupRetries = 5
+
+// setupSend is benchSend for the setup's account commands, retried.
+func setupSend(ctx context.Context, cl benchClients, id, typ string, payload map[string]any, key string) (journal.Token, error) {
+	for attempt := 1; ; attempt++ {
+		pos, err := benchSend(ctx, cl, "account", id, typ, payload, key)
+		if err == nil || attempt > setupRetries || !sendRetryable(err) {
+			return pos, err
+		}
+		select {
+		case <-time.After(sendBackoff(attempt)):
+		case <-ctx.Done():
+			return pos, err
+		}
+	}
 }
 
 // benchSend sends one command; key makes it idempotent (a setup run again with

@@ -2,16 +2,24 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+
+	"github.com/troupe-dev/troupe/journal"
+	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
+	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
 )
 
 // troupe bench against a real node (the binary, as a child process).
@@ -219,5 +227,71 @@ func TestBenchReportErrors(t *testing.T) {
 	}
 	if i, j := strings.Index(out.String(), "failed_precondition"), strings.Index(out.String(), "resource_exhausted"); i > j {
 		t.Errorf("codes are not sorted by count:\n%s", out.String())
+	}
+}
+
+// flakyCommands is a command service that answers each (account, command)
+// "unavailable" fails times before it takes it, as a node does while a
+// shard's stream leader moves; it checks that every attempt carries the
+// same idempotency key.
+type flakyCommands struct {
+	troupev1connect.UnimplementedCommandServiceHandler
+	fails int
+	mu    sync.Mutex
+	tries map[string]int
+	keys  map[string]string
+}
+
+func (f *flakyCommands) Send(_ context.Context, r *connect.Request[troupev1.SendRequest]) (*connect.Response[troupev1.SendResponse], error) {
+	m := r.Msg
+	k := m.GetId() + "/" + m.GetType()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if key, ok := f.keys[k]; ok && key != m.GetIdempotencyKey() {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s sent again with key %q, first with %q", k, m.GetIdempotencyKey(), key))
+	}
+	f.keys[k] = m.GetIdempotencyKey()
+	if f.tries[k]++; f.tries[k] <= f.fails {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("shard 3 is moving between nodes"))
+	}
+	return connect.NewResponse(&troupev1.SendResponse{Token: journal.TokenAt(0, uint64(len(f.tries))).String()}), nil
+}
+
+// The setup sends a command again after an error that allows it, with the
+// same key, a bounded number of times.
+func TestBenchSetupRetriesRetryableErrors(t *testing.T) {
+	for _, tc := range []struct {
+		fails int
+		ok    bool
+	}{{fails: 2, ok: true}, {fails: setupRetries + 1, ok: false}} {
+		f := &flakyCommands{fails: tc.fails, tries: map[string]int{}, keys: map[string]string{}}
+		mux := http.NewServeMux()
+		mux.Handle(troupev1connect.NewCommandServiceHandler(f))
+		srv := httptest.NewServer(mux)
+		c := benchConfig{nodes: []string{srv.URL}, entities: 3, concurrency: 2, prefix: "t", protocol: "connect", timeout: 5 * time.Second}
+		_, err := benchSetup(context.Background(), c, newBenchClients(c, nil))
+		srv.Close()
+		if tc.ok {
+			if err != nil {
+				t.Fatalf("%d failures per command: %v", tc.fails, err)
+			}
+			for k, n := range f.tries {
+				if n != tc.fails+1 {
+					t.Fatalf("%s sent %d times, want %d", k, n, tc.fails+1)
+				}
+			}
+			if len(f.tries) != 6 {
+				t.Fatalf("%d commands sent, want 6 (Open and Deposit of 3 accounts)", len(f.tries))
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "unavailable: shard 3 is moving") {
+			t.Fatalf("%d failures per command: %v; want the unavailable error", tc.fails, err)
+		}
+		for k, n := range f.tries {
+			if n > setupRetries+1 {
+				t.Fatalf("%s sent %d times, more than %d", k, n, setupRetries+1)
+			}
+		}
 	}
 }
