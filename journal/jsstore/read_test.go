@@ -552,3 +552,32 @@ func collect(seq iter.Seq2[journal.Event, error]) ([]journal.Event, error) {
 	}
 	return out, nil
 }
+
+// Appends sent right after the stream's leader stepped down are not
+// failed for the moment it has no leader: a commit that got no answer is
+// resolved with the new leader and sent again (the same batch, the same
+// fence), within the store's timeout.
+func TestAppendsRideOutALeaderMove(t *testing.T) {
+	c := bustest.Start(t, 3)
+	st := openOne(t, c, "amove", 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ev := []journal.Event{{Type: "Deposited", Payload: []byte(`{"amount":1}`)}}
+	nc := c.Connect(1)
+	seq := uint64(0)
+	for round := range 3 {
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.AMOVE_P0", nil, 5*time.Second); err != nil {
+			t.Fatalf("round %d: step down: %v", round, err)
+		}
+		for i := range 5 {
+			res, err := st.Append(ctx, journal.AppendRequest{Stream: "acct/1", Expected: seq, Events: ev, IdempotencyKey: fmt.Sprintf("k%d-%d", round, i)})
+			if err != nil {
+				t.Fatalf("round %d, append %d right after the leader stepped down: %v", round, i, err)
+			}
+			seq = res.LastSequence
+		}
+	}
+	if evs, err := collect(st.Read(ctx, "acct/1", 0, 0)); err != nil || len(evs) != 15 {
+		t.Fatalf("acct/1: %d events, %v; want 15", len(evs), err)
+	}
+}
