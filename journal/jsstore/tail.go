@@ -10,8 +10,14 @@ import (
 )
 
 // tailMax bounds the events a partition's tail cache keeps (up to a
-// quarter more between trims).
+// quarter more between trims); its bytes are bounded too (tail.maxBytes,
+// the partition's share of Config.TailCacheBytes).
 const tailMax = 4096
+
+// tailEventOverhead is what a cached event costs beyond its contents (the
+// journal.Event struct, slice and map headers, and the stream id's
+// string), counted against tail.maxBytes.
+const tailEventOverhead = 160
 
 // tailFill bounds the events one fill of the tail cache reads.
 const tailFill = 1024
@@ -37,6 +43,13 @@ type tail struct {
 	mu           sync.Mutex
 	lo, hi, upto uint64
 	evs          []journal.Event // positions in (lo, hi], ascending
+	bytes        int             // the size of evs, as cachedSize counts it
+	maxBytes     int             // keep at most this many bytes (up to a quarter more between trims); 0: no bound
+}
+
+// cachedSize is the memory an event takes in the cache, about.
+func cachedSize(e *journal.Event) int {
+	return eventSize(e) + len(e.Stream) + tailEventOverhead
 }
 
 // covers reports whether the cache holds every event from position from
@@ -83,7 +96,10 @@ func (t *tail) extend(from uint64, evs []journal.Event, through uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.evs) > 0 && (from <= t.lo || from-1 > t.upto) {
-		t.evs, t.lo, t.hi, t.upto = t.evs[:0], 0, 0, 0 // does not connect
+		// It does not connect: start again, and let the dropped events'
+		// payloads go.
+		clear(t.evs)
+		t.evs, t.lo, t.hi, t.upto, t.bytes = t.evs[:0], 0, 0, 0, 0
 	}
 	t.addLocked(from-1, evs, through)
 }
@@ -120,19 +136,34 @@ func (t *tail) addLocked(after uint64, evs []journal.Event, through uint64) {
 	if len(evs) > 0 {
 		t.evs = append(t.evs, evs...)
 		t.hi = evs[len(evs)-1].Position
+		for i := range evs {
+			t.bytes += cachedSize(&evs[i])
+		}
 	}
 	t.upto = max(t.upto, through, t.hi)
 	t.trim()
 }
 
-// trim drops the oldest events past tailMax, once they are a quarter of
-// it: not one at a time, which would move the whole cache on every push.
-// The caller holds t.mu.
+// trim drops the oldest events past tailMax, or past maxBytes, once they
+// are a quarter of it: not one at a time, which would move the whole cache
+// on every push. It keeps the newest event. The caller holds t.mu.
 func (t *tail) trim() {
-	if n := len(t.evs) - tailMax; n >= tailMax/4 {
-		t.lo = t.evs[n-1].Position
-		t.evs = slices.Delete(t.evs, 0, n)
+	n, b := 0, t.bytes // events to drop, and the bytes left after
+	if over := len(t.evs) - tailMax; over >= tailMax/4 {
+		for ; n < over; n++ {
+			b -= cachedSize(&t.evs[n])
+		}
 	}
+	if t.maxBytes > 0 && t.bytes > t.maxBytes+t.maxBytes/4 {
+		for ; n < len(t.evs)-1 && b > t.maxBytes; n++ {
+			b -= cachedSize(&t.evs[n])
+		}
+	}
+	if n == 0 {
+		return
+	}
+	t.lo, t.bytes = t.evs[n-1].Position, b
+	t.evs = slices.Delete(t.evs, 0, n)
 }
 
 // copyEvent gives a reader its own event: readers may change an event's

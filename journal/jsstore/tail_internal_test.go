@@ -36,3 +36,50 @@ func TestTailPush(t *testing.T) {
 		t.Fatalf("after many pushes: lo %d hi %d, %d events", c.lo, c.hi, len(c.evs))
 	}
 }
+
+// A partition's cache keeps to its share of TailCacheBytes (a quarter
+// more between trims), dropping the oldest events and keeping the newest,
+// and still answers every position it says it covers.
+func TestTailKeepsToItsBytes(t *testing.T) {
+	ev := func(pos uint64, size int) journal.Event {
+		return journal.Event{Stream: "acct/1", Position: pos, Type: "Deposited", Payload: make([]byte, size)}
+	}
+	c := tail{maxBytes: 20_000}
+	sum := func() int {
+		n := 0
+		for i := range c.evs {
+			n += cachedSize(&c.evs[i])
+		}
+		return n
+	}
+	all := func(*journal.Event) bool { return true }
+	for p := uint64(1); p <= 500; p++ {
+		c.push(p-1, ev(p, 100+int(p%7)*150))
+		if c.bytes != sum() {
+			t.Fatalf("at %d: counted %d bytes, the events take %d", p, c.bytes, sum())
+		}
+		if c.bytes > c.maxBytes+c.maxBytes/4 {
+			t.Fatalf("at %d: %d bytes, over %d and a quarter", p, c.bytes, c.maxBytes)
+		}
+		if c.hi != p || c.lo != c.evs[0].Position-1 {
+			t.Fatalf("at %d: lo %d hi %d, first %d", p, c.lo, c.hi, c.evs[0].Position)
+		}
+		evs, last, ok := c.take(c.lo+1, all, 0)
+		if !ok || last != p || uint64(len(evs)) != p-c.lo {
+			t.Fatalf("at %d: take from %d: %d events to %d, %v", p, c.lo+1, len(evs), last, ok)
+		}
+	}
+	if c.lo < 400 || c.covers(c.lo) {
+		t.Fatalf("after 500 events of 100-1,000 bytes under a 20,000-byte bound: lo %d", c.lo)
+	}
+	// One event larger than the bound is kept, alone.
+	c.push(500, ev(501, 50_000))
+	if len(c.evs) != 1 || c.evs[0].Position != 501 || c.lo != 500 || c.bytes != sum() {
+		t.Fatalf("after an event over the bound: %d events, lo %d, %d bytes", len(c.evs), c.lo, c.bytes)
+	}
+	// A fill that does not connect starts the cache again, and its count.
+	c.extend(900, []journal.Event{ev(900, 10), ev(901, 10)}, 901)
+	if len(c.evs) != 2 || c.lo != 899 || c.bytes != sum() {
+		t.Fatalf("after a new start: %d events, lo %d, %d bytes (want %d)", len(c.evs), c.lo, c.bytes, sum())
+	}
+}
