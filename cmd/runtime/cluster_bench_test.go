@@ -299,34 +299,25 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 			id := ids[i%len(ids)]
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
+			// timed runs one request, and records how long it took.
+			timed := func(what string, into *[]time.Duration, req func() error) func() {
+				return func() {
+					t0 := time.Now()
+					if err := req(); err != nil {
+						t.Fatalf("%s: %v", what, err)
+					}
+					if record {
+						*into = append(*into, time.Since(t0))
+					}
+				}
+			}
 			steps := []func(){
-				func() {
-					t0 := time.Now()
-					if err := deposit(ctx, cls[1], id, 1, "", key(phase.base+i, "o")); err != nil {
-						t.Fatalf("to the owner: %v", err)
-					}
-					if record {
-						own = append(own, time.Since(t0))
-					}
-				},
-				func() {
-					t0 := time.Now()
-					if err := deposit(ctx, cls[0], id, 1, "", key(phase.base+i, "f")); err != nil {
-						t.Fatalf("forwarded: %v", err)
-					}
-					if record {
-						fwd = append(fwd, time.Since(t0))
-					}
-				},
-				func() {
-					t0 := time.Now()
-					if _, err := ncA.Request("bench12.raw", rawBody, 5*time.Second); err != nil {
-						t.Fatalf("raw request: %v", err)
-					}
-					if record {
-						raw = append(raw, time.Since(t0))
-					}
-				},
+				timed("to the owner", &own, func() error { return deposit(ctx, cls[1], id, 1, "", key(phase.base+i, "o")) }),
+				timed("forwarded", &fwd, func() error { return deposit(ctx, cls[0], id, 1, "", key(phase.base+i, "f")) }),
+				timed("raw request", &raw, func() error {
+					_, err := ncA.Request("bench12.raw", rawBody, 5*time.Second)
+					return err
+				}),
 			}
 			// Rotate the order so that none always runs first.
 			for j := range steps {

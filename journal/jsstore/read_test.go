@@ -554,9 +554,10 @@ func collect(seq iter.Seq2[journal.Event, error]) ([]journal.Event, error) {
 }
 
 // Appends sent right after the stream's leader stepped down are not
-// failed for the moment it has no leader: a commit that got no answer is
-// resolved with the new leader and sent again (the same batch, the same
-// fence), within the store's timeout.
+// failed for the moment it has no leader: the append's reads before its
+// commit (the key's look-up, the stream's head) ask again until a leader
+// answers (retryRead), so the commit goes to the new one. Without those
+// retries the first append fails with a read timeout.
 func TestAppendsRideOutALeaderMove(t *testing.T) {
 	c := bustest.Start(t, 3)
 	st := openOne(t, c, "amove", 3)
