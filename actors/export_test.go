@@ -39,3 +39,17 @@ func StoredCheckpoint(rt *Runtime, projection string, part int) (uint64, error) 
 	})
 	return pos, err
 }
+
+// RowCacheStats reports a projection's row cache lookups that found a row
+// and all its lookups (ok=false: the projection has no row cache).
+func RowCacheStats(rt *Runtime, projection string) (hits, lookups uint64, ok bool) {
+	rt.mu.Lock()
+	p := rt.projections[projection]
+	rt.mu.Unlock()
+	if p == nil || p.rows == nil {
+		return 0, 0, false
+	}
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	return p.rows.hits, p.rows.all, true
+}

@@ -112,7 +112,13 @@ func (rt *Runtime) RegisterProjection(p Projection) error {
 	if _, dup := rt.projections[p.Name]; dup {
 		return fmt.Errorf("actors: projection %q registered twice", p.Name)
 	}
-	rt.projections[p.Name] = &projection{def: p, rt: rt, changed: make(chan struct{}), pos: make([]uint64, rt.journal.Partitions()), saved: make([]time.Time, rt.journal.Partitions())}
+	pr := &projection{def: p, rt: rt, changed: make(chan struct{}), pos: make([]uint64, rt.journal.Partitions()), saved: make([]time.Time, rt.journal.Partitions())}
+	if !p.perEvent && p.Flush == nil {
+		// A read model (not a reactor, nor a projection that writes
+		// elsewhere, whose partitions' side effects run side by side).
+		pr.rows = newRowCache(defaultRowCacheBytes)
+	}
+	rt.projections[p.Name] = pr
 	return nil
 }
 
@@ -258,6 +264,7 @@ func (rt *Runtime) RebuildProjection(ctx context.Context, name string) error {
 		return &RejectedError{Reason: fmt.Sprintf("%s writes outside the read store: rebuilding it would repeat those writes", name)}
 	}
 	p.stop()
+	p.forgetRows()
 	if err := rt.cfg.ReadStore.reset(name); err != nil {
 		p.start()
 		return fmt.Errorf("actors: rebuild %s: %w", name, err)
@@ -313,6 +320,14 @@ type projection struct {
 	lastErr string
 	cancel  context.CancelFunc // stops the running goroutines
 	done    chan struct{}      // closed when they have stopped
+
+	// applyMu lets one partition's step at a time apply and commit a
+	// batch of a read model (rows set), so that rows, the read model's
+	// recently read rows, stays what Badger last committed (rowcache.go).
+	// Reactors and projections with a Flush have no rows, and their
+	// partitions run side by side.
+	applyMu sync.Mutex
+	rows    *rowCache
 }
 
 func sum(xs []uint64) uint64 {
@@ -366,6 +381,16 @@ func (p *projection) load() error {
 	p.pos = pos
 	p.mu.Unlock()
 	return nil
+}
+
+// forgetRows empties the row cache (the read model is being reset).
+func (p *projection) forgetRows() {
+	if p.rows == nil {
+		return
+	}
+	p.applyMu.Lock()
+	p.rows.clear()
+	p.applyMu.Unlock()
 }
 
 // status returns a copy of the checkpoints and the last error.
@@ -598,14 +623,13 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 	if head <= pos {
 		return true, nil
 	}
-	db := p.rt.cfg.ReadStore.db
-	txn := db.NewTransaction(true)
-	defer txn.Discard()
-	tx := &Tx{View: View{txn: txn, projection: p.def.Name}}
 	limit := batchSize
 	if p.def.perEvent {
 		limit = 1
 	}
+	// Read the batch (and run the event sidecars) first, outside the
+	// apply lock: the reads may cross the network.
+	evs := make([]journal.Event, 0, min(limit, 16))
 	n, last := 0, pos
 	for ev, err := range p.rt.journal.ReadAll(ctx, part, pos+1, p.def.Filter, limit) {
 		if err != nil {
@@ -618,28 +642,40 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 		if err != nil {
 			return false, fmt.Errorf("sidecar on %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
 		}
-		if skip {
-			n, last = n+1, ev.Position
-			if n == limit {
-				break
-			}
-			continue
+		if !skip {
+			evs = append(evs, ev)
 		}
-		span := p.applySpan(&ev)
+		n, last = n+1, ev.Position
+		if n == limit {
+			break
+		}
+	}
+	if p.rows != nil {
+		// One writer of the read model at a time: the row cache is
+		// then what Badger last committed.
+		p.applyMu.Lock()
+		defer p.applyMu.Unlock()
+	}
+	db := p.rt.cfg.ReadStore.db
+	txn := db.NewTransaction(true)
+	defer txn.Discard()
+	tx := &Tx{View: View{txn: txn, projection: p.def.Name}}
+	if p.rows != nil {
+		tx.rows = &txRows{cache: p.rows}
+	}
+	for i := range evs {
+		ev := &evs[i]
+		span := p.applySpan(ev)
 		if span != nil {
 			tx.span = span.SpanContext()
 		}
-		err = p.def.Apply(tx, ev)
+		err = p.def.Apply(tx, *ev)
 		if span != nil {
 			EndSpan(span, err)
 			tx.span = trace.SpanContext{}
 		}
 		if err != nil {
 			return false, fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
-		}
-		n, last = n+1, ev.Position
-		if n == limit {
-			break
 		}
 	}
 	if n < limit {
@@ -677,6 +713,9 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 	}
 	if err := txn.Commit(); err != nil {
 		return false, err
+	}
+	if tx.rows != nil {
+		tx.rows.settle()
 	}
 	p.advance(part, last, nil)
 	if n > 0 && p.def.committed != nil {

@@ -140,9 +140,13 @@ type Tx struct {
 	span trace.SpanContext
 }
 
-// Set stores value under key.
+// Set stores value under key. value must not change until Apply returns.
 func (t *Tx) Set(key string, value []byte) error {
-	return t.txn.Set(modelKey(t.projection, key), value)
+	if err := t.txn.Set(modelKey(t.projection, key), value); err != nil {
+		return err
+	}
+	t.rows.wrote(key, row{val: value})
+	return nil
 }
 
 // SetJSON stores v encoded as JSON under key.
@@ -155,35 +159,126 @@ func (t *Tx) SetJSON(key string, v any) error {
 }
 
 // Delete removes key.
-func (t *Tx) Delete(key string) error { return t.txn.Delete(modelKey(t.projection, key)) }
+func (t *Tx) Delete(key string) error {
+	if err := t.txn.Delete(modelKey(t.projection, key)); err != nil {
+		return err
+	}
+	t.rows.wrote(key, row{absent: true})
+	return nil
+}
 
 // View is a read-only, consistent view of one projection's read model.
 type View struct {
 	txn        *badger.Txn
 	projection string
+	// rows, in a projection's writer, are its row cache and this
+	// transaction's reads and writes; nil in a query's view.
+	rows *txRows
 }
 
 // Get returns the value of key, or ok=false when absent. The bytes are a
 // copy the caller may keep.
 func (v *View) Get(key string) (value []byte, ok bool, err error) {
-	it, err := v.txn.Get(modelKey(v.projection, key))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, false, nil
+	value, ok, shared, err := v.lookup(key)
+	if shared {
+		value = bytes.Clone(value)
 	}
-	if err != nil {
-		return nil, false, err
-	}
-	value, err = it.ValueCopy(nil)
-	return value, err == nil, err
+	return value, ok, err
 }
 
 // GetJSON decodes the JSON value of key into out; ok=false when absent.
 func (v *View) GetJSON(key string, out any) (ok bool, err error) {
-	b, ok, err := v.Get(key)
+	b, ok, _, err := v.lookup(key)
 	if err != nil || !ok {
 		return ok, err
 	}
 	return true, json.Unmarshal(b, out)
+}
+
+// lookup finds key's value: in a projection's writer, in what this
+// transaction wrote or read before, then in the row cache, and only then
+// in Badger. shared says the bytes are kept (by the transaction or the
+// cache) and must not be handed out to be changed.
+func (v *View) lookup(key string) (value []byte, ok, shared bool, err error) {
+	if r, found := v.rows.find(key); found {
+		return r.val, !r.absent, true, nil
+	}
+	it, err := v.txn.Get(modelKey(v.projection, key))
+	absent := errors.Is(err, badger.ErrKeyNotFound)
+	switch {
+	case absent:
+	case err != nil:
+		return nil, false, false, err
+	default:
+		if value, err = it.ValueCopy(nil); err != nil {
+			return nil, false, false, err
+		}
+	}
+	if v.rows != nil {
+		v.rows.readBadger(key, row{val: value, absent: absent})
+		shared = true
+	}
+	return value, !absent, shared, nil
+}
+
+// txRows is a projection writer's transaction's view of its row cache:
+// the rows it read from Badger and those it wrote, which go into the
+// cache once the transaction has committed (settle).
+type txRows struct {
+	cache  *rowCache
+	read   map[string]row // read from Badger (not found in the cache)
+	writes map[string]row // written (Set or Delete)
+}
+
+// find returns a row this transaction wrote or read, or the cache's.
+func (t *txRows) find(key string) (row, bool) {
+	if t == nil {
+		return row{}, false
+	}
+	if r, ok := t.writes[key]; ok {
+		return r, true
+	}
+	if r, ok := t.read[key]; ok {
+		return r, true
+	}
+	return t.cache.get(key)
+}
+
+func (t *txRows) readBadger(key string, r row) {
+	if t.read == nil {
+		t.read = map[string]row{}
+	}
+	t.read[key] = r
+}
+
+func (t *txRows) wrote(key string, r row) {
+	if t == nil {
+		return
+	}
+	if t.writes == nil {
+		t.writes = map[string]row{}
+	}
+	t.writes[key] = r
+}
+
+// settle puts the committed transaction's rows into the cache: those it
+// read from Badger, as it left them; those it wrote without reading them
+// from Badger only where the cache holds them already (a row written once
+// and never read, like a statement's line, would only crowd it).
+func (t *txRows) settle() {
+	for k, r := range t.read {
+		if _, wrote := t.writes[k]; !wrote {
+			t.cache.put(k, r)
+		}
+	}
+	for k, r := range t.writes {
+		r.val = bytes.Clone(r.val) // the caller's bytes: Set's value
+		if _, read := t.read[k]; read {
+			t.cache.put(k, r)
+		} else {
+			t.cache.update(k, r)
+		}
+	}
 }
 
 // KV is one key and value of a Scan.

@@ -149,6 +149,9 @@ type Store interface {
 	PartitionOf(stream string) int
 	// ReadAll yields the events of one partition of the log selected by f
 	// with Position >= from, in order, at most limit (<= 0: no limit).
+	// An event stays valid after the iteration moves on (a caller may
+	// collect them), but its bytes may be shared with other readers: they
+	// are not to be changed.
 	ReadAll(ctx context.Context, partition int, from uint64, f Filter, limit int) iter.Seq2[Event, error]
 	// Idempotent looks up an idempotency key of a stream: the result of the
 	// append that recorded it (with Duplicate set and its Reply), or
