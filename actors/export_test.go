@@ -53,3 +53,16 @@ func RowCacheStats(rt *Runtime, projection string) (hits, lookups uint64, ok boo
 	defer p.applyMu.Unlock()
 	return p.rows.hits, p.rows.all, true
 }
+
+// CombinedStats reports a read model's committed transactions, the
+// partitions' batches they applied, the batches that failed, and the
+// batches waiting now.
+func CombinedStats(rt *Runtime, projection string) (txns, batches, failed uint64, waiting int) {
+	rt.mu.Lock()
+	p := rt.projections[projection]
+	rt.mu.Unlock()
+	p.qmu.Lock()
+	waiting = len(p.queue)
+	p.qmu.Unlock()
+	return p.txns.Load(), p.batches.Load(), p.failed.Load(), waiting
+}

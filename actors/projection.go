@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -314,20 +315,26 @@ type projection struct {
 	pos []uint64 // checkpoints: last position applied, by partition
 	// saved is when a partition's checkpoint was last saved (to the read
 	// store, or for an owned partition to Config.Checkpoints); only that
-	// partition's goroutine touches it.
+	// partition's goroutine touches it, or, for a read model (rows set),
+	// whoever holds applyMu.
 	saved   []time.Time
 	changed chan struct{} // closed and replaced whenever pos advances
 	lastErr string
 	cancel  context.CancelFunc // stops the running goroutines
 	done    chan struct{}      // closed when they have stopped
 
-	// applyMu lets one partition's step at a time apply and commit a
-	// batch of a read model (rows set), so that rows, the read model's
-	// recently read rows, stays what Badger last committed (rowcache.go).
-	// Reactors and projections with a Flush have no rows, and their
-	// partitions run side by side.
+	// applyMu lets one partition's goroutine at a time apply and commit
+	// the waiting batches of a read model (rows set; applyCombined), so
+	// that rows, the read model's recently read rows, stays what Badger
+	// last committed (rowcache.go). Reactors and projections with a Flush
+	// have no rows, and their partitions run side by side.
 	applyMu sync.Mutex
 	rows    *rowCache
+	qmu     sync.Mutex // guards queue
+	queue   []*batch   // read model batches waiting for applyMu
+	// Transactions committed, the batches in them, and batches that
+	// failed (tests).
+	txns, batches, failed atomic.Uint64
 }
 
 func sum(xs []uint64) uint64 {
@@ -612,78 +619,127 @@ func (p *projection) reset(part int, pos uint64) {
 var skipSaveEvery = time.Second
 
 // step applies up to batchSize events of a partition after pos in one
-// transaction together with the partition's new checkpoint, and reports
+// transaction together with the partition's new checkpoint (a read
+// model's may share it with other partitions' batches), and reports
 // whether it reached the partition's head. With an epoch (an owned
 // partition) the checkpoint goes to Config.Checkpoints under it instead.
 func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (caughtUp bool, err error) {
+	b, err := p.read(ctx, part, pos)
+	if err != nil || b == nil {
+		return b == nil && err == nil, err
+	}
+	if p.rows == nil {
+		err = p.applyAlone(ctx, b, epoch)
+	} else {
+		err = p.applyCombined(b)
+	}
+	return b.caughtUp && err == nil, err
+}
+
+// batch is what one step of a partition read, to apply in one transaction
+// (alone, or combined with other partitions' batches).
+type batch struct {
+	part      int
+	pos, last uint64 // the checkpoint before and after the batch
+	n         int    // events read (applied, or rejected by a sidecar)
+	evs       []journal.Event
+	caughtUp  bool // the batch reaches the partition's head
+
+	// Set by whoever applied it, under applyMu.
+	done bool
+	err  error
+}
+
+// read reads a partition's next batch after pos, running the event
+// sidecars (nil: nothing new). It runs outside the apply lock: the reads
+// may cross the network.
+func (p *projection) read(ctx context.Context, part int, pos uint64) (*batch, error) {
 	// Read the head first: every position up to it is committed, so when
 	// the filtered read comes back short the projection has seen all of
 	// them and may advance its checkpoint to the head.
 	head := p.rt.journal.LastPosition(part)
 	if head <= pos {
-		return true, nil
+		return nil, nil
 	}
 	limit := batchSize
 	if p.def.perEvent {
 		limit = 1
 	}
-	// Read the batch (and run the event sidecars) first, outside the
-	// apply lock: the reads may cross the network.
-	evs := make([]journal.Event, 0, min(limit, 16))
-	n, last := 0, pos
+	b := &batch{part: part, pos: pos, last: pos}
 	for ev, err := range p.rt.journal.ReadAll(ctx, part, pos+1, p.def.Filter, limit) {
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		if ev.Position > head {
 			break
 		}
 		skip, err := p.intercept(ctx, &ev)
 		if err != nil {
-			return false, fmt.Errorf("sidecar on %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
+			return nil, fmt.Errorf("sidecar on %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
 		}
 		if !skip {
-			evs = append(evs, ev)
+			b.evs = append(b.evs, ev)
 		}
-		n, last = n+1, ev.Position
-		if n == limit {
+		b.n, b.last = b.n+1, ev.Position
+		if b.n == limit {
 			break
 		}
 	}
-	if p.rows != nil {
-		// One writer of the read model at a time: the row cache is
-		// then what Badger last committed.
-		p.applyMu.Lock()
-		defer p.applyMu.Unlock()
+	if b.n < limit {
+		b.last, b.caughtUp = head, true
 	}
-	db := p.rt.cfg.ReadStore.db
-	txn := db.NewTransaction(true)
-	defer txn.Discard()
-	tx := &Tx{View: View{txn: txn, projection: p.def.Name}}
-	if p.rows != nil {
-		tx.rows = &txRows{cache: p.rows}
-	}
-	for i := range evs {
-		ev := &evs[i]
+	return b, nil
+}
+
+// apply folds a batch's events into the read model within tx.
+func (p *projection) apply(tx *Tx, b *batch) error {
+	for i := range b.evs {
+		ev := &b.evs[i]
 		span := p.applySpan(ev)
 		if span != nil {
 			tx.span = span.SpanContext()
 		}
-		err = p.def.Apply(tx, *ev)
+		err := p.def.Apply(tx, *ev)
 		if span != nil {
 			EndSpan(span, err)
 			tx.span = trace.SpanContext{}
 		}
 		if err != nil {
-			return false, fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
+			return fmt.Errorf("apply %s event %d (%s): %w", ev.Stream, ev.Sequence, ev.Type, err)
 		}
 	}
-	if n < limit {
-		last, caughtUp = head, true
+	return nil
+}
+
+// saveCheckpoint puts a batch's checkpoint into txn, or, for a batch that
+// applied nothing (most projections see most events pass them by), at
+// most every skipSaveEvery: a restart re-reads those events and applies
+// none of them. A batch that applied something commits its checkpoint
+// with it, exactly once. The caller may touch p.saved[b.part].
+func (p *projection) saveCheckpoint(txn *badger.Txn, b *batch) error {
+	if b.n == 0 && time.Since(p.saved[b.part]) < skipSaveEvery {
+		return nil
 	}
-	if n > 0 && p.def.Flush != nil {
+	cp := binary.BigEndian.AppendUint64(make([]byte, 0, 8), b.last)
+	if err := txn.Set(checkpointKey(p.def.Name, b.part), cp); err != nil {
+		return err
+	}
+	p.saved[b.part] = time.Now()
+	return nil
+}
+
+// applyAlone applies one batch of a projection without a row cache (a
+// reactor, or a projection with a Flush) in its own transaction, on the
+// partition's goroutine; partitions run side by side.
+func (p *projection) applyAlone(ctx context.Context, b *batch, epoch uint64) error {
+	txn := p.rt.cfg.ReadStore.db.NewTransaction(true)
+	defer txn.Discard()
+	if err := p.apply(&Tx{View: View{txn: txn, projection: p.def.Name}}, b); err != nil {
+		return err
+	}
+	if b.n > 0 && p.def.Flush != nil {
 		if err := p.def.Flush(ctx); err != nil {
-			return false, fmt.Errorf("flush: %w", err)
+			return fmt.Errorf("flush: %w", err)
 		}
 	}
 	if epoch != 0 {
@@ -692,34 +748,119 @@ func (p *projection) step(ctx context.Context, part int, pos, epoch uint64) (cau
 		// side effects: saving it is a replicated write per append, so
 		// it is saved at most every skipSaveEvery. A failover then
 		// re-reads those events, and again applies none of them.
-		if last > pos && (n > 0 || time.Since(p.saved[part]) >= skipSaveEvery) {
-			if err := p.rt.cfg.Checkpoints.Save(ctx, p.def.Name, part, last, epoch); err != nil {
-				return false, err
+		if b.last > b.pos && (b.n > 0 || time.Since(p.saved[b.part]) >= skipSaveEvery) {
+			if err := p.rt.cfg.Checkpoints.Save(ctx, p.def.Name, b.part, b.last, epoch); err != nil {
+				return err
 			}
-			p.saved[part] = time.Now()
+			p.saved[b.part] = time.Now()
 		}
-	} else if n > 0 || time.Since(p.saved[part]) >= skipSaveEvery {
-		// Likewise a step whose filter matched none of the new events
-		// (most projections see most events pass them by) writes its
-		// checkpoint at most every skipSaveEvery: a restart re-reads
-		// those events and applies none of them. A step that applied
-		// something commits the checkpoint with it, exactly once.
-		var cp [8]byte
-		binary.BigEndian.PutUint64(cp[:], last)
-		if err := txn.Set(checkpointKey(p.def.Name, part), cp[:]); err != nil {
-			return false, err
-		}
-		p.saved[part] = time.Now()
+	} else if err := p.saveCheckpoint(txn, b); err != nil {
+		return err
 	}
 	if err := txn.Commit(); err != nil {
-		return false, err
+		return err
 	}
-	if tx.rows != nil {
-		tx.rows.settle()
-	}
-	p.advance(part, last, nil)
-	if n > 0 && p.def.committed != nil {
+	p.advance(b.part, b.last, nil)
+	if b.n > 0 && p.def.committed != nil {
 		p.def.committed()
 	}
-	return caughtUp, nil
+	return nil
+}
+
+// maxCombined bounds the events of the batches combined into one
+// transaction.
+const maxCombined = 4 * batchSize
+
+// applyCombined applies a batch of a read model (a projection with a row
+// cache). One partition's goroutine at a time holds applyMu; it applies
+// every batch waiting then, its own and other partitions', in one
+// transaction with each partition's checkpoint, so that a busy node
+// commits once per round rather than once per partition, and the row
+// cache stays what Badger last committed. A batch whose Apply fails is
+// left out (its partition retries it) and the others are applied again
+// without it.
+func (p *projection) applyCombined(b *batch) error {
+	p.qmu.Lock()
+	p.queue = append(p.queue, b)
+	p.qmu.Unlock()
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	for !b.done {
+		p.qmu.Lock()
+		k, evs := 0, 0
+		for k < len(p.queue) && (k == 0 || evs+len(p.queue[k].evs) <= maxCombined) {
+			evs += len(p.queue[k].evs)
+			k++
+		}
+		group := slices.Clone(p.queue[:k])
+		p.queue = slices.Delete(p.queue, 0, k)
+		p.qmu.Unlock()
+		p.commitGroup(group)
+	}
+	return b.err
+}
+
+// commitGroup applies batches in one transaction and answers each. The
+// caller holds applyMu.
+func (p *projection) commitGroup(group []*batch) {
+	for len(group) > 0 {
+		txn := p.rt.cfg.ReadStore.db.NewTransaction(true)
+		tx := &Tx{View: View{txn: txn, projection: p.def.Name, rows: &txRows{cache: p.rows}}}
+		failed := -1
+		var err error
+		for i, b := range group {
+			if err = p.apply(tx, b); err != nil {
+				failed = i
+				break
+			}
+		}
+		applied := false
+		for _, b := range group {
+			if err == nil {
+				err = p.saveCheckpoint(txn, b)
+			}
+			applied = applied || b.n > 0
+		}
+		if err == nil {
+			err = txn.Commit()
+		}
+		txn.Discard()
+		if err != nil {
+			tx.rows.keepReads()
+		}
+		switch {
+		case errors.Is(err, badger.ErrTxnTooBig) && len(group) > 1:
+			// Too much for one transaction: commit the batches in two
+			// halves (before the one that did not fit, and the rest).
+			half := len(group) / 2
+			if failed > 0 {
+				half = failed
+			}
+			p.commitGroup(group[:half])
+			group = group[half:]
+			continue
+		case failed >= 0:
+			// Its partition retries the batch; the others go again.
+			group[failed].done, group[failed].err = true, err
+			p.failed.Add(1)
+			group = slices.Delete(group, failed, failed+1)
+			continue
+		case err == nil:
+			tx.rows.settle()
+			p.txns.Add(1)
+			p.batches.Add(uint64(len(group)))
+		default:
+			p.failed.Add(uint64(len(group)))
+		}
+		for _, b := range group {
+			b.done, b.err = true, err
+			if err == nil {
+				p.advance(b.part, b.last, nil)
+			}
+		}
+		if err == nil && applied && p.def.committed != nil {
+			p.def.committed()
+		}
+		return
+	}
 }

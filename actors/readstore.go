@@ -261,6 +261,14 @@ func (t *txRows) wrote(key string, r row) {
 	t.writes[key] = r
 }
 
+// keepReads puts the rows a transaction that did not commit read from
+// Badger into the cache: with one writer, they are what Badger holds.
+func (t *txRows) keepReads() {
+	for k, r := range t.read {
+		t.cache.put(k, r)
+	}
+}
+
 // settle puts the committed transaction's rows into the cache: those it
 // read from Badger, as it left them; those it wrote without reading them
 // from Badger only where the cache holds them already (a row written once
