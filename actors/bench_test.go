@@ -17,6 +17,7 @@ import (
 	"github.com/troupe-dev/troupe/actors/actorstest"
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/badgerstore"
+	"github.com/troupe-dev/troupe/journal/journaltest"
 )
 
 // fanOut runs b.N operations over `workers` goroutines (worker w runs op(w)
@@ -223,14 +224,31 @@ func BenchmarkIdleEntityMemory(b *testing.B) {
 // 1,000 counters' Added events folded into a row per counter and a
 // running total (each read and written back as JSON, as the bank's
 // balances are) and a line per event (written once, as a statement's).
-// An op is one event applied (the log is written before the timer starts).
+// An op is one event applied (the log is written before the timer
+// starts). partitions=1 reads a single node's Badger journal;
+// partitions=8 an in-memory log of 8 partitions, as a cluster node's
+// projections read 8 shards' streams.
 func BenchmarkProjectionCatchUp(b *testing.B) {
+	for _, parts := range []int{1, 8} {
+		b.Run(fmt.Sprint("partitions=", parts), func(b *testing.B) { benchCatchUp(b, parts) })
+	}
+}
+
+func benchCatchUp(b *testing.B, parts int) {
 	const entities, writers = 1000, 50
 	ctx := context.Background()
 	dir := b.TempDir()
-	j, err := badgerstore.Open(badgerstore.Config{Dir: filepath.Join(dir, "journal"), Sync: badgerstore.SyncNone})
-	if err != nil {
-		b.Fatal(err)
+	var j journal.Store
+	if parts == 1 {
+		bj, err := badgerstore.Open(badgerstore.Config{Dir: filepath.Join(dir, "journal"), Sync: badgerstore.SyncNone})
+		if err != nil {
+			b.Fatal(err)
+		}
+		j = bj
+	} else {
+		mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts})
+		defer mem.Close()
+		j = mem
 	}
 	// One event per append, the writers taking turns over their entities,
 	// so that the log interleaves the entities as a busy node's does.
@@ -258,7 +276,6 @@ func BenchmarkProjectionCatchUp(b *testing.B) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	j.Close()
 	type sum struct{ Sum, Count int }
 	rows := actors.Projection{Name: "rows", Filter: journal.Filter{Kind: "counter"}, Apply: func(tx *actors.Tx, ev journal.Event) error {
 		var a Added
@@ -280,12 +297,18 @@ func BenchmarkProjectionCatchUp(b *testing.B) {
 	}}
 	b.ReportAllocs()
 	b.ResetTimer()
-	node := actorstest.Start(b, actorstest.Config{Dir: dir, Setup: func(rt *actors.Runtime) error {
+	cfg := actorstest.Config{Dir: dir, Setup: func(rt *actors.Runtime) error {
 		if err := rt.Register(counterKind()); err != nil {
 			return err
 		}
 		return rt.RegisterProjection(rows)
-	}})
+	}}
+	if parts > 1 {
+		cfg.Journal = j
+	} else {
+		j.Close() // the node opens the journal in dir
+	}
+	node := actorstest.Start(b, cfg)
 	if err := node.RT.WaitProjection(ctx, "rows", uint64(b.N), nil); err != nil {
 		b.Fatal(err)
 	}

@@ -28,12 +28,14 @@ type Projection struct {
 	Name string
 	// Filter selects the events it consumes (all, one kind, or one tag).
 	Filter journal.Filter
-	// Apply folds one event into the read model within tx. It runs on the
-	// projection's goroutine of the event's partition, one event at a time,
-	// in the partition's order: the events of one entity come in order,
-	// those of entities in different partitions may interleave. An error
-	// stops the partition (it is retried after a back-off) without
-	// advancing its checkpoint past the failed event.
+	// Apply folds one event into the read model within tx. It runs one
+	// event at a time, in the partition's order: the events of one entity
+	// come in order, those of entities in different partitions may
+	// interleave. An error stops the partition (it is retried after a
+	// back-off) without advancing its checkpoint past the failed event.
+	// A read model's Apply (no Flush, not a reactor) runs for one
+	// partition at a time, and its reads of rows it wrote or read before
+	// are answered from memory (ADR 0019).
 	Apply func(tx *Tx, ev journal.Event) error
 	// Flush, when set, runs after a batch's Apply calls and before the
 	// transaction that advances the checkpoint commits. A projection whose
