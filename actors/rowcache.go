@@ -6,8 +6,8 @@ package actors
 // level of its tree even when the memtable has the newest version; with
 // the projections of a busy node reading and writing the same rows over
 // and over (an account's balance, its statement's head) those lookups
-// were about half of the projections' time (docs/benchmarks.md,
-// "Read-model rows cached").
+// were about half of the projections' time (docs/benchmarks.md, "Read
+// models: a row cache and one commit per round"; ADR 0019).
 //
 // A rowCache is used only by its projection's writer, which holds the
 // projection's apply lock (projection.applyMu): one writer at a time, so
