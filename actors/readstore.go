@@ -140,7 +140,9 @@ type Tx struct {
 	span trace.SpanContext
 }
 
-// Set stores value under key. value must not change until Apply returns.
+// Set stores value under key. value must not change afterwards: the
+// transaction commits after Apply returns (and the row cache keeps a copy
+// of it then).
 func (t *Tx) Set(key string, value []byte) error {
 	if err := t.txn.Set(modelKey(t.projection, key), value); err != nil {
 		return err
