@@ -23,37 +23,28 @@ func TestProjectionsOverAPartitionedLog(t *testing.T) {
 	mem := journaltest.NewMemStore(journaltest.MemConfig{Partitions: parts})
 	defer mem.Close()
 	var applied atomic.Int64
-	setup := func(rt *actors.Runtime) error {
-		if err := rt.Register(counterKind()); err != nil {
-			return err
-		}
-		if err := rt.RegisterProjection(actors.Projection{
-			Name: "sum", Filter: journal.Filter{Kind: "counter"},
-			Apply: func(tx *actors.Tx, ev journal.Event) error {
-				applied.Add(1)
-				var a Added
-				if err := json.Unmarshal(ev.Payload, &a); err != nil {
-					return err
-				}
-				// One key that every partition's goroutine writes: their
-				// transactions collide and must be retried, not lost.
-				var m struct{ Sum, Count int }
-				if _, err := tx.GetJSON("total", &m); err != nil {
-					return err
-				}
-				m.Sum += a.N
-				m.Count++
-				return tx.SetJSON("total", m)
-			},
-		}); err != nil {
-			return err
-		}
-		return rt.RegisterQuery(actors.Query{Name: "total", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
+	setup := counterSum(
+		func(tx *actors.Tx, ev journal.Event) error {
+			applied.Add(1)
+			var a Added
+			if err := json.Unmarshal(ev.Payload, &a); err != nil {
+				return err
+			}
+			// One key that every partition's batches write: no update
+			// may be lost.
+			var m struct{ Sum, Count int }
+			if _, err := tx.GetJSON("total", &m); err != nil {
+				return err
+			}
+			m.Sum += a.N
+			m.Count++
+			return tx.SetJSON("total", m)
+		},
+		actors.Query{Name: "total", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
 			var m struct{ Sum, Count int }
 			_, err := v.GetJSON("total", &m)
 			return m, err
 		}})
-	}
 	n := actorstest.Start(t, actorstest.Config{Journal: mem, Setup: setup})
 	ctx := context.Background()
 	var token journal.Token

@@ -31,61 +31,53 @@ func TestReadModelRowsStayExactAcrossPartitions(t *testing.T) {
 		failed     atomic.Int64
 		failedOnce sync.Map // (partition, position) of the events that failed once
 	)
-	setup := func(rt *actors.Runtime) error {
-		if err := rt.Register(counterKind()); err != nil {
-			return err
-		}
-		if err := rt.RegisterProjection(actors.Projection{
-			Name: "sum", Filter: journal.Filter{Kind: "counter"},
-			Apply: func(tx *actors.Tx, ev journal.Event) error {
-				var a Added
-				if err := json.Unmarshal(ev.Payload, &a); err != nil {
-					return err
-				}
-				var total, mine struct{ Sum, Count int }
-				if _, err := tx.GetJSON("total", &total); err != nil {
-					return err
-				}
-				total.Sum += a.N
-				total.Count++
-				if err := tx.SetJSON("total", total); err != nil {
-					return err
-				}
-				// Read back what this transaction just wrote.
-				var again struct{ Sum, Count int }
-				if ok, err := tx.GetJSON("total", &again); err != nil || !ok || again != total {
-					return fmt.Errorf("read back %+v (found %v, %v), wrote %+v", again, ok, err, total)
-				}
-				if _, err := tx.GetJSON("e/"+ev.Stream, &mine); err != nil {
-					return err
-				}
-				mine.Sum += a.N
-				mine.Count++
-				if err := tx.SetJSON("e/"+ev.Stream, mine); err != nil {
-					return err
-				}
-				// Every 7th event fails once, after its writes: the
-				// batch is applied again and must not count them twice.
-				if _, again := failedOnce.LoadOrStore([2]uint64{uint64(ev.Partition), ev.Position}, true); ev.Sequence%7 == 0 && !again {
-					failed.Add(1)
-					return errors.New("failing once on purpose")
-				}
-				// A row deleted in the transaction is gone for it.
-				if err := tx.Set("scratch", []byte("x")); err != nil {
-					return err
-				}
-				if err := tx.Delete("scratch"); err != nil {
-					return err
-				}
-				if _, ok, err := tx.Get("scratch"); err != nil || ok {
-					return fmt.Errorf("a deleted row was found (%v, %v)", ok, err)
-				}
-				return nil
-			},
-		}); err != nil {
-			return err
-		}
-		return rt.RegisterQuery(actors.Query{Name: "sums", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
+	setup := counterSum(
+		func(tx *actors.Tx, ev journal.Event) error {
+			var a Added
+			if err := json.Unmarshal(ev.Payload, &a); err != nil {
+				return err
+			}
+			var total, mine struct{ Sum, Count int }
+			if _, err := tx.GetJSON("total", &total); err != nil {
+				return err
+			}
+			total.Sum += a.N
+			total.Count++
+			if err := tx.SetJSON("total", total); err != nil {
+				return err
+			}
+			// Read back what this transaction just wrote.
+			var again struct{ Sum, Count int }
+			if ok, err := tx.GetJSON("total", &again); err != nil || !ok || again != total {
+				return fmt.Errorf("read back %+v (found %v, %v), wrote %+v", again, ok, err, total)
+			}
+			if _, err := tx.GetJSON("e/"+ev.Stream, &mine); err != nil {
+				return err
+			}
+			mine.Sum += a.N
+			mine.Count++
+			if err := tx.SetJSON("e/"+ev.Stream, mine); err != nil {
+				return err
+			}
+			// Every 7th event fails once, after its writes: the
+			// batch is applied again and must not count them twice.
+			if _, again := failedOnce.LoadOrStore([2]uint64{uint64(ev.Partition), ev.Position}, true); ev.Sequence%7 == 0 && !again {
+				failed.Add(1)
+				return errors.New("failing once on purpose")
+			}
+			// A row deleted in the transaction is gone for it.
+			if err := tx.Set("scratch", []byte("x")); err != nil {
+				return err
+			}
+			if err := tx.Delete("scratch"); err != nil {
+				return err
+			}
+			if _, ok, err := tx.Get("scratch"); err != nil || ok {
+				return fmt.Errorf("a deleted row was found (%v, %v)", ok, err)
+			}
+			return nil
+		},
+		actors.Query{Name: "sums", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
 			out := map[string]struct{ Sum, Count int }{}
 			for _, k := range append([]string{"total"}, entityKeys(entities)...) {
 				var m struct{ Sum, Count int }
@@ -96,7 +88,6 @@ func TestReadModelRowsStayExactAcrossPartitions(t *testing.T) {
 			}
 			return out, nil
 		}})
-	}
 	n := actorstest.Start(t, actorstest.Config{Journal: mem, Setup: setup})
 	ctx := context.Background()
 	var (
@@ -203,38 +194,29 @@ func heldWriter(t *testing.T, parts int, also func(*actors.Tx, journal.Event) er
 	defer mem.Close()
 	started, release := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
-	setup := func(rt *actors.Runtime) error {
-		if err := rt.Register(counterKind()); err != nil {
-			return err
-		}
-		if err := rt.RegisterProjection(actors.Projection{
-			Name: "sum", Filter: journal.Filter{Kind: "counter"},
-			Apply: func(tx *actors.Tx, ev journal.Event) error {
-				if first.CompareAndSwap(false, true) {
-					close(started)
-					<-release
-				}
-				if also != nil {
-					if err := also(tx, ev); err != nil {
-						return err
-					}
-				}
-				var m struct{ Count int }
-				if _, err := tx.GetJSON("total", &m); err != nil {
+	setup := counterSum(
+		func(tx *actors.Tx, ev journal.Event) error {
+			if first.CompareAndSwap(false, true) {
+				close(started)
+				<-release
+			}
+			if also != nil {
+				if err := also(tx, ev); err != nil {
 					return err
 				}
-				m.Count++
-				return tx.SetJSON("total", m)
-			},
-		}); err != nil {
-			return err
-		}
-		return rt.RegisterQuery(actors.Query{Name: "total", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
+			}
+			var m struct{ Count int }
+			if _, err := tx.GetJSON("total", &m); err != nil {
+				return err
+			}
+			m.Count++
+			return tx.SetJSON("total", m)
+		},
+		actors.Query{Name: "total", Projection: "sum", Handle: func(_ context.Context, v *actors.View, _ json.RawMessage) (any, error) {
 			var m struct{ Count int }
 			_, err := v.GetJSON("total", &m)
 			return m.Count, err
 		}})
-	}
 	n := actorstest.Start(t, actorstest.Config{Journal: mem, Setup: setup})
 	ctx := context.Background()
 	// One entity in each partition.
@@ -270,4 +252,18 @@ func heldWriter(t *testing.T, parts int, also func(*actors.Tx, journal.Event) er
 	}
 	txns, batches, failed, _ = actors.CombinedStats(n.RT, "sum")
 	return txns - txns0, batches - batches0, failed - failed0
+}
+
+// counterSum is a node's setup: the counter kind, a projection "sum" of
+// the counters' events that applies them with apply, and query.
+func counterSum(apply func(*actors.Tx, journal.Event) error, query actors.Query) func(*actors.Runtime) error {
+	return func(rt *actors.Runtime) error {
+		if err := rt.Register(counterKind()); err != nil {
+			return err
+		}
+		if err := rt.RegisterProjection(actors.Projection{Name: "sum", Filter: journal.Filter{Kind: "counter"}, Apply: apply}); err != nil {
+			return err
+		}
+		return rt.RegisterQuery(query)
+	}
 }
