@@ -44,15 +44,6 @@ func TailEnd(s *Store, n int) uint64 {
 	return t.hi
 }
 
-// WatcherConsumer is the name of the consumer partition n's watcher began
-// with ("" when not watched).
-func WatcherConsumer(s *Store, n int) string {
-	p := s.parts[n]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.wname
-}
-
 // SetPublishHook makes hook see (and may change) what each batch's
 // publish, and the resolving of an unknown outcome, answered (op
 // "publish" or "resolve"); nil removes it. Set it while no append runs.

@@ -2,10 +2,13 @@ package jsstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
 	"github.com/troupe-dev/troupe/journal"
@@ -88,7 +91,7 @@ func TestWatcherFeedsTheTail(t *testing.T) {
 			_, err := c.Connect(1).Request("$JS.API.STREAM.LEADER.STEPDOWN.FEED_P1", nil, 5*time.Second)
 			return err
 		case 2 * appends / 3: // the watcher's consumer is lost: nats.go makes a new one
-			return c.JetStream(1).DeleteConsumer(ctx, "FEED_P1", jsstore.WatcherConsumer(b, 1))
+			return deleteConsumers(ctx, c.JetStream(1), "FEED_P1")
 		}
 		return nil
 	}, nil)
@@ -222,4 +225,36 @@ func follow(ctx context.Context, t *testing.T, r *jsstore.Store, done <-chan err
 	want := journaltest.Collect(t, r.ReadAll(ctx, 1, 0, journal.Filter{}, 0))
 	sameEvents(t, "the follower's reads", got, want)
 	return got, d1 - d0, drops
+}
+
+// deleteConsumers deletes the consumers of a stream (a watcher's: its
+// ordered consumer takes a new name whenever nats.go starts it again, as
+// after a leader moved, so the name it began with may be gone), trying
+// for up to 10 s until it has deleted one.
+func deleteConsumers(ctx context.Context, js jetstream.JetStream, stream string) error {
+	for end := time.Now().Add(10 * time.Second); ; {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		names := st.ConsumerNames(ctx)
+		deleted := 0
+		for name := range names.Name() {
+			if err := js.DeleteConsumer(ctx, stream, name); err == nil {
+				deleted++
+			} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return err
+			}
+		}
+		if err := names.Err(); err != nil {
+			return err
+		}
+		if deleted > 0 {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("stream %s: no consumer to delete within 10 s", stream)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
