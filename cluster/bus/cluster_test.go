@@ -137,18 +137,28 @@ func TestRoutesSetAtRunTimeFormAJetStreamCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each try has its own deadline: a request whose answer is lost (the
+	// meta leader changed under it) must not use up the whole bound.
+	try := func(f func(context.Context) error) func() error {
+		return func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return f(ctx)
+		}
+	}
 	// Right after forming, the meta leader may not have heard from every
-	// peer yet ("no suitable peers for placement"): retry, bounded.
-	eventually(t, 20*time.Second, "an R3 stream over the three servers", func() error {
+	// peer yet ("no suitable peers for placement"): retry, bounded. A
+	// create repeated after a lost answer finds the same stream: no error.
+	eventually(t, 30*time.Second, "an R3 stream over the three servers", try(func(ctx context.Context) error {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
 		return err
-	})
+	}))
 	// And a publish right after may find the new stream's leader not
 	// elected yet ("no response from stream"): retry, bounded.
-	eventually(t, 20*time.Second, "a publish to the R3 stream", func() error {
+	eventually(t, 30*time.Second, "a publish to the R3 stream", try(func(ctx context.Context) error {
 		_, err := js.Publish(ctx, "r3.x", []byte("replicated"))
 		return err
-	})
+	}))
 }
 
 func TestRoutesWithWrongCredentialsAreRefused(t *testing.T) {
