@@ -20,7 +20,7 @@ type rowCache struct {
 	budget    int // bytes over both generations
 	cur, old  map[string]row
 	curBytes  int
-	hits, all uint64 // lookups that found a row, and all lookups (tests, metrics)
+	hits, all uint64 // lookups that found a row, and all lookups (read by tests only)
 }
 
 // row is a cached row: its value, or absent (the key has no row).
