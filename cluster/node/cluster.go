@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/troupe-dev/troupe/cluster/bus"
@@ -53,6 +54,8 @@ type clusterState struct {
 	ready     bool
 	reason    string
 	leaving   bool
+	// links are the live members' forward link addresses (link.go).
+	links atomic.Pointer[linkAddrs]
 }
 
 // clustered reports whether the node runs in a cluster.
@@ -219,6 +222,9 @@ func (n *Node) tags(clusterID, route string) map[string]string {
 	if n.shardsOn.Load() {
 		t[tagShards] = "1"
 	}
+	if n.linkSrv != nil {
+		t[tagLink] = n.advertised(n.linkSrv.Addr().String())
+	}
 	return t
 }
 
@@ -339,6 +345,7 @@ func (cs *clusterState) membersChanged() {
 	if m := cs.n.shards; m != nil {
 		m.Trigger()
 	}
+	cs.updateLinks()
 	cs.mu.Lock()
 	b := cs.bus
 	cs.mu.Unlock()

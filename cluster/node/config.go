@@ -99,6 +99,13 @@ type Config struct {
 	// ClusterPort is the NATS route port, on Gossip's host. Default 6222;
 	// -1 picks a free port.
 	ClusterPort int
+	// ForwardPort is the port of the direct link that carries forwarded
+	// commands between nodes (cluster/link, docs/adr/0020-direct-forward-
+	// link.md), on Gossip's host. 0 (the default) picks a free port, which
+	// the node gossips to the others; -1 turns the link off, and forwards
+	// go over NATS only (as they also do whenever the link cannot reach
+	// the owner).
+	ForwardPort int
 	// GossipKey encrypts gossip (16, 24 or 32 bytes, AES-GCM). Every node
 	// of a cluster needs the same key; a node with another is refused.
 	GossipKey []byte
@@ -280,6 +287,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.ClusterPort < -1 || cfg.ClusterPort > 65535 {
 		return fmt.Errorf("node: cluster port %d out of range", cfg.ClusterPort)
+	}
+	if cfg.ForwardPort < -1 || cfg.ForwardPort > 65535 {
+		return fmt.Errorf("node: forward port %d out of range (0: a free port, -1: no direct link)", cfg.ForwardPort)
 	}
 	switch len(cfg.GossipKey) {
 	case 0, 16, 24, 32:

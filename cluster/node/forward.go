@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/actors/codes"
+	"github.com/troupe-dev/troupe/cluster/link"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -37,10 +39,17 @@ const forwardQueue = "owner"
 // reactor's or timer's command).
 const maxForwardWait = 30 * time.Second
 
-// forwarder implements actors.Forwarder over NATS.
+// forwarder implements actors.Forwarder: over the direct link to the
+// owner the placement names when it has one (link.go), else over NATS.
 type forwarder struct {
 	shardOf func(kind, id string) int // the shard an entity belongs to
 	nc      *nats.Conn
+	// link and linkAddr are the direct link (nil: NATS only) and the
+	// link address of a node ("" when it has none).
+	link     *link.Client
+	linkAddr func(node string) string
+	// direct and viaNATS count the attempts each way (tests).
+	direct, viaNATS atomic.Int64
 }
 
 var _ actors.Forwarder = (*forwarder)(nil)
@@ -68,6 +77,13 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 	shard := f.shardOf(cmd.GetKind(), cmd.GetEntityId())
 	subject := forwardSubject(shard)
 	delivered := false // a request reached a node that may have run it
+	// The first attempts go over the direct link to the named owner,
+	// until it answers that it does not own the shard or cannot be
+	// reached; then NATS interest finds whoever serves the shard.
+	linkAddr := ""
+	if f.link != nil && owner != "" && f.linkAddr != nil {
+		linkAddr = f.linkAddr(owner)
+	}
 	backoff := time.Millisecond
 	// Keep the end of the deadline to answer: a command that never
 	// reached a node is reported "not applied" before the caller gives up
@@ -100,11 +116,21 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 		if err != nil {
 			return nil, fmt.Errorf("node: forward: %w", err)
 		}
-		msg, err := f.nc.RequestWithContext(waitCtx, subject, body)
+		var data []byte
+		if linkAddr != "" {
+			f.direct.Add(1)
+			data, err = f.link.Call(waitCtx, linkAddr, body)
+		} else {
+			f.viaNATS.Add(1)
+			var msg *nats.Msg
+			if msg, err = f.nc.RequestWithContext(waitCtx, subject, body); err == nil {
+				data = msg.Data
+			}
+		}
 		switch {
 		case err == nil:
 			var r troupev1.ForwardReply
-			if err := proto.Unmarshal(msg.Data, &r); err != nil {
+			if err := proto.Unmarshal(data, &r); err != nil {
 				return nil, fmt.Errorf("node: forward to shard %d: the owner's answer does not decode: %w", shard, err)
 			}
 			if !r.GetNotOwner() {
@@ -112,12 +138,24 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 			}
 			// That node does not serve the shard (any more): nothing
 			// was applied there.
+			if linkAddr != "" {
+				// Whoever serves it now answers on NATS, at once.
+				linkAddr = ""
+				continue
+			}
 		case errors.Is(err, nats.ErrNoResponders):
 			// Nobody serves the shard at this moment: it is moving.
+		case errors.Is(err, link.ErrNotSent):
+			// The link could not reach the owner; the command never
+			// left this node: NATS, at once.
+			linkAddr = ""
+			continue
 		default:
 			// A timeout waiting for the answer, or a connection problem:
-			// the request may have reached the owner.
+			// the request may have reached the owner. A repeat carries
+			// the same key, so it answers rather than applies again.
 			delivered = true
+			linkAddr = ""
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -196,9 +234,31 @@ func (s *shardServer) handle(m *nats.Msg) {
 }
 
 func (s *shardServer) answer(m *nats.Msg) {
+	if b := s.reply(m.Data); b != nil {
+		_ = m.Respond(b)
+	}
+}
+
+// direct answers a command that came over the forward link (link.go). It
+// reaches this node whether or not it serves the shard: the runtime
+// refuses one it does not own (a NotOwner answer, and the sender asks
+// NATS), and so does a node that stopped serving.
+func (s *shardServer) direct(_ context.Context, req []byte) []byte {
+	select {
+	case <-s.stop:
+		b, _ := proto.Marshal(&troupev1.ForwardReply{NotOwner: true})
+		return b
+	default:
+	}
+	return s.reply(req)
+}
+
+// reply runs a forwarded command and encodes its answer (nil if it
+// cannot be encoded: the sender times out).
+func (s *shardServer) reply(data []byte) []byte {
 	var fw troupev1.Forward
 	var r *troupev1.ForwardReply
-	if err := proto.Unmarshal(m.Data, &fw); err != nil || fw.GetCommand() == nil {
+	if err := proto.Unmarshal(data, &fw); err != nil || fw.GetCommand() == nil {
 		r = &troupev1.ForwardReply{ErrorCode: codes.Internal.String(), ErrorMessage: "a forwarded command did not decode (nodes of different versions?)"}
 	} else {
 		wait := time.Duration(fw.GetDeadlineMs()) * time.Millisecond
@@ -214,9 +274,9 @@ func (s *shardServer) answer(m *nats.Msg) {
 	}
 	b, err := proto.Marshal(r)
 	if err != nil {
-		return
+		return nil
 	}
-	_ = m.Respond(b)
+	return b
 }
 
 // forwardReply encodes an outcome or error for the sending node.

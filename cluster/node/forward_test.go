@@ -2,8 +2,12 @@ package node
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
+	"github.com/troupe-dev/troupe/cluster/link"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 )
 
@@ -104,5 +109,123 @@ func TestForwardSaysUnusedOnlyOfItsOwnKey(t *testing.T) {
 	}
 	if !mine.GetKeyUnused() {
 		t.Fatal("the caller's command was changed")
+	}
+}
+
+// linkOwner serves the forward link like a node's shard server: it
+// answers with answers (as fakeOwner does), or, with breakFirst, takes the
+// first request and closes the connection without an answer.
+func linkOwner(t *testing.T, o *fakeOwner, breakFirst bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var broke atomic.Bool
+	var srv *link.Server
+	srv = link.Serve(ln, link.ServerConfig{Secret: "s", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Handler: func(ctx context.Context, req []byte) []byte {
+			var fw troupev1.Forward
+			if err := proto.Unmarshal(req, &fw); err != nil {
+				return nil
+			}
+			o.mu.Lock()
+			o.got = append(o.got, &fw)
+			o.n++
+			r := o.answers[min(o.n, len(o.answers))-1]
+			o.mu.Unlock()
+			if breakFirst && broke.CompareAndSwap(false, true) {
+				go srv.Close() // the owner dies with the command on it
+				<-ctx.Done()
+				return nil
+			}
+			b, _ := proto.Marshal(r)
+			return b
+		}})
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// A forward goes over the link to the owner the placement names, and
+// only there when it answers. When that node no longer owns the shard, or
+// cannot be reached, the same forward goes over NATS at once, still saying
+// the key is unused (nothing can have run); when the link broke with the
+// command on it, the NATS attempt has the key looked up.
+func TestForwardOverTheLinkFallsBackToNATS(t *testing.T) {
+	c := bustest.Start(t, 1)
+	natsOwner := &fakeOwner{answers: []*troupev1.ForwardReply{{Sequence: 9}}}
+	oc := c.Connect(0)
+	if _, err := oc.QueueSubscribe(forwardSubject(0), forwardQueue, natsOwner.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := oc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := closed.Addr().String()
+	closed.Close()
+	for _, tc := range []struct {
+		name         string
+		answers      []*troupev1.ForwardReply
+		breakFirst   bool
+		addr         string // "" : the link owner's
+		wantSeq      uint64
+		wantDirect   int64
+		wantNATS     int64
+		natsUnused   bool // the NATS attempt says the key is unused
+		linkRequests int
+	}{
+		{name: "answered over the link", answers: []*troupev1.ForwardReply{{Sequence: 5}}, wantSeq: 5, wantDirect: 1, linkRequests: 1},
+		{name: "not the owner any more", answers: []*troupev1.ForwardReply{{NotOwner: true}}, wantSeq: 9, wantDirect: 1, wantNATS: 1, natsUnused: true, linkRequests: 1},
+		{name: "no link listening", addr: nowhere, wantSeq: 9, wantDirect: 1, wantNATS: 1, natsUnused: true},
+		{name: "the link broke with the command on it", answers: []*troupev1.ForwardReply{{Sequence: 5}}, breakFirst: true, wantSeq: 9, wantDirect: 1, wantNATS: 1, linkRequests: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lo := &fakeOwner{answers: tc.answers}
+			addr := tc.addr
+			if addr == "" {
+				addr = linkOwner(t, lo, tc.breakFirst)
+			}
+			cli := link.NewClient(link.ClientConfig{Secret: "s"})
+			defer cli.Close()
+			f := &forwarder{shardOf: func(string, string) int { return 0 }, nc: c.Connect(0), link: cli,
+				linkAddr: func(node string) string {
+					if node == "n2" {
+						return addr
+					}
+					return ""
+				}}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := f.Forward(ctx, "n2", &troupev1.Command{CommandId: "c", Kind: "account", EntityId: "a1", Type: "Deposit"}, true)
+			if err != nil || out.Sequence != tc.wantSeq {
+				t.Fatalf("Forward = %+v, %v; want sequence %d", out, err, tc.wantSeq)
+			}
+			if d, n := f.direct.Load(), f.viaNATS.Load(); d != tc.wantDirect || n != tc.wantNATS {
+				t.Fatalf("%d attempts over the link and %d over NATS, want %d and %d", d, n, tc.wantDirect, tc.wantNATS)
+			}
+			got := lo.take()
+			if len(got) != tc.linkRequests {
+				t.Fatalf("the link owner got %d requests, want %d", len(got), tc.linkRequests)
+			}
+			if len(got) > 0 && !got[0].GetCommand().GetKeyUnused() {
+				t.Fatal("the first attempt over the link does not say its new key is unused")
+			}
+			viaNATS := natsOwner.take()
+			if int64(len(viaNATS)) != tc.wantNATS {
+				t.Fatalf("the NATS owner got %d requests, want %d", len(viaNATS), tc.wantNATS)
+			}
+			if len(viaNATS) > 0 {
+				if u := viaNATS[0].GetCommand().GetKeyUnused(); u != tc.natsUnused {
+					t.Fatalf("the NATS attempt says key unused = %v, want %v", u, tc.natsUnused)
+				}
+				if len(got) > 0 && viaNATS[0].GetCommand().GetIdempotencyKey() != got[0].GetCommand().GetIdempotencyKey() {
+					t.Fatal("the NATS attempt carries another key than the link's")
+				}
+			}
+		})
 	}
 }

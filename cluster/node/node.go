@@ -43,6 +43,7 @@ import (
 	"github.com/troupe-dev/troupe/actors/codes"
 	"github.com/troupe-dev/troupe/actors/topics"
 	"github.com/troupe-dev/troupe/cluster/bus"
+	"github.com/troupe-dev/troupe/cluster/link"
 	"github.com/troupe-dev/troupe/cluster/shards"
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/plugins"
@@ -84,6 +85,10 @@ type Node struct {
 	checkpoints *shards.Checkpoints
 	shardSrv    *shardServer
 	shardsOn    atomic.Bool
+	// The direct forward link (link.go): its server (nil when turned
+	// off) and client.
+	linkSrv *link.Server
+	linkCli *link.Client
 	// kinds and queries registered by Setup: metric labels are limited to
 	// them so that bad input cannot grow the label space.
 	kinds, queries map[string]bool
@@ -269,7 +274,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	rcfg.OnAppend = am.observe
 	if n.shards != nil {
 		rcfg.Placement = n.shards
-		rcfg.Forwarder = n.withTracing(&forwarder{shardOf: n.shards.ShardOf, nc: n.bus.Conn()})
+		fw := &forwarder{shardOf: n.shards.ShardOf, nc: n.bus.Conn(), link: n.linkCli, linkAddr: n.cluster.linkAddr}
+		for via, c := range map[string]*atomic.Int64{"link": &fw.direct, "nats": &fw.viaNATS} {
+			n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "troupe_forward_attempts_total", ConstLabels: prometheus.Labels{"via": via},
+				Help: "Attempts to forward a command to its shard's owner, over the direct link or NATS.",
+			}, func() float64 { return float64(c.Load()) }))
+		}
+		rcfg.Forwarder = n.withTracing(fw)
 		rcfg.Leader = n.leaders
 		rcfg.Checkpoints = n.checkpoints
 	}

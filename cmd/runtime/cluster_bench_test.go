@@ -82,8 +82,15 @@ func loadavg() string {
 func startBenchCluster(t *testing.T, n, shards int) *clustertest.Cluster {
 	t.Helper()
 	opts := clustertest.Options{Nodes: n}
+	var extra []string
 	if shards != testShards {
-		opts.ExtraArgs = func(*clustertest.Node) []string { return []string{"--shards", strconv.Itoa(shards)} }
+		extra = []string{"--shards", strconv.Itoa(shards)}
+	}
+	// TROUPE_BENCH_ARGS: more flags for the nodes, for A/B runs (say
+	// "--forward-port -1": forwards over NATS only).
+	extra = append(extra, strings.Fields(os.Getenv("TROUPE_BENCH_ARGS"))...)
+	if len(extra) > 0 {
+		opts.ExtraArgs = func(*clustertest.Node) []string { return extra }
 	}
 	c := startCluster(t, opts)
 	waitServedN(t, c, allRunning(c), shards, time.Now(), 2*time.Minute)
@@ -353,7 +360,10 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 		t.Logf("%s: forward adds p50 %.1f us, p99 %.1f us; added p50 / raw p50 = %.2f (goal <= 1.5: %s)",
 			phase.name, us(add50), us(add99), ratio, verdict(ratio <= 1.5))
 	}
+	l, nn := forwardCounts(t, hc, c.Node(sender).HTTPURL())
+	t.Logf("forward attempts of the sender: %d over the direct link, %d over NATS", l, nn)
 }
+
 
 func verdict(ok bool) string {
 	if ok {

@@ -89,6 +89,7 @@ the plugins in --plugins. It stops gracefully on Ctrl-C or SIGTERM.`,
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (HOST:PORT) of nodes to join, comma-separated; none: found a new cluster")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 2*time.Minute, "how long to retry the seeds before giving up")
 	f.IntVar(&cfg.ClusterPort, "cluster-port", 6222, "NATS route port between nodes, on the --gossip host (-1: pick a free one)")
+	f.IntVar(&cfg.ForwardPort, "forward-port", 0, "port of the direct link that carries forwarded commands between nodes, on the --gossip host (0: pick a free one, -1: none, forward over NATS)")
 	f.StringVar(&gossipKey, "gossip-key", "", "base64 gossip encryption key (16, 24 or 32 bytes), the same on every node")
 	f.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the base64 gossip encryption key")
 	f.StringVar(&cfg.ClusterSecret, "cluster-secret", "", "password of the NATS routes between nodes (default: derived from the gossip key)")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -543,6 +544,44 @@ func TestShardedReadYourWrites(t *testing.T) {
 			t.Fatalf("events stats via %s: %v: %s%s", n.ID, err, stats, stderr)
 		}
 	}
+	// The commands sent to non-owners went over the direct link (ADR
+	// 0020): the nodes found each other's link addresses in gossip and
+	// proved the cluster secret.
+	var link, viaNATS int
+	for _, n := range c.Nodes() {
+		l, nn := forwardCounts(t, c.HTTPClient(), n.HTTPURL())
+		link, viaNATS = link+l, viaNATS+nn
+	}
+	t.Logf("forward attempts: %d over the link, %d over NATS", link, viaNATS)
+	if link == 0 {
+		t.Fatalf("no forward went over the direct link (%d over NATS)", viaNATS)
+	}
+}
+
+// forwardCounts reads a node's troupe_forward_attempts_total counters.
+func forwardCounts(t *testing.T, hc *http.Client, base string) (link, viaNATS int) {
+	t.Helper()
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var n float64
+		switch {
+		case strings.HasPrefix(line, `troupe_forward_attempts_total{via="link"} `):
+			fmt.Sscan(strings.Fields(line)[1], &n)
+			link = int(n)
+		case strings.HasPrefix(line, `troupe_forward_attempts_total{via="nats"} `):
+			fmt.Sscan(strings.Fields(line)[1], &n)
+			viaNATS = int(n)
+		}
+	}
+	return link, viaNATS
 }
 
 // startLoad starts a load client over every node of c in the background; the
