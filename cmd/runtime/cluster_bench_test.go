@@ -364,7 +364,6 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 	t.Logf("forward attempts of the sender: %d over the direct link, %d over NATS", l, nn)
 }
 
-
 func verdict(ok bool) string {
 	if ok {
 		return "met"

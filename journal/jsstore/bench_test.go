@@ -176,7 +176,7 @@ func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data 
 		prefix = fmt.Sprintf("bsc%d", p)
 	}
 	for start := time.Now(); time.Since(start) < 60*time.Second; time.Sleep(200 * time.Millisecond) {
-		js, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: prefix, Partitions: p, Replicas: 3, RequireOwnership: true, KeepEventTimes: withCopy || os.Getenv("KT") != ""})
+		js, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: prefix, Partitions: p, Replicas: 3, RequireOwnership: true, KeepEventTimes: withCopy})
 		if err == nil {
 			break
 		}
