@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -25,6 +27,7 @@ import (
 	"github.com/troupe-dev/troupe/actors"
 	"github.com/troupe-dev/troupe/cluster/clustertest"
 	"github.com/troupe-dev/troupe/cluster/clustertest/linear"
+	"github.com/troupe-dev/troupe/cluster/link"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
 	"github.com/troupe-dev/troupe/proto/troupe/v1/troupev1connect"
 )
@@ -77,6 +80,10 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
+// benchLinkPorts are the forward link ports of the last bench cluster's
+// nodes, by node id (none with --forward-port in TROUPE_BENCH_ARGS).
+var benchLinkPorts map[string]int
+
 // startBenchCluster starts n clustered nodes with shards shards and waits
 // until every shard is served once.
 func startBenchCluster(t *testing.T, n, shards int) *clustertest.Cluster {
@@ -88,11 +95,31 @@ func startBenchCluster(t *testing.T, n, shards int) *clustertest.Cluster {
 	}
 	// TROUPE_BENCH_ARGS: more flags for the nodes, for A/B runs (say
 	// "--forward-port -1": forwards over NATS only).
-	extra = append(extra, strings.Fields(os.Getenv("TROUPE_BENCH_ARGS"))...)
-	if len(extra) > 0 {
-		opts.ExtraArgs = func(*clustertest.Node) []string { return extra }
+	args := os.Getenv("TROUPE_BENCH_ARGS")
+	extra = append(extra, strings.Fields(args)...)
+	// Each node's forward link on a port known here, so that the latency
+	// benchmark can time a bare request over it.
+	ports := map[string]int{}
+	var pmu sync.Mutex
+	opts.ExtraArgs = func(n *clustertest.Node) []string {
+		if strings.Contains(args, "--forward-port") {
+			return extra
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		pmu.Lock()
+		ports[n.ID] = port
+		pmu.Unlock()
+		return append(slices.Clip(extra), "--forward-port", strconv.Itoa(port))
 	}
 	c := startCluster(t, opts)
+	pmu.Lock()
+	benchLinkPorts = ports
+	pmu.Unlock()
 	waitServedN(t, c, allRunning(c), shards, time.Now(), 2*time.Minute)
 	return c
 }
@@ -283,6 +310,22 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 		return err
 	})
 
+	// The link's floor: a bare request from here to the owner's forward
+	// link, which its handler refuses at once (the bytes are not a
+	// forwarded command): one TCP round trip and the handler's dispatch.
+	var lc *link.Client
+	linkAddr := ""
+	if p, ok := benchLinkPorts[c.Node(owner).ID]; ok {
+		u, err := url.Parse(c.Node(owner).HTTPURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		linkAddr = net.JoinHostPort(u.Hostname(), strconv.Itoa(p))
+		lc = link.NewClient(link.ClientConfig{})
+		defer lc.Close()
+	}
+	linkBody := make([]byte, bodySize) // zeros: not a protobuf message
+
 	// Pad the idempotency key so that the JSON body is bodySize bytes.
 	probe := &troupev1.SendRequest{Kind: "account", Id: ids[0], Type: "Deposit", IdempotencyKey: "k-000000-o-"}
 	probe.Payload, _ = structpb.NewStruct(map[string]any{"amount": 1})
@@ -301,7 +344,7 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 		pause time.Duration
 		base  int // keys apart from the other phases' keys
 	}{{"back to back", 0, 0}, {"paced (5 ms after each request)", 5 * time.Millisecond, 2 * (rounds + warm)}} {
-		var own, fwd, raw []time.Duration
+		var own, fwd, raw, rawLink []time.Duration
 		run := func(i int, record bool) {
 			id := ids[i%len(ids)]
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -326,6 +369,15 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 					return err
 				}),
 			}
+			if lc != nil {
+				steps = append(steps, timed("bare link request", &rawLink, func() error {
+					b, err := lc.Call(ctx, linkAddr, linkBody)
+					if err == nil && !strings.Contains(string(b), "did not decode") {
+						err = fmt.Errorf("unexpected answer %q", b)
+					}
+					return err
+				}))
+			}
 			// Rotate the order so that none always runs first.
 			for j := range steps {
 				steps[(i+j)%len(steps)]()
@@ -343,16 +395,23 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 			run(i, true)
 		}
 		took := time.Since(t0)
-		for _, ds := range [][]time.Duration{own, fwd, raw} {
+		for _, ds := range [][]time.Duration{own, fwd, raw, rawLink} {
 			slices.Sort(ds)
 		}
 		add50, add99 := pct(fwd, .5)-pct(own, .5), pct(fwd, .99)-pct(own, .99)
 		t.Logf("%s: load average before/after: %s / %s; %d shards; %d rounds in %s; JSON body %d B, raw payload %d B",
 			phase.name, load0, loadavg(), shards, rounds, took.Round(time.Millisecond), len(pb)+len(pad), bodySize)
-		for _, r := range []struct {
+		rows := []struct {
 			name string
 			ds   []time.Duration
-		}{{"to the owner (node 1)", own}, {"forwarded (node 0 -> 1)", fwd}, {"raw NATS request 0 -> 1", raw}} {
+		}{{"to the owner (node 1)", own}, {"forwarded (node 0 -> 1)", fwd}, {"raw NATS request 0 -> 1", raw}}
+		if len(rawLink) > 0 {
+			rows = append(rows, struct {
+				name string
+				ds   []time.Duration
+			}{"bare link request -> 1", rawLink})
+		}
+		for _, r := range rows {
 			t.Logf("%s: %-26s p50 %7.1f us  p90 %7.1f us  p99 %7.1f us  max %8.1f us", phase.name, r.name,
 				us(pct(r.ds, .5)), us(pct(r.ds, .9)), us(pct(r.ds, .99)), us(r.ds[len(r.ds)-1]))
 		}
