@@ -41,7 +41,9 @@ import (
 //
 //	TROUPE_LONG=1 go test -count=1 -timeout 30m -run 'TestClusterBench' -v ./cmd/runtime
 //
-// TROUPE_BENCH_SHARDS overrides the shard count (default 8, the harness's).
+// TROUPE_BENCH_SHARDS overrides the shard count (default 8, the harness's),
+// TROUPE_BENCH_NODES the forward latency cluster's size (default 3), and
+// TROUPE_BENCH_ARGS adds flags to every node (A/B runs).
 // The work happens in child processes, so there are no allocation figures
 // here (b.ReportAllocs does not apply); in-process costs are in the
 // packages' own benchmarks.
@@ -269,8 +271,18 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 		bodySize = 200 // bytes of the JSON request body, and of the raw request
 	)
 	shards := benchShards(t)
-	c := startBenchCluster(t, 3, shards)
-	owners := ownersOf(t, c, []int{0, 1, 2})
+	// TROUPE_BENCH_NODES: the cluster's size (default 3; 2 compares with
+	// the peer's 2-member run).
+	nodes := 3
+	if s := os.Getenv("TROUPE_BENCH_NODES"); s != "" {
+		if n, err := strconv.Atoi(s); err != nil || n < 2 {
+			t.Fatalf("TROUPE_BENCH_NODES=%q: want 2 or more", s)
+		} else {
+			nodes = n
+		}
+	}
+	c := startBenchCluster(t, nodes, shards)
+	owners := ownersOf(t, c, allRunning(c))
 	const sender, owner = 0, 1
 	var ids []string
 	for i := 0; len(ids) < accounts; i++ {
