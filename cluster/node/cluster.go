@@ -54,8 +54,10 @@ type clusterState struct {
 	ready     bool
 	reason    string
 	leaving   bool
-	// links are the live members' forward link addresses (link.go).
-	links atomic.Pointer[linkAddrs]
+	// links are the live members' forward link addresses (link.go);
+	// linksMu orders their updates.
+	links   atomic.Pointer[linkAddrs]
+	linksMu sync.Mutex
 }
 
 // clustered reports whether the node runs in a cluster.
@@ -68,6 +70,7 @@ func (cfg Config) hasRole(role string) bool { return slices.Contains(cfg.Roles, 
 // It runs before NATS, whose cluster name and routes come from it.
 func (n *Node) startMembership(ctx context.Context) error {
 	cfg := n.cfg
+	n.newLinkClient()
 	cs := &clusterState{n: n, clusterID: n.ident.ClusterID, reason: "starting"}
 	mem, err := membership.New(membership.Config{
 		NodeID: n.ident.NodeID, BindAddr: cfg.Gossip, AdvertiseAddr: cfg.GossipAdvertise,

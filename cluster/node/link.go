@@ -21,20 +21,29 @@ import (
 // tagLink is the gossiped address of the node's forward link.
 const tagLink = "fwd"
 
-// startLink starts the forward link's client and, unless turned off, its
-// server. The server answers as the shard server does.
-func (n *Node) startLink() error {
-	var ctls, stls *tls.Config
+// newLinkClient makes the forward link's client, before membership
+// starts (its changes drop connections to nodes that are gone).
+func (n *Node) newLinkClient() {
+	var ctls *tls.Config
 	if n.tls != nil {
 		// Mutual TLS with the node certificate, as the NATS routes.
-		ctls, stls = n.tls.routes(), n.tls.routes()
+		ctls = n.tls.routes()
 	}
 	// A peer whose dial failed (a firewalled port) is not dialled again
 	// for 5 s: meanwhile its forwards go over NATS without waiting.
 	n.linkCli = link.NewClient(link.ClientConfig{Secret: n.cfg.ClusterSecret, TLS: ctls, RetryDialAfter: 5 * time.Second})
 	n.onStop("forward link client", func(context.Context) error { return n.linkCli.Close() })
+}
+
+// startLink starts the forward link's server, unless turned off. It
+// answers as the shard server does.
+func (n *Node) startLink() error {
 	if n.cfg.ForwardPort < 0 {
 		return nil
+	}
+	var stls *tls.Config
+	if n.tls != nil {
+		stls = n.tls.routes()
 	}
 	host, _, err := net.SplitHostPort(n.cfg.Gossip)
 	if err != nil {
@@ -64,6 +73,8 @@ func (cs *clusterState) updateLinks() {
 	if n.linkCli == nil {
 		return
 	}
+	cs.linksMu.Lock()
+	defer cs.linksMu.Unlock()
 	next := linkAddrs{}
 	for _, m := range cs.mem.Members() {
 		if m.ID == n.ident.NodeID || m.Tags[tagCluster] != cs.clusterID {
