@@ -330,6 +330,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	})
 
 	if n.shards != nil {
+		// The forward link answers with the runtime: it listens only
+		// now (a node restarted on a fixed --forward-port may be
+		// dialled at its old address before it gossips the new one).
+		if err := n.startLink(); err != nil {
+			return err
+		}
 		n.startShards()
 	}
 

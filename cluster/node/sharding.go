@@ -103,9 +103,6 @@ func (n *Node) startSharding(ctx context.Context) error {
 	n.journal = owned
 	n.onStop("journal", func(context.Context) error { return owned.Close() })
 	n.shardSrv = newShardServer(n, nc)
-	if err := n.startLink(); err != nil {
-		return err
-	}
 	mgr, err = shards.New(shards.Config{
 		Self: n.ident.NodeID, Shards: S, Leases: leases, View: n.cluster.shardView,
 		Fence: func(ctx context.Context, shard int, epoch uint64) error {
