@@ -142,6 +142,9 @@ func TestComposeFile(t *testing.T) {
 		if p, err := strconv.Atoi(val("cluster-port")); err != nil || p <= 0 {
 			t.Errorf("service %s: --cluster-port %q", name, val("cluster-port"))
 		}
+		if p, err := strconv.Atoi(val("forward-port")); err != nil || p <= 0 {
+			t.Errorf("service %s: --forward-port %q: want a fixed port", name, val("forward-port"))
+		}
 		if _, err := strconv.Atoi(val("nats-port")); err != nil {
 			t.Errorf("service %s: --nats-port %q", name, val("nats-port"))
 		}

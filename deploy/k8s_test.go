@@ -414,6 +414,11 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	route, _ := strconv.Atoi(val("cluster-port"))
 	portOf("--cluster-port", "routes", route, "TCP")
+	fwd, err := strconv.Atoi(val("forward-port"))
+	if err != nil || fwd <= 0 {
+		t.Errorf("--forward-port %q: want a fixed port, declared (the forward link, ADR 0020)", val("forward-port"))
+	}
+	portOf("--forward-port", "forward", fwd, "TCP")
 	nats, _ := strconv.Atoi(val("nats-port"))
 	portOf("--nats-port", "nats", nats, "TCP")
 	if h := val("nats-host"); isUnspecified(h) {

@@ -146,6 +146,8 @@ func newPlanCluster(t *testing.T, p plan, namespaces bool) *clustertest.Cluster 
 				v = strconv.Itoa(n.NATSPort)
 			case "cluster-port":
 				v = strconv.Itoa(n.RoutePort)
+			case "forward-port":
+				v = "0" // a free port: the nodes may share one address here
 			default:
 				if local, ok := paths[v]; ok {
 					v = local

@@ -348,13 +348,15 @@ func (cs *clusterState) membersChanged() {
 	if m := cs.n.shards; m != nil {
 		m.Trigger()
 	}
-	cs.updateLinks()
 	cs.mu.Lock()
 	b := cs.bus
 	cs.mu.Unlock()
 	if b == nil {
+		// Membership is still starting (cs.mem may not be set yet):
+		// attachBus calls this again.
 		return
 	}
+	cs.updateLinks()
 	routes := cs.routeAddrs(cs.n.advertised(b.RouteAddr()))
 	cs.mu.Lock()
 	same := slices.Equal(routes, cs.routes)
