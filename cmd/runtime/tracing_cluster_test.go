@@ -214,6 +214,18 @@ func TestTraceAcrossTwoNodes(t *testing.T) {
 				return fmt.Errorf("%d %s spans in the trace, want %d; have %v", count[name], name, n, spans)
 			}
 		}
+		// And every span's parent too (a span often ends, and is
+		// exported, before its parent: the events publisher's publish
+		// span before its apply span).
+		ids := map[string]bool{callerSpan: true}
+		for _, s := range spans {
+			ids[s.spanID()] = true
+		}
+		for _, s := range spans {
+			if !ids[s.parentID()] {
+				return fmt.Errorf("the parent %s of %v is not exported yet", s.parentID(), s)
+			}
+		}
 		return nil
 	})
 
