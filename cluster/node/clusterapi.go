@@ -31,7 +31,7 @@ func (n *Node) Members() []*troupev1.Member {
 	for _, m := range n.cluster.mem.Members() {
 		pm := &troupev1.Member{
 			Id: m.ID, State: m.State.String(), Gossip: m.Addr,
-			Api: m.Tags[tagAPI], Nats: m.Tags[tagNATS], Route: m.Tags[tagRoute],
+			Api: m.Tags[tagAPI], Nats: m.Tags[tagNATS], Route: m.Tags[tagRoute], Forward: m.Tags[tagLink],
 			Version: m.Tags[tagVersion], ClusterId: m.Tags[tagCluster],
 		}
 		if r := m.Tags[tagRoles]; r != "" {

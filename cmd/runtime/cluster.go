@@ -103,14 +103,14 @@ func writeMembers(w io.Writer, ms []*troupev1.Member, now time.Time) error {
 	ms = slices.Clone(ms)
 	sort.Slice(ms, func(i, j int) bool { return ms[i].GetId() < ms[j].GetId() })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tGOSSIP\tAPI\tNATS\tROUTE\tROLES\tVERSION\tLAST HEARD")
+	fmt.Fprintln(tw, "ID\tSTATE\tGOSSIP\tAPI\tNATS\tROUTE\tFORWARD\tROLES\tVERSION\tLAST HEARD")
 	for _, m := range ms {
 		heard := "-"
 		if t, err := time.Parse(time.RFC3339Nano, m.GetLastHeard()); err == nil {
 			heard = now.Sub(t).Round(time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.GetId(), m.GetState(), dash(m.GetGossip()),
-			dash(m.GetApi()), dash(m.GetNats()), dash(m.GetRoute()), dash(strings.Join(m.GetRoles(), ",")),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.GetId(), m.GetState(), dash(m.GetGossip()),
+			dash(m.GetApi()), dash(m.GetNats()), dash(m.GetRoute()), dash(m.GetForward()), dash(strings.Join(m.GetRoles(), ",")),
 			dash(m.GetVersion()), heard)
 	}
 	return tw.Flush()

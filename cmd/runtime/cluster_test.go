@@ -181,7 +181,7 @@ func TestClusterFormsAndTheCLIShowsIt(t *testing.T) {
 		}
 		var ids []string
 		for _, m := range ms.GetMembers() {
-			if m.GetState() != "alive" || m.GetApi() == "" || m.GetRoute() == "" || m.GetClusterId() == "" {
+			if m.GetState() != "alive" || m.GetApi() == "" || m.GetRoute() == "" || m.GetForward() == "" || m.GetClusterId() == "" {
 				t.Fatalf("%s lists %v", n.ID, m)
 			}
 			ids = append(ids, m.GetId())

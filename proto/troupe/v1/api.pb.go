@@ -1762,7 +1762,10 @@ type Member struct {
 	// (RFC 3339; empty when never).
 	LastHeard string `protobuf:"bytes,9,opt,name=last_heard,json=lastHeard,proto3" json:"last_heard,omitempty"`
 	// cluster_id is the cluster the member says it belongs to.
-	ClusterId     string `protobuf:"bytes,10,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,10,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// forward is the member's forward link address (host:port; empty when
+	// it has none), which carries commands forwarded to it (ADR 0020).
+	Forward       string `protobuf:"bytes,11,opt,name=forward,proto3" json:"forward,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1863,6 +1866,13 @@ func (x *Member) GetLastHeard() string {
 func (x *Member) GetClusterId() string {
 	if x != nil {
 		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *Member) GetForward() string {
+	if x != nil {
+		return x.Forward
 	}
 	return ""
 }
@@ -2136,7 +2146,7 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"\x05since\x18\a \x01(\tR\x05since\"\x10\n" +
 	"\x0eMembersRequest\">\n" +
 	"\x0fMembersResponse\x12+\n" +
-	"\amembers\x18\x01 \x03(\v2\x11.troupe.v1.MemberR\amembers\"\xf0\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.troupe.v1.MemberR\amembers\"\x8a\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2150,7 +2160,8 @@ const file_troupe_v1_api_proto_rawDesc = "" +
 	"last_heard\x18\t \x01(\tR\tlastHeard\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\n" +
-	" \x01(\tR\tclusterId\"\x1d\n" +
+	" \x01(\tR\tclusterId\x12\x18\n" +
+	"\aforward\x18\v \x01(\tR\aforward\"\x1d\n" +
 	"\x1bClusterServiceStatusRequest\"\x84\x03\n" +
 	"\x1cClusterServiceStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1c\n" +
