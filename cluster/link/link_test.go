@@ -369,3 +369,45 @@ func TestClientClose(t *testing.T) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
 	}
 }
+
+// A nil reply sends no answer (the caller waits out its deadline, and
+// the request counts as sent); an empty one is an empty answer.
+func TestNilReplyIsNoAnswer(t *testing.T) {
+	s := serve(t, link.ServerConfig{Handler: func(_ context.Context, req []byte) []byte {
+		if string(req) == "none" {
+			return nil
+		}
+		return []byte{}
+	}})
+	c := link.NewClient(link.ClientConfig{})
+	defer c.Close()
+	if got, err := c.Call(ctxT(t, 5*time.Second), s.Addr().String(), []byte("empty")); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("empty answer: %q (nil %v), %v", got, got == nil, err)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if got, err := c.Call(short, s.Addr().String(), []byte("none")); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, link.ErrNotSent) {
+		t.Fatalf("no answer: %q, %v; want DeadlineExceeded (sent)", got, err)
+	}
+}
+
+// A handler's ctx ends when its connection does, while it still runs.
+func TestHandlerContextEndsWithTheConnection(t *testing.T) {
+	started, ended := make(chan struct{}), make(chan struct{})
+	s := serve(t, link.ServerConfig{Handler: func(ctx context.Context, _ []byte) []byte {
+		close(started)
+		<-ctx.Done()
+		close(ended)
+		return nil
+	}})
+	c := link.NewClient(link.ClientConfig{})
+	defer c.Close()
+	go c.Call(context.Background(), s.Addr().String(), []byte("x"))
+	<-started
+	c.Drop(s.Addr().String())
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's ctx did not end with its connection")
+	}
+}

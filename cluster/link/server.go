@@ -14,7 +14,9 @@ import (
 	"time"
 )
 
-// Handler answers one request with the reply to send back. ctx ends when
+// Handler answers one request with the reply to send back; a nil reply
+// sends no answer (the caller waits out its deadline, not knowing whether
+// the request ran), an empty non-nil one an empty answer. ctx ends when
 // the request's connection closes or the server closes; the handler
 // bounds its own work otherwise (a forwarded command carries its
 // deadline).
@@ -193,14 +195,16 @@ func (s *Server) serveConn(raw net.Conn) {
 		// Close the TLS connection (its close_notify) with the raw one.
 		defer c.Close()
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
 	var (
 		wmu  sync.Mutex
 		hwg  sync.WaitGroup
 		werr error
 	)
 	defer hwg.Wait()
+	// Cancelled as soon as the connection ends (this runs before the
+	// wait above), so the handlers still running learn it.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
 	r := bufio.NewReaderSize(c, 32<<10)
 	hdr := make([]byte, headerLen)
 	for {
@@ -222,6 +226,9 @@ func (s *Server) serveConn(raw net.Conn) {
 		go func() {
 			defer func() { <-s.sem; hwg.Done() }()
 			reply := s.cfg.Handler(ctx, req)
+			if reply == nil {
+				return // no answer
+			}
 			if len(reply) > MaxFrame {
 				s.cfg.Logger.Error("link: a reply over the frame limit was dropped", "bytes", len(reply))
 				return // the caller times out: its request may have run

@@ -253,8 +253,10 @@ func (s *shardServer) direct(_ context.Context, req []byte) []byte {
 	return s.reply(req)
 }
 
-// reply runs a forwarded command and encodes its answer (nil if it
-// cannot be encoded: the sender times out).
+// reply runs a forwarded command and encodes its answer: never nil (an
+// empty answer is empty, not nil), except when it cannot be encoded;
+// then nil, and the sender gets no answer and times out, not knowing
+// whether the command ran (over NATS as over the link).
 func (s *shardServer) reply(data []byte) []byte {
 	var fw troupev1.Forward
 	var r *troupev1.ForwardReply
@@ -275,6 +277,9 @@ func (s *shardServer) reply(data []byte) []byte {
 	b, err := proto.Marshal(r)
 	if err != nil {
 		return nil
+	}
+	if b == nil {
+		b = []byte{}
 	}
 	return b
 }
