@@ -259,9 +259,10 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 
 // TestClusterBenchForwardLatency: sequential Deposit commands to accounts
 // owned by node 1, sent to node 1 (the owner) and to node 0 (which
-// forwards them over NATS), interleaved, beside a raw NATS request from a
-// client on node 0's NATS server to a responder on node 1's (across their
-// route) with a payload of the same size.
+// forwards them, over its direct link unless the nodes run with
+// --forward-port -1), beside a raw NATS request from a client on node 0's
+// NATS server to a responder on node 1's (across their route) with a
+// payload of the same size, and a bare request over node 1's link.
 func TestClusterBenchForwardLatency(t *testing.T) {
 	skipUnlessLongBench(t)
 	const (
@@ -345,22 +346,31 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 	pad := strings.Repeat("p", max(0, bodySize-len(pb)))
 	key := func(i int, who string) string { return fmt.Sprintf("k-%06d-%s-%s", i, who, pad) }
 
-	// Two phases: back to back (each request right after the previous
+	// Two phases. Back to back: each request right after the previous
 	// answer, while the nodes still do the previous command's background
-	// work: replication and every node's read-model projections), and
-	// paced (a pause after each request, so each is timed on nodes that
-	// have finished that work, as a lightly loaded cluster would be and
-	// as the peer's sequential grain calls are, which leave none).
+	// work (replication, every node's read models), in blocks of one kind
+	// (block requests to the owner, then block forwarded, ...), as the
+	// peer times its local calls in one loop and its remote calls in
+	// another: each timed request follows one of its own kind. (Rotating
+	// the kinds round by round put a command to the owner right before
+	// three forwards in four and before no command to the owner: the
+	// forwards paid for that command's background work on the owner and
+	// the commands to the owner never did.) The first request of a block
+	// follows another kind and is not recorded. Paced: a pause after each
+	// request, so each is timed on nodes that have finished that work,
+	// as a lightly loaded cluster would be; there the order does not
+	// matter, and the kinds rotate round by round.
+	const block = 25
 	for _, phase := range []struct {
 		name  string
 		pause time.Duration
 		base  int // keys apart from the other phases' keys
 	}{{"back to back", 0, 0}, {"paced (5 ms after each request)", 5 * time.Millisecond, 2 * (rounds + warm)}} {
 		var own, fwd, raw, rawLink []time.Duration
-		run := func(i int, record bool) {
+		// stepsOf returns round i's requests, one of each kind, in a
+		// fixed order; record says whether they record their times.
+		stepsOf := func(ctx context.Context, i int, record bool) []func() {
 			id := ids[i%len(ids)]
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
 			// timed runs one request, and records how long it took.
 			timed := func(what string, into *[]time.Duration, req func() error) func() {
 				return func() {
@@ -390,11 +400,42 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 					return err
 				}))
 			}
-			// Rotate the order so that none always runs first.
+			return steps
+		}
+		// run runs round i, the kinds rotated so that none always runs
+		// first, with the phase's pause after each request.
+		run := func(i int, record bool) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			steps := stepsOf(ctx, i, record)
 			for j := range steps {
 				steps[(i+j)%len(steps)]()
 				if phase.pause > 0 {
 					time.Sleep(phase.pause)
+				}
+			}
+		}
+		// measure runs the measured rounds: as run does when paced; back
+		// to back, in blocks of one kind.
+		measure := func() {
+			if phase.pause > 0 {
+				for i := range rounds {
+					run(i, true)
+				}
+				return
+			}
+			for b := 0; b*block < rounds; b++ {
+				for k := range len(stepsOf(context.Background(), 0, false)) {
+					for j := range block {
+						i := b*block + j
+						if i >= rounds {
+							break
+						}
+						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						steps := stepsOf(ctx, i, j > 0)
+						steps[(k+b)%len(steps)]()
+						cancel()
+					}
 				}
 			}
 		}
@@ -403,9 +444,7 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 		}
 		load0 := loadavg()
 		t0 := time.Now()
-		for i := range rounds {
-			run(i, true)
-		}
+		measure()
 		took := time.Since(t0)
 		for _, ds := range [][]time.Duration{own, fwd, raw, rawLink} {
 			slices.Sort(ds)
