@@ -88,6 +88,9 @@ func TestParseEntry(t *testing.T) {
 		{"expiry marker", hdr("Nats-Marker-Reason", "MaxAge"), "", entry{rev: 9, written: ts}, false},
 		{"not json", hdr(), "hello", entry{rev: 9, written: ts}, true},
 		{"no holder", hdr(), `{"ttl_s":2}`, entry{rev: 9, written: ts}, true},
+		{"no ttl", hdr(), `{"holder":"a"}`, entry{rev: 9, written: ts}, true},
+		{"negative ttl", hdr(), `{"holder":"a","ttl_s":-5}`, entry{rev: 9, written: ts}, true},
+		{"ttl past a Duration", hdr(), `{"holder":"a","ttl_s":9223372037}`, entry{rev: 9, written: ts}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseEntry(9, tc.hdr, []byte(tc.data), ts)
@@ -99,6 +102,43 @@ func TestParseEntry(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseEntry: any value read from a lease key either is a lease
+// record (a holder, an epoch, a positive TTL) or says it is not one
+// (errForeign); it never panics.
+func FuzzParseEntry(f *testing.F) {
+	for _, s := range []string{`{"holder":"a","ttl_s":15}`, `{"holder":"a","epoch":4,"ttl_s":2}`, `{"ttl_s":2}`,
+		`{"holder":"a","ttl_s":-1}`, `{"holder":"a","ttl_s":9223372036854775807}`, `null`, ``, `[1]`} {
+		f.Add(uint64(9), "", s)
+		f.Add(uint64(1), "PURGE", s)
+	}
+	ts := time.Unix(1000, 0)
+	f.Fuzz(func(t *testing.T, seq uint64, op, data string) {
+		if seq == 0 {
+			seq = 1 // a key's revisions start at 1
+		}
+		h := nats.Header{}
+		if op != "" {
+			h.Set("KV-Operation", op)
+		}
+		e, err := parseEntry(seq, h, []byte(data), ts)
+		switch {
+		case err != nil:
+			if !errors.Is(err, errForeign) || e.live {
+				t.Fatalf("err %v with entry %+v: want errForeign and no live lease", err, e)
+			}
+		case e.live:
+			if e.holder == "" || e.epoch == 0 || e.ttl < time.Second {
+				t.Fatalf("live lease %+v from %q: want a holder, an epoch and a TTL of at least 1s", e, data)
+			}
+		case h.Get("KV-Operation") == "":
+			t.Fatalf("not live and no error from %q with no operation", data)
+		}
+		if e.rev != seq {
+			t.Fatalf("rev %d, want %d", e.rev, seq)
+		}
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

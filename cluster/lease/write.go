@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -58,13 +59,18 @@ func (e entry) expiresIn(now time.Time) time.Duration {
 	return max(0, e.written.Add(e.ttl).Sub(now))
 }
 
+// maxTTLSeconds is the longest TTL, in seconds, that a time.Duration holds.
+const maxTTLSeconds = int64(math.MaxInt64 / time.Second)
+
 func parseEntry(seq uint64, hdr nats.Header, data []byte, ts time.Time) (entry, error) {
 	e := entry{rev: seq, written: ts, msgID: hdr.Get(nats.MsgIdHdr)}
 	if hdr.Get(kvOperationHdr) != "" || hdr.Get(jetstream.MarkerReasonHeader) != "" {
 		return e, nil // released, taken over, or expired at the server
 	}
 	var r record
-	if err := json.Unmarshal(data, &r); err != nil || r.Holder == "" {
+	// A record this package wrote names a holder and a TTL of whole
+	// seconds, at least one (Config.Validate), that a Duration can hold.
+	if err := json.Unmarshal(data, &r); err != nil || r.Holder == "" || r.TTL < 1 || r.TTL > maxTTLSeconds {
 		return e, fmt.Errorf("%w: revision %d: %q", errForeign, seq, truncate(data, 64))
 	}
 	e.live, e.holder, e.epoch, e.ttl = true, r.Holder, r.Epoch, time.Duration(r.TTL)*time.Second
