@@ -349,7 +349,7 @@ func TestClusterBenchForwardLatency(t *testing.T) {
 	// Two phases. Back to back: each request right after the previous
 	// answer, while the nodes still do the previous command's background
 	// work (replication, every node's read models), in blocks of one kind
-	// (block requests to the owner, then block forwarded, ...), as the
+	// (25 requests to the owner, then 25 forwarded, ...), as the
 	// peer times its local calls in one loop and its remote calls in
 	// another: each timed request follows one of its own kind. (Rotating
 	// the kinds round by round put a command to the owner right before
