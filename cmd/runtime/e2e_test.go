@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,12 +16,32 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/troupe-dev/troupe/cluster/clustertest"
 )
 
-// troupeBin is the binary under test, built once by TestMain.
+// troupeBin is the binary under test: TROUPE_BIN's, or built once by
+// TestMain from this tree.
 var troupeBin string
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(clustertest.BinaryEnv); p != "" {
+		// A prebuilt binary (A/B runs of two builds, docs/testing.md):
+		// every test here runs it, the cluster tests' nodes included.
+		abs, err := filepath.Abs(p)
+		if err == nil {
+			var fi os.FileInfo
+			if fi, err = os.Stat(abs); err == nil && (fi.IsDir() || fi.Mode()&0o111 == 0) {
+				err = errors.New("not an executable file")
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%s: %v\n", clustertest.BinaryEnv, p, err)
+			os.Exit(1)
+		}
+		troupeBin = abs
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "troupe-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
