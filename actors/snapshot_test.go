@@ -4,8 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/troupe-dev/troupe/actors"
+	"github.com/troupe-dev/troupe/actors/actorstest"
 	"github.com/troupe-dev/troupe/journal"
 )
 
@@ -25,6 +27,13 @@ func TestSnapshotOfAnotherVersionIsNamed(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// The entity snapshots itself at sequence 2 after it answers the
+		// command: wait for that snapshot, so that it does not replace
+		// the one written here.
+		actorstest.Eventually(t, 10*time.Second, func() bool {
+			snap, err := n.Journal.LoadSnapshot(ctx, "counter/"+tt.id)
+			return err == nil && snap.Sequence == 2
+		})
 		if err := n.Journal.SaveSnapshot(ctx, journal.Snapshot{Stream: "counter/" + tt.id, Sequence: 2, Data: []byte(tt.data)}); err != nil {
 			t.Fatal(err)
 		}
