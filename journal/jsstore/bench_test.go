@@ -2,6 +2,7 @@ package jsstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -49,8 +50,18 @@ import (
 //
 // The servers run in the benchmark's process: allocations and CPU are
 // mostly theirs (a profile puts the client's share, jsbatch included, at
-// about 6 % of CPU and 4 % of bytes allocated).
+// about 6 % of CPU and 4 % of bytes allocated). Each run reports the
+// process's CPU while it ran (user-cores and sys-cores: 2 in all means
+// the machine's two cores were busy, and throughput is CPU per message),
+// context switches per op, the share of its streams whose leader is the
+// server its writer is connected to (local-leaders: stream leaders are
+// placed by the servers) and, for the stores, appends per batch. With
+// TROUPE_BENCH_LEAD_LOCAL=1 every stream's leadership is moved to its
+// writer's server first, as a cluster node's owner does
+// (jsstore.Config.LeadLocallyAfter).
 func BenchmarkRawJetStream(b *testing.B) {
+	leadLocally = os.Getenv("TROUPE_BENCH_LEAD_LOCAL") != ""
+
 	c := bustest.Start(b, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -70,8 +81,9 @@ func BenchmarkRawJetStream(b *testing.B) {
 	}
 	const entities = 1000
 	for _, p := range []int{1, 16} {
-		benchStore(b, conns[0], ctx, p, data, false)
-		benchStore(b, conns[0], ctx, p, data, true)
+		for _, m := range []storeMode{plainStore, timedStore, copiedStore} {
+			benchStore(b, conns[0], ctx, p, data, m)
+		}
 	}
 	for _, p := range []int{1, 16} {
 		streams := createStreams(ctx, b, jss[0], fmt.Sprintf("CAS%d", p), p)
@@ -131,6 +143,9 @@ func BenchmarkRawJetStream(b *testing.B) {
 						m.Data = data
 						batches[k][i] = m
 					}
+					if leadLocally {
+						leadOn(ctx, b, conns[k%len(conns)], streams[k].name)
+					}
 					last, err := pub.LastSequence(ctx, streams[k].name)
 					if err != nil {
 						b.Fatal(err)
@@ -155,28 +170,45 @@ func BenchmarkRawJetStream(b *testing.B) {
 					return time.Since(start), nil
 				})
 				report(b, lat, n)
+				var local float64
+				for k := range streams {
+					local += localLeaders(ctx, b, conns[k%len(conns)], []string{streams[k].name})
+				}
+				b.ReportMetric(local/float64(len(streams)), "local-leaders")
 			})
 		}
 	}
 }
 
+// leadLocally: TROUPE_BENCH_LEAD_LOCAL (see BenchmarkRawJetStream).
+var leadLocally bool
+
+// storeMode is how benchStore's Store is set up.
+type storeMode int
+
+const (
+	plainStore  storeMode = iota // "Store": the store alone
+	timedStore                   // "StoreTimes": keeping event times, as a node's store does
+	copiedStore                  // "StoreCopy": a node's whole path, event times and the local copy
+)
+
 // benchStore is our store's append on the same cluster as the raw
 // ceilings: one Store (one node's connection) owning every partition,
 // 1,000 entities each appending one 200-byte event at a time with its
-// expected sequence, all at once. An op is one append. With withCopy the
-// appends go through the node's local copy of its shards (ownedcopy), as
-// a cluster node's do: "StoreCopy".
-func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data []byte, withCopy bool) {
+// expected sequence, all at once. An op is one append. StoreTimes keeps
+// the events' times in the log (a header per event) and so fills the
+// partitions' tail caches, as a cluster node's store does; StoreCopy also
+// goes through the node's local copy of its shards (ownedcopy): a
+// cluster node's append path.
+func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data []byte, mode storeMode) {
 	var (
 		js  *jsstore.Store
 		err error
 	)
-	prefix := fmt.Sprintf("bst%d", p)
-	if withCopy {
-		prefix = fmt.Sprintf("bsc%d", p)
-	}
+	name, prefix := [...]string{"Store", "StoreTimes", "StoreCopy"}[mode], [...]string{"bst", "bsl", "bsc"}[mode]
+	prefix = fmt.Sprintf("%s%d", prefix, p)
 	for start := time.Now(); time.Since(start) < 60*time.Second; time.Sleep(200 * time.Millisecond) {
-		js, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: prefix, Partitions: p, Replicas: 3, RequireOwnership: true, KeepEventTimes: withCopy})
+		js, err = jsstore.Open(ctx, jsstore.Config{Conn: conn, Prefix: prefix, Partitions: p, Replicas: 3, RequireOwnership: true, KeepEventTimes: mode != plainStore})
 		if err == nil {
 			break
 		}
@@ -188,30 +220,39 @@ func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data 
 		journal.Store
 		Acquire(context.Context, int, uint64, string) (jsstore.Fence, error)
 	} = js
-	name := "Store"
-	if withCopy {
+	if mode == copiedStore {
 		oc, err := ownedcopy.Open(ownedcopy.Config{Store: js, Dir: b.TempDir()})
 		if err != nil {
 			js.Close()
 			b.Fatal(err)
 		}
-		st, name = oc, "StoreCopy"
+		st = oc
 	}
 	defer st.Close() // the copy closes js too
+	names := make([]string, p)
 	for k := range p {
 		if _, err := st.Acquire(ctx, k, 1, "bench"); err != nil {
 			b.Fatal(err)
+		}
+		names[k] = jsstore.StreamName(js, k)
+		if leadLocally {
+			leadOn(ctx, b, conn, names[k])
 		}
 	}
 	const entities = 1000
 	last := make([]uint64, entities)
 	b.Run(fmt.Sprintf("%s/P=%d", name, p), func(b *testing.B) {
 		b.ReportAllocs()
+		batches := jsstore.Batches(js)
 		lat := runWorkers(b, entities, func(w int) (time.Duration, error) {
 			start := time.Now()
+			ev := journal.Event{Type: "Deposited", Payload: data}
+			if mode == timedStore {
+				ev.Time = start // the copy stamps its events so
+			}
 			r, err := st.Append(ctx, journal.AppendRequest{
 				Stream: fmt.Sprintf("acct/%d", w), Expected: last[w],
-				Events: []journal.Event{{Type: "Deposited", Payload: data}},
+				Events: []journal.Event{ev},
 			})
 			if err != nil {
 				return 0, err
@@ -220,7 +261,49 @@ func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data 
 			return time.Since(start), nil
 		})
 		report(b, lat, 1)
+		b.ReportMetric(localLeaders(ctx, b, conn, names), "local-leaders")
+		if n := jsstore.Batches(js) - batches; n > 0 {
+			b.ReportMetric(float64(b.N)/float64(n), "appends/batch")
+		}
 	})
+}
+
+// leadOn moves the leadership of stream name to the server conn is
+// connected to (as a cluster node's owner does, jsstore's
+// LeadLocallyAfter) and waits until that server leads.
+func leadOn(ctx context.Context, tb testing.TB, conn *nats.Conn, name string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": conn.ConnectedServerName()}})
+	for localLeaders(ctx, tb, conn, []string{name}) < 1 {
+		if time.Now().After(deadline) {
+			tb.Fatalf("stream %s: leadership not moved to %s", name, conn.ConnectedServerName())
+		}
+		// An error (a replica not current yet) is retried.
+		_, _ = conn.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+name, req)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// localLeaders is the share of the streams named that the server conn
+// is connected to leads.
+func localLeaders(ctx context.Context, tb testing.TB, conn *nats.Conn, names []string) float64 {
+	tb.Helper()
+	js, err := jetstream.New(conn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	me, n := conn.ConnectedServerName(), 0
+	for _, name := range names {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if ci := st.CachedInfo().Cluster; ci != nil && ci.Leader == me {
+			n++
+		}
+	}
+	return float64(n) / float64(len(names))
 }
 
 type benchStream struct {
@@ -275,6 +358,10 @@ func runWorkers(b *testing.B, workers int, op func(w int) (time.Duration, error)
 		wg    sync.WaitGroup
 	)
 	b.ResetTimer()
+	var ru0 syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+		b.Fatal(err)
+	}
 	for w := range workers {
 		wg.Go(func() {
 			var mine []time.Duration
@@ -301,6 +388,16 @@ func runWorkers(b *testing.B, workers int, op func(w int) (time.Duration, error)
 	if first != nil {
 		b.Fatal(first)
 	}
+	// The process's CPU (the servers', the client's), as cores busy.
+	var ru1 syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+		b.Fatal(err)
+	}
+	el := b.Elapsed().Seconds()
+	b.ReportMetric(float64(ru1.Utime.Nano()-ru0.Utime.Nano())/1e9/el, "user-cores")
+	b.ReportMetric(float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e9/el, "sys-cores")
+	b.ReportMetric(float64(ru1.Nvcsw-ru0.Nvcsw)/float64(b.N), "vcsw/op")
+	b.ReportMetric(float64(ru1.Nivcsw-ru0.Nivcsw)/float64(b.N), "ivcsw/op")
 	return all
 }
 
@@ -386,7 +483,7 @@ func idleCPU(t *testing.T, d time.Duration) time.Duration {
 	return rusage(t) - before
 }
 
-func rusage(t *testing.T) time.Duration {
+func rusage(t testing.TB) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		t.Fatal(err)

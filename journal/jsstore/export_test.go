@@ -55,3 +55,17 @@ func SetPublishHook(s *Store, hook func(op string, ack jsbatch.Ack, err error) (
 func IdemSubject(s *Store, stream, key string) string {
 	return s.idemSubject(s.part(stream).n, stream, key)
 }
+
+// Batches is how many batches s has published, over all partitions.
+func Batches(s *Store) uint64 {
+	var n uint64
+	for _, p := range s.parts {
+		p.mu.Lock()
+		n += p.batches
+		p.mu.Unlock()
+	}
+	return n
+}
+
+// StreamName is the name of partition n's stream.
+func StreamName(s *Store, n int) string { return s.parts[n].name }
