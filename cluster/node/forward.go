@@ -48,6 +48,11 @@ type forwarder struct {
 	// link address of a node ("" when it has none).
 	link     *link.Client
 	linkAddr func(node string) string
+	// ready is the node's view of the cluster (nil: not asked): when no
+	// node served a shard in time, its reason says why when it is one
+	// this node knows (no majority, no JetStream meta leader), rather
+	// than leaving the user to guess at a move that cannot happen.
+	ready func() (bool, string)
 	// direct and viaNATS count the attempts each way (tests).
 	direct, viaNATS atomic.Int64
 }
@@ -98,9 +103,15 @@ func (f *forwarder) Forward(ctx context.Context, owner string, cmd *troupev1.Com
 				return nil, fmt.Errorf("node: forward to the owner of shard %d: no answer in time: %w", shard, context.DeadlineExceeded)
 			}
 			// Nobody received the command: it certainly did not happen.
+			why := "is moving between nodes and no node served it in time"
+			if f.ready != nil {
+				if ok, reason := f.ready(); !ok && reason != "" {
+					why = "was served by no node in time, and this node reports the cluster not ready (" + reason + ")"
+				}
+			}
 			return nil, &codes.Error{Code: codes.Unavailable, Message: fmt.Sprintf(
-				"%s/%s: shard %d is moving between nodes and no node served it in time; the command was not applied: send it again",
-				cmd.GetKind(), cmd.GetEntityId(), shard)}
+				"%s/%s: shard %d %s; the command was not applied: send it again",
+				cmd.GetKind(), cmd.GetEntityId(), shard, why)}
 		}
 		// The owner gets what is left of the wait as its deadline, so it
 		// answers (even "deadline exceeded") before this node gives up.

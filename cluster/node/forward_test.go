@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/troupe-dev/troupe/actors/codes"
 	"github.com/troupe-dev/troupe/cluster/bus/bustest"
 	"github.com/troupe-dev/troupe/cluster/link"
 	troupev1 "github.com/troupe-dev/troupe/proto/troupe/v1"
@@ -224,6 +226,39 @@ func TestForwardOverTheLinkFallsBackToNATS(t *testing.T) {
 				}
 				if len(got) > 0 && viaNATS[0].GetCommand().GetIdempotencyKey() != got[0].GetCommand().GetIdempotencyKey() {
 					t.Fatal("the NATS attempt carries another key than the link's")
+				}
+			}
+		})
+	}
+}
+
+// A forward that no node served in time says the command was not
+// applied, and why when this node knows it: a cluster without a majority
+// serves no moved shard, and "moving" alone would send the user looking
+// for a move that cannot happen.
+func TestForwardNotServedSaysWhy(t *testing.T) {
+	c := bustest.Start(t, 1) // nobody serves shard 0
+	for _, tc := range []struct {
+		name, reason, want string
+		ready              bool
+	}{
+		{"ready", "", "shard 0 is moving between nodes and no node served it in time", true},
+		{"no majority", "this node sees only 1 of 3 members alive: no majority",
+			"shard 0 was served by no node in time, and this node reports the cluster not ready (this node sees only 1 of 3 members alive: no majority)", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &forwarder{shardOf: func(string, string) int { return 0 }, nc: c.Connect(0),
+				ready: func() (bool, string) { return tc.ready, tc.reason }}
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			_, err := f.Forward(ctx, "", &troupev1.Command{Kind: "account", EntityId: "a1", Type: "Deposit"}, true)
+			var ce *codes.Error
+			if !errors.As(err, &ce) || ce.Code != codes.Unavailable {
+				t.Fatalf("Forward error = %v; want an unavailable error", err)
+			}
+			for _, part := range []string{"account/a1: ", tc.want, "the command was not applied: send it again"} {
+				if !strings.Contains(ce.Message, part) {
+					t.Errorf("message %q lacks %q", ce.Message, part)
 				}
 			}
 		})

@@ -274,7 +274,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	rcfg.OnAppend = am.observe
 	if n.shards != nil {
 		rcfg.Placement = n.shards
-		fw := &forwarder{shardOf: n.shards.ShardOf, nc: n.bus.Conn(), link: n.linkCli, linkAddr: n.cluster.linkAddr}
+		fw := &forwarder{shardOf: n.shards.ShardOf, nc: n.bus.Conn(), link: n.linkCli, linkAddr: n.cluster.linkAddr, ready: n.cluster.readiness}
 		for via, c := range map[string]*atomic.Int64{"link": &fw.direct, "nats": &fw.viaNATS} {
 			n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "troupe_forward_attempts_total", ConstLabels: prometheus.Labels{"via": via},
