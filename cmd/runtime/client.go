@@ -45,6 +45,14 @@ func sendRetryable(err error) bool {
 	return false
 }
 
+// notApplied reports whether err says the node did not apply the command
+// (docs/errors.md: such messages say "the command was not applied"), so
+// that the command certainly did not happen. Any other error of a send
+// (a deadline, a lost connection) leaves its outcome unknown.
+func notApplied(err error) bool {
+	return strings.Contains(err.Error(), "the command was not applied")
+}
+
 // newIdempotencyKey returns a fresh random key for one `troupe send`.
 func newIdempotencyKey() string {
 	var b [16]byte
@@ -125,6 +133,7 @@ exactly once. --no-idempotency-key sends without a key and never retries.`,
 			c := troupev1connect.NewCommandServiceClient(httpClient(0), node)
 			req := &troupev1.SendRequest{Kind: kind, Id: id, Type: typ, Payload: st, IdempotencyKey: key}
 			var resp *connect.Response[troupev1.SendResponse]
+			unknown := false // an attempt may have applied the command
 			for attempt := 0; ; attempt++ {
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 				resp, err = c.Send(ctx, connect.NewRequest(req))
@@ -135,9 +144,14 @@ exactly once. --no-idempotency-key sends without a key and never retries.`,
 				if !sendRetryable(err) || cmd.Context().Err() != nil {
 					return err
 				}
+				unknown = unknown || !notApplied(err)
 				if attempt >= retries {
 					if key == "" {
 						return err
+					}
+					if !unknown {
+						return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s (no attempt of %d applied it: send it again; with --idempotency-key %s it applies at most once)",
+							oneLineErr(err), attempt+1, key))
 					}
 					return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s (the command may or may not have been applied: send it again with --idempotency-key %s, which applies it at most once)",
 						oneLineErr(err), key))
