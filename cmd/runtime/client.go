@@ -150,7 +150,7 @@ exactly once. --no-idempotency-key sends without a key and never retries.`,
 						return err
 					}
 					if !unknown {
-						return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s (no attempt of %d applied it: send it again; with --idempotency-key %s it applies at most once)",
+						return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s (none of %d attempts applied it; sent again with --idempotency-key %s, it applies at most once)",
 							oneLineErr(err), attempt+1, key))
 					}
 					return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s (the command may or may not have been applied: send it again with --idempotency-key %s, which applies it at most once)",

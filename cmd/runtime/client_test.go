@@ -45,7 +45,7 @@ func TestSendSaysWhatItsAttemptsKnow(t *testing.T) {
 		script []*connect.Error
 		want   string
 	}{
-		{"every attempt not applied", []*connect.Error{notApplied}, `no attempt of 3 applied it: send it again; with --idempotency-key (send-[0-9a-f]+) it applies at most once`},
+		{"every attempt not applied", []*connect.Error{notApplied}, `none of 3 attempts applied it; sent again with --idempotency-key (send-[0-9a-f]+), it applies at most once`},
 		{"the first attempt unknown", []*connect.Error{unknown, notApplied}, `the command may or may not have been applied: send it again with --idempotency-key (send-[0-9a-f]+)`},
 		{"the last attempt unknown", []*connect.Error{notApplied, notApplied, unknown}, `the command may or may not have been applied: send it again with --idempotency-key (send-[0-9a-f]+)`},
 	} {

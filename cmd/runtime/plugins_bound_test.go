@@ -217,7 +217,7 @@ func TestSendRetriesADeadlineExactlyOnce(t *testing.T) {
 	// answer (the sidecar ran out of the request's time) came first.
 	slowFor(time.Second)
 	_, stderr, code = cli(t, p.url, "send", "--timeout", "400ms", "--retries", "0", "account/acc-1", "Deposit", `{"amount":5}`)
-	m := regexp.MustCompile(`(?:may or may not have been applied: send it again with --idempotency-key|the command was not applied: send it again \(no attempt of 1 applied it: send it again; with --idempotency-key) (send-[0-9a-f]+)`).FindStringSubmatch(stderr)
+	m := regexp.MustCompile(`(?:may or may not have been applied: send it again with --idempotency-key|the command was not applied: send it again \(none of 1 attempts applied it; sent again with --idempotency-key) (send-[0-9a-f]+)`).FindStringSubmatch(stderr)
 	if code == 0 || m == nil {
 		t.Fatalf("--retries 0: exit %d, stderr %s", code, stderr)
 	}
