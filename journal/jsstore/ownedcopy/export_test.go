@@ -1,6 +1,10 @@
 package ownedcopy
 
-import "github.com/troupe-dev/troupe/journal"
+import (
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/troupe-dev/troupe/journal"
+)
 
 // CloseDB closes the local copy's Badger under the Store, as a failing
 // disk would: every later local read and write fails.
@@ -19,6 +23,32 @@ func LocalHead(s *Store, stream string) (uint64, error) {
 	h, err := s.localHead(p, stream)
 	return h.seq, err
 }
+
+// EventKeys is how many keys hold a stream's local events (chunks), once
+// its queued local writes are done.
+func EventKeys(s *Store, stream string) (int, error) {
+	p := s.parts[s.inner.PartitionOf(stream)]
+	p.mu.Lock()
+	e := p.streams[stream]
+	p.mu.Unlock()
+	if e != nil {
+		s.flush(e)
+	}
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := eventPrefix(p.n, p.inc, stream)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Commits is how many transactions the group writer committed.
+func Commits(s *Store) uint64 { return s.w.commits.Load() }
 
 // Marked says whether a stream is marked complete under its partition's
 // current fence.

@@ -18,11 +18,16 @@ import (
 //	'i' <partition u32>                  the partition's incarnation (uint64)
 //	'l' <partition u32>                  the identity of the partition's stream (jsstore Identity)
 //	'd' <partition u32> <inc u64> 'h' <stream>             head: seq, position, time
-//	'd' <partition u32> <inc u64> 'e' <stream> 0x00 <seq>  an event
+//	'd' <partition u32> <inc u64> 'e' <stream> 0x00 <seq>  a chunk: the stream's events up to seq
 //	'd' <partition u32> <inc u64> 's' <stream>             snapshot: seq, time, data
 //
 // Stream ids hold no NUL (journal.ParseStream), so <stream> 0x00 ends one
-// stream's events. Dropping a partition moves it to a new incarnation
+// stream's events. A chunk holds consecutive events of its stream, the
+// last one at the key's sequence, and the chunks of a stream follow each
+// other without a hole from sequence 1: one key for several events, so
+// the copy's Badger writes (a skiplist insert, a log entry, later a table
+// entry per key) are paid per chunk, not per event. A value of format 1
+// (copies written before chunks) is one event. Dropping a partition moves it to a new incarnation
 // (one write) and deletes the old one's keys in the background.
 const formatVersion = 1
 
@@ -91,11 +96,134 @@ func getHead(txn *badger.Txn, prefix []byte) (head, error) {
 	}
 	h := head{seq: binary.BigEndian.Uint64(k[len(prefix):])}
 	err := item.Value(func(v []byte) error {
-		var err error
-		h.pos, h.time, err = decodePosTime(v)
+		last, err := lastOfChunk(v)
+		if err == nil {
+			h.pos, h.time, err = decodePosTime(last)
+		}
 		return err
 	})
 	return h, err
+}
+
+const (
+	// maxChunkEvents and maxChunkBytes bound a chunk: a local read of one
+	// event decodes its whole chunk.
+	maxChunkEvents = 64
+	maxChunkBytes  = 32 << 10
+	chunkFormat    = 2
+	chunkHeader    = 3 // format byte, event count (uint16)
+)
+
+// chunk builds a chunk value: the format byte, the event count, then
+// each event's encoding (encodeEvent) after its length.
+type chunk struct {
+	b    []byte
+	n    int
+	last head // the head it leaves
+}
+
+func (c *chunk) add(ev *journal.Event) {
+	if c.b == nil {
+		c.b = make([]byte, chunkHeader, chunkHeader+maxChunkBytes/8)
+		c.b[0] = chunkFormat
+	}
+	c.b = appendEvent(c.b, ev)
+	c.n++
+	c.last = head{seq: ev.Sequence, pos: ev.Position, time: ev.Time.UnixNano()}
+}
+
+func (c *chunk) full() bool { return c.n >= maxChunkEvents || len(c.b) >= maxChunkBytes }
+
+// value returns the chunk's value, and empties c for the next chunk.
+func (c *chunk) value() []byte {
+	binary.BigEndian.PutUint16(c.b[1:], uint16(c.n))
+	v := c.b
+	c.b, c.n = nil, 0
+	return v
+}
+
+// appendEvent appends an event's encoding to a chunk, after its length.
+func appendEvent(b []byte, ev *journal.Event) []byte {
+	n := eventSize(ev)
+	b = binary.AppendUvarint(b, uint64(n))
+	start := len(b)
+	b = encodeEventTo(b, ev)
+	if len(b)-start != n {
+		panic(fmt.Sprintf("ownedcopy: event encoded in %d bytes, sized %d", len(b)-start, n))
+	}
+	return b
+}
+
+// chunkEvents calls f with each encoded event of a chunk value, in order,
+// and returns how many there were. A value of format 1 is one event.
+func chunkEvents(v []byte, f func(i int, ev []byte) error) (int, error) {
+	if len(v) > 0 && v[0] == 1 {
+		return 1, f(0, v)
+	}
+	if len(v) < chunkHeader || v[0] != chunkFormat {
+		return 0, errors.New("ownedcopy: chunk of an unknown format")
+	}
+	n := int(binary.BigEndian.Uint16(v[1:]))
+	if n == 0 {
+		return 0, errors.New("ownedcopy: empty chunk")
+	}
+	d := decoder{b: v[chunkHeader:]}
+	for i := range n {
+		k := d.count()
+		if d.err != nil {
+			return 0, fmt.Errorf("ownedcopy: chunk event %d of %d: %w", i, n, d.err)
+		}
+		if err := f(i, d.b[:k:k]); err != nil {
+			return 0, err
+		}
+		d.b = d.b[k:]
+	}
+	if len(d.b) != 0 {
+		return 0, fmt.Errorf("ownedcopy: chunk of %d events: %d bytes after them", n, len(d.b))
+	}
+	return n, nil
+}
+
+// lastOfChunk is the encoding of a chunk's last event.
+func lastOfChunk(v []byte) ([]byte, error) {
+	var last []byte
+	_, err := chunkEvents(v, func(_ int, ev []byte) error {
+		last = ev
+		return nil
+	})
+	return last, err
+}
+
+// decodeChunk decodes a chunk of stream whose last event is at sequence
+// last, in partition n. The payloads alias v, which the caller owns (a
+// copy of Badger's value).
+func decodeChunk(v []byte, stream string, last uint64, n int) ([]journal.Event, error) {
+	count := 1
+	if len(v) >= chunkHeader && v[0] == chunkFormat {
+		count = int(binary.BigEndian.Uint16(v[1:]))
+	}
+	if uint64(count) > last {
+		return nil, fmt.Errorf("ownedcopy: %s: a chunk of %d events ending at sequence %d", stream, count, last)
+	}
+	first := last - uint64(count) + 1
+	evs := make([]journal.Event, 0, min(count, len(v)/2)) // an event takes 2 bytes or more
+	var derr error
+	_, err := chunkEvents(v, func(i int, b []byte) error {
+		ev, err := decodeEvent(b, stream, first+uint64(i), n)
+		if err != nil {
+			derr = err
+			return err
+		}
+		evs = append(evs, ev)
+		return nil
+	})
+	switch {
+	case derr != nil:
+		return nil, derr
+	case err != nil:
+		return nil, fmt.Errorf("%w (stream %s, up to sequence %d)", err, stream, last)
+	}
+	return evs, nil
 }
 
 // decodePosTime decodes the position and time of an encoded event.
@@ -115,14 +243,42 @@ func decodePosTime(b []byte) (uint64, int64, error) {
 // byte, position, time, type, content type, tags, metadata, then the
 // payload to the end.
 func encodeEvent(ev *journal.Event) []byte {
-	n := 32 + len(ev.Type) + len(ev.ContentType) + len(ev.Payload)
+	return encodeEventTo(make([]byte, 0, eventSize(ev)), ev)
+}
+
+// eventSize is the size of an event's encoding.
+func eventSize(ev *journal.Event) int {
+	n := 1 + uvarintLen(ev.Position) + varintLen(ev.Time.UnixNano()) + strLen(ev.Type) + strLen(ev.ContentType) +
+		uvarintLen(uint64(len(ev.Tags))) + uvarintLen(uint64(len(ev.Metadata))) + len(ev.Payload)
 	for _, t := range ev.Tags {
-		n += len(t) + 2
+		n += strLen(t)
 	}
 	for k, v := range ev.Metadata {
-		n += len(k) + len(v) + 4
+		n += strLen(k) + strLen(v)
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
+}
+
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
+}
+
+func strLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
+// encodeEventTo appends an event's encoding to b.
+func encodeEventTo(b []byte, ev *journal.Event) []byte {
 	b = append(b, 1)
 	b = binary.AppendUvarint(b, ev.Position)
 	b = binary.AppendVarint(b, ev.Time.UnixNano())

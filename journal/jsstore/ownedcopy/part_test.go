@@ -1,9 +1,12 @@
 package ownedcopy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/troupe-dev/troupe/journal"
 	"github.com/troupe-dev/troupe/journal/jsstore"
@@ -92,6 +95,87 @@ func FuzzDecodeEvent(f *testing.F) {
 		again, err := decodeEvent(encodeEvent(&got), "a/1", 1, 0)
 		if err != nil || again.Type != got.Type || again.Position != got.Position || string(again.Payload) != string(got.Payload) {
 			t.Fatalf("re-encode: %+v %v, want %+v", again, err, got)
+		}
+	})
+}
+
+// Chunks decode to the events put in them, at the sequences their key
+// ends at; a value of format 1 (written before chunks) is one event.
+func TestChunkFormat(t *testing.T) {
+	var c chunk
+	want := make([]journal.Event, 5)
+	for i := range want {
+		want[i] = journal.Event{Stream: "a/1", Sequence: uint64(10 + i), Position: uint64(100 + 2*i), Type: "T", Payload: fmt.Appendf(nil, "p%d", i), Time: time.Unix(0, int64(i)).UTC()}
+		if i == 2 {
+			want[i].Tags, want[i].Metadata = []string{"x"}, map[string]string{"k": "v"}
+		}
+		c.add(&want[i])
+	}
+	if c.last != (head{seq: 14, pos: 108, time: 4}) {
+		t.Fatalf("chunk head %+v", c.last)
+	}
+	v := c.value()
+	got, err := decodeChunk(v, "a/1", 14, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decoded\n %+v\nwant\n %+v", got, want)
+	}
+	if last, err := lastOfChunk(v); err != nil || !bytes.Equal(last, encodeEvent(&want[4])) {
+		t.Fatalf("last of chunk: %x, %v", last, err)
+	}
+	if _, err := decodeChunk(v, "a/1", 3, 0); err == nil {
+		t.Fatal("a chunk of 5 events ending at sequence 3 decoded")
+	}
+	if _, err := decodeChunk(v[:len(v)-1], "a/1", 14, 0); err == nil {
+		t.Fatal("a truncated chunk decoded")
+	}
+	if _, err := decodeChunk(append(v[:len(v):len(v)], 0), "a/1", 14, 0); err == nil {
+		t.Fatal("a chunk with a trailing byte decoded")
+	}
+
+	old := encodeEvent(&want[0])
+	got, err = decodeChunk(old, "a/1", 7, 0)
+	if err != nil || len(got) != 1 || got[0].Sequence != 7 || got[0].Position != 100 {
+		t.Fatalf("format 1: %+v, %v", got, err)
+	}
+	if last, err := lastOfChunk(old); err != nil || !bytes.Equal(last, old) {
+		t.Fatalf("format 1, last: %x, %v", last, err)
+	}
+}
+
+// Bytes that do not decode as a chunk give an error, never a panic; a
+// chunk that decodes encodes again to the same events.
+func FuzzDecodeChunk(f *testing.F) {
+	var c chunk
+	for i := range 3 {
+		c.add(&journal.Event{Sequence: uint64(i + 1), Position: uint64(i + 1), Type: "T", Payload: []byte("p")})
+	}
+	f.Add(c.value(), uint64(3))
+	f.Add([]byte{2, 0, 1, 1, 1}, uint64(1))
+	f.Add([]byte{2, 0xff, 0xff}, uint64(9))
+	f.Add([]byte{1}, uint64(1))
+	f.Fuzz(func(t *testing.T, b []byte, last uint64) {
+		got, err := decodeChunk(b, "a/1", last, 0)
+		if err != nil {
+			return
+		}
+		if len(got) == 0 || got[len(got)-1].Sequence != last {
+			t.Fatalf("%d events, the last at %v; want it at %d", len(got), got, last)
+		}
+		var again chunk
+		for i := range got {
+			again.add(&got[i])
+		}
+		back, err := decodeChunk(again.value(), "a/1", last, 0)
+		if err != nil || len(back) != len(got) {
+			t.Fatalf("re-encode: %d events, %v; want %d", len(back), err, len(got))
+		}
+		for i := range got {
+			if back[i].Sequence != got[i].Sequence || back[i].Position != got[i].Position || string(back[i].Payload) != string(got[i].Payload) || back[i].Type != got[i].Type {
+				t.Fatalf("event %d: %+v, want %+v", i, back[i], got[i])
+			}
 		}
 	})
 }

@@ -32,6 +32,12 @@ type Config struct {
 	// restart or a shard moved back, keeps its copy). Default 1 minute;
 	// negative: never.
 	DropAfter time.Duration
+	// Linger is how long an acknowledged append's local write may wait
+	// for more, so that a busy stream's consecutive events are written in
+	// one chunk (write.go). A read of the stream does not wait for it.
+	// A crash loses what waits (the copy is a cache: the next catch-up
+	// reads it from the log). Default 200 ms; negative: write at once.
+	Linger time.Duration
 	// Logger receives the store's logs and Badger's (component
 	// badger-owned). Default: discarded.
 	Logger *slog.Logger
@@ -40,6 +46,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.DropAfter == 0 {
 		c.DropAfter = time.Minute
+	}
+	if c.Linger == 0 {
+		c.Linger = 200 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -520,28 +529,39 @@ func (s *Store) prepare(p *part, stream string, evs []journal.Event) (_ *badger.
 		return nil, fmt.Errorf("%w: stream %q: local head %d, write from %d", errGap, stream, h.seq, evs[0].Sequence)
 	}
 	p.dirty.Store(true)
-	for i := range evs {
-		ev := &evs[i]
-		if ev.Sequence != h.seq+1 || ev.Position <= h.pos {
-			return nil, fmt.Errorf("ownedcopy: stream %q: event %d at position %d after %d at %d", stream, ev.Sequence, ev.Position, h.seq, h.pos)
-		}
-		k, v := eventKey(prefix, ev.Sequence), encodeEvent(ev)
-		next := head{seq: ev.Sequence, pos: ev.Position, time: ev.Time.UnixNano()}
+	var c chunk
+	put := func() error {
+		k, v := eventKey(prefix, c.last.seq), c.value()
 		err := txn.Set(k, v)
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			// Commit the prefix written so far, go on in a new
 			// transaction: each commit leaves a prefix.
 			if err := txn.Commit(); err != nil {
-				return nil, err
+				return err
 			}
 			txn.Discard()
 			txn = s.db.NewTransaction(true)
 			err = txn.Set(k, v)
 		}
-		if err != nil {
+		return err
+	}
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Sequence != h.seq+1 || ev.Position <= h.pos {
+			return nil, fmt.Errorf("ownedcopy: stream %q: event %d at position %d after %d at %d", stream, ev.Sequence, ev.Position, h.seq, h.pos)
+		}
+		c.add(ev)
+		h = c.last
+		if c.full() {
+			if err := put(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.n > 0 {
+		if err := put(); err != nil {
 			return nil, err
 		}
-		h = next
 	}
 	return txn, nil
 }
@@ -738,23 +758,32 @@ func (s *Store) localChunk(p *part, stream string, from uint64, want int) ([]jou
 	defer it.Close()
 	evs := make([]journal.Event, 0, min(want, 64))
 	seq := from
-	it.Seek(eventKey(prefix, from))
+	it.Seek(eventKey(prefix, from)) // the chunk that holds from ends at from or after
 	for ; it.Valid() && len(evs) < want; it.Next() {
 		item := it.Item()
 		k := item.Key()
-		if got := binary.BigEndian.Uint64(k[len(prefix):]); len(k) != len(prefix)+8 || got != seq {
+		if len(k) != len(prefix)+8 {
 			return nil, false, fmt.Errorf("%w: stream %q: want %d, found key %x", errMissing, stream, seq, k)
 		}
+		last := binary.BigEndian.Uint64(k[len(prefix):])
 		v, err := item.ValueCopy(nil)
 		if err != nil {
 			return nil, false, err
 		}
-		ev, err := decodeEvent(v, stream, seq, p.n)
+		chunk, err := decodeChunk(v, stream, last, p.n)
 		if err != nil {
 			return nil, false, err
 		}
-		evs = append(evs, ev)
-		seq++
+		if first := chunk[0].Sequence; first > seq || last < seq {
+			return nil, false, fmt.Errorf("%w: stream %q: want %d, found %d..%d", errMissing, stream, seq, first, last)
+		}
+		for _, ev := range chunk[seq-chunk[0].Sequence:] {
+			if len(evs) == want {
+				return evs, true, nil
+			}
+			evs = append(evs, ev)
+			seq++
+		}
 	}
 	// The local events end at the last key (writes keep them a prefix).
 	return evs, it.Valid(), nil

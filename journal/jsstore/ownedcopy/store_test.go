@@ -28,6 +28,7 @@ type opts struct {
 	dropAfter  time.Duration // ownedcopy.Config.DropAfter
 	holder     string
 	timeout    time.Duration // jsstore.Config.Timeout (0: its default)
+	linger     time.Duration // ownedcopy.Config.Linger
 }
 
 // open opens a replicated store on nc and its local copy in o.dir.
@@ -50,7 +51,7 @@ func open(t testing.TB, nc *nats.Conn, o opts) *ownedcopy.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ownedcopy.Open(ownedcopy.Config{Store: js, Dir: o.dir, DropAfter: o.dropAfter})
+	st, err := ownedcopy.Open(ownedcopy.Config{Store: js, Dir: o.dir, DropAfter: o.dropAfter, Linger: o.linger})
 	if err != nil {
 		js.Close()
 		t.Fatal(err)
