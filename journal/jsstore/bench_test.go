@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -241,31 +242,51 @@ func benchStore(b *testing.B, conn *nats.Conn, ctx context.Context, p int, data 
 	}
 	const entities = 1000
 	last := make([]uint64, entities)
-	b.Run(fmt.Sprintf("%s/P=%d", name, p), func(b *testing.B) {
-		b.ReportAllocs()
-		batches := jsstore.Batches(js)
-		lat := runWorkers(b, entities, func(w int) (time.Duration, error) {
-			start := time.Now()
-			ev := journal.Event{Type: "Deposited", Payload: data}
-			if mode == timedStore {
-				ev.Time = start // the copy stamps its events so
-			}
-			r, err := st.Append(ctx, journal.AppendRequest{
-				Stream: fmt.Sprintf("acct/%d", w), Expected: last[w],
-				Events: []journal.Event{ev},
-			})
+	// TROUPE_BENCH_GATHER: a comma-separated list of the committer's
+	// longest gather (jsstore's maxGather; 0: off), each run in turn.
+	gathers := []time.Duration{-1} // the store's default
+	if g := os.Getenv("TROUPE_BENCH_GATHER"); g != "" {
+		gathers = gathers[:0]
+		for _, f := range strings.Split(g, ",") {
+			d, err := time.ParseDuration(f)
 			if err != nil {
-				return 0, err
+				b.Fatalf("TROUPE_BENCH_GATHER: %v", err)
 			}
-			last[w] = r.LastSequence
-			return time.Since(start), nil
-		})
-		report(b, lat, 1)
-		b.ReportMetric(localLeaders(ctx, b, conn, names), "local-leaders")
-		if n := jsstore.Batches(js) - batches; n > 0 {
-			b.ReportMetric(float64(b.N)/float64(n), "appends/batch")
+			gathers = append(gathers, d)
 		}
-	})
+	}
+	for _, g := range gathers {
+		sub := fmt.Sprintf("%s/P=%d", name, p)
+		if g >= 0 {
+			sub += "/G=" + g.String()
+			jsstore.SetGather(js, g)
+		}
+		b.Run(sub, func(b *testing.B) {
+			b.ReportAllocs()
+			batches := jsstore.Batches(js)
+			lat := runWorkers(b, entities, func(w int) (time.Duration, error) {
+				start := time.Now()
+				ev := journal.Event{Type: "Deposited", Payload: data}
+				if mode == timedStore {
+					ev.Time = start // the copy stamps its events so
+				}
+				r, err := st.Append(ctx, journal.AppendRequest{
+					Stream: fmt.Sprintf("acct/%d", w), Expected: last[w],
+					Events: []journal.Event{ev},
+				})
+				if err != nil {
+					return 0, err
+				}
+				last[w] = r.LastSequence
+				return time.Since(start), nil
+			})
+			report(b, lat, 1)
+			b.ReportMetric(localLeaders(ctx, b, conn, names), "local-leaders")
+			if n := jsstore.Batches(js) - batches; n > 0 {
+				b.ReportMetric(float64(b.N)/float64(n), "appends/batch")
+			}
+		})
+	}
 }
 
 // leadOn moves the leadership of stream name to the server conn is

@@ -379,3 +379,30 @@ func TestIdempotencyRecordWithImpossiblePositions(t *testing.T) {
 		t.Fatalf("LastPosition %d after the bad record, %d before", got, before)
 	}
 }
+
+// A committer gathers its next batch only after a busy batch (8 appends
+// or more): then it waits for as many as were answered and queued, at
+// most a quarter of the round trip, bounded.
+func TestGatherFor(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		answered, queued int
+		rtt, max         time.Duration
+		want             int
+		wait             time.Duration
+	}{
+		{"one writer", 1, 0, 8 * time.Millisecond, 5 * time.Millisecond, 1, 0},
+		{"a few, some waiting", 7, 3, 8 * time.Millisecond, 5 * time.Millisecond, 1, 0},
+		{"nothing landed", 0, 9, 8 * time.Millisecond, 5 * time.Millisecond, 1, 0},
+		{"off", 31, 31, 8 * time.Millisecond, 0, 1, 0},
+		{"busy", 31, 31, 8 * time.Millisecond, 5 * time.Millisecond, 62, 2 * time.Millisecond},
+		{"busy, none waiting", 8, 0, 8 * time.Millisecond, 5 * time.Millisecond, 8, 2 * time.Millisecond},
+		{"slow round trip", 31, 31, time.Second, 5 * time.Millisecond, 62, 5 * time.Millisecond},
+		{"at most a batch", 900, 400, 8 * time.Millisecond, 5 * time.Millisecond, jsbatch.MaxMessages, 2 * time.Millisecond},
+	} {
+		want, wait := jsstore.GatherFor(tc.answered, tc.queued, tc.rtt, tc.max)
+		if want != tc.want || wait != tc.wait {
+			t.Errorf("%s: want %d for %v; want %d for %v", tc.name, want, wait, tc.want, tc.wait)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package jsstore
 
 import (
+	"time"
+
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsbatch"
 	"github.com/troupe-dev/troupe/journal/jsstore/internal/jsread"
 )
@@ -69,3 +71,10 @@ func Batches(s *Store) uint64 {
 
 // StreamName is the name of partition n's stream.
 func StreamName(s *Store, n int) string { return s.parts[n].name }
+
+// GatherFor is how a committer gathers its next batch.
+var GatherFor = gatherFor
+
+// SetGather sets the most a busy partition's committer waits to gather
+// its next batch (0: never).
+func SetGather(s *Store, d time.Duration) { s.gather.Store(int64(d)) }

@@ -236,6 +236,7 @@ type Store struct {
 
 	closed  atomic.Bool
 	closing chan struct{}
+	gather  atomic.Int64 // the most a busy partition's committer gathers, ns (gatherFor; 0: never)
 	// life is cancelled by Close: it ends the Store's own background
 	// requests (rewatch) at once instead of at their timeout.
 	life       context.Context
@@ -278,7 +279,8 @@ type part struct {
 	qmu       sync.Mutex
 	queue     []*pending    // appends waiting for the committer
 	qclosed   bool          // the committer has stopped: no more appends
-	qwake     chan struct{} // capacity 1: the queue has appends
+	qwake     chan struct{} // capacity 1: the queue reached qwant
+	qwant     int           // under qmu: the queue length the committer waits for (0: not waiting)
 	lastEvent atomic.Uint64
 
 	nmu    sync.Mutex
@@ -327,6 +329,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	s := &Store{cfg: cfg, js: js, pub: pub, rd: rd, log: cfg.Logger, closing: make(chan struct{}), nonce: nuid.Next()}
+	s.gather.Store(int64(maxGather))
 	s.life, s.cancelLife = context.WithCancel(context.Background())
 	if err := s.checkLayout(ctx); err != nil {
 		rd.Close()
