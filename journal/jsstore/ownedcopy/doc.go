@@ -7,8 +7,10 @@
 //
 // Store wraps a *jsstore.Store and implements journal.Store: writes go to
 // the replicated log first and, once acknowledged, are queued for the
-// local copy (written behind by one group writer: an append does not wait
-// for its local write, a read of the stream does); reads of a partition this node owns are answered
+// local copy (written behind by one group writer, after a linger, a
+// stream's consecutive events in chunks of one Badger key: an append does
+// not wait for its local write, a read of the stream does, and does not
+// wait for the linger); reads of a partition this node owns are answered
 // locally, or catch the stream's missing suffix up from the log first;
 // everything else (ReadAll for projections, Idempotent, Info, positions)
 // passes straight through.
