@@ -7,7 +7,8 @@
 // Store passes the journal conformance suite on one server and on three
 // servers with three replicas (store_test.go). A committer per partition groups the appends of many entities
 // into one atomic batch (internal/jsbatch) fenced by the stream's last
-// sequence (commit.go); an unknown outcome is resolved by asking the
+// sequence (commit.go), and on a busy partition gathers the next batch a
+// little (ADR 0022); an unknown outcome is resolved by asking the
 // stream's leader. Read and ReadAll take batches of direct gets, which any
 // replica may answer, checked against a position known to be committed
 // and completed from the leader when the replica lags (store.go scan,
