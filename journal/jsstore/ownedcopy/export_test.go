@@ -10,9 +10,9 @@ import (
 // disk would: every later local read and write fails.
 func CloseDB(s *Store) error { return s.db.Close() }
 
-// LocalHead is a stream's local head (0: nothing local) once its queued
-// local writes are done.
-func LocalHead(s *Store, stream string) (uint64, error) {
+// flushed waits for a stream's queued local writes and returns its
+// partition.
+func flushed(s *Store, stream string) *part {
 	p := s.parts[s.inner.PartitionOf(stream)]
 	p.mu.Lock()
 	e := p.streams[stream]
@@ -20,6 +20,13 @@ func LocalHead(s *Store, stream string) (uint64, error) {
 	if e != nil {
 		s.flush(e)
 	}
+	return p
+}
+
+// LocalHead is a stream's local head (0: nothing local) once its queued
+// local writes are done.
+func LocalHead(s *Store, stream string) (uint64, error) {
+	p := flushed(s, stream)
 	h, err := s.localHead(p, stream)
 	return h.seq, err
 }
@@ -27,13 +34,7 @@ func LocalHead(s *Store, stream string) (uint64, error) {
 // EventKeys is how many keys hold a stream's local events (chunks), once
 // its queued local writes are done.
 func EventKeys(s *Store, stream string) (int, error) {
-	p := s.parts[s.inner.PartitionOf(stream)]
-	p.mu.Lock()
-	e := p.streams[stream]
-	p.mu.Unlock()
-	if e != nil {
-		s.flush(e)
-	}
+	p := flushed(s, stream)
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
 		prefix := eventPrefix(p.n, p.inc, stream)
