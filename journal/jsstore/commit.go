@@ -200,7 +200,7 @@ func (s *Store) commitLoop(p *part) {
 // max) then lets the writers of both batches share one. A partition with
 // fewer appends sends at once. Bigger batches cost the servers much less
 // per message, and on busy servers that is the rate, and the latency
-// (docs/benchmarks.md, "Gathering").
+// (docs/benchmarks.md, "Chunks and gathering").
 func gatherFor(answered, queued int, rtt, max time.Duration) (want int, wait time.Duration) {
 	if answered < gatherFrom || max <= 0 {
 		return 1, 0

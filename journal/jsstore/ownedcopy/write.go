@@ -31,14 +31,17 @@ import (
 // Config.Linger, or the queue holds maxQueued bytes, or a flush waits, or
 // the Store closes. Meanwhile a busy stream's appends gather, and the
 // writer puts each stream's consecutive events in one chunk, one Badger
-// key (local.go): a key costs Badger about as much CPU as the whole
-// append costs the store, and on a node that shares its cores with
-// JetStream that CPU is the append rate (docs/benchmarks.md, "Chunks").
+// key (local.go): a key per event cost about 8 µs of CPU per append in
+// the benchmark (its insert, its log entry, its share of flushes and
+// compactions), a quarter of what the rest of the append costs, and on a
+// node that shares its cores with JetStream that CPU is the append rate
+// (docs/benchmarks.md, "Chunks and gathering").
 
-// maxQueued is how many bytes of events the writer lets gather before it
-// writes them, lingering or not: well under what one Badger transaction
-// takes with the copy's 16 MiB memtable (15 % of it), so that a queue
-// usually commits whole.
+// maxQueued is how many bytes of events (about) the writer lets gather
+// before it writes them, lingering or not: a bound on the memory held,
+// and about two of Badger's transactions with the copy's 16 MiB memtable
+// (15 % of it each; a group commits in as many as it needs). At 1 MiB
+// the queue filled before the linger ended and chunks were smaller.
 const maxQueued = 4 << 20
 
 // writer is the group writer's queue.
