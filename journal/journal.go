@@ -137,7 +137,10 @@ type Stats struct {
 type Store interface {
 	// Append atomically appends events to one stream. If ctx ends before
 	// the store has taken the append, nothing is written and ctx.Err() is
-	// returned; once taken, Append reports the actual outcome.
+	// returned; once taken, Append reports the actual outcome. The store
+	// may keep the events' payloads, tags and metadata after Append
+	// returns (a cache of recent events, a local copy written behind):
+	// the caller must not change them afterwards.
 	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
 	// Read yields the events of a stream with Sequence >= from, in order,
 	// at most limit of them (limit <= 0: no limit).

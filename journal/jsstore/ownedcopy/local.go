@@ -27,8 +27,9 @@ import (
 // other without a hole from sequence 1: one key for several events, so
 // the copy's Badger writes (a skiplist insert, a log entry, later a table
 // entry per key) are paid per chunk, not per event. A value of format 1
-// (copies written before chunks) is one event. Dropping a partition moves it to a new incarnation
-// (one write) and deletes the old one's keys in the background.
+// (copies written before chunks) is one event. Dropping a partition
+// moves it to a new incarnation (one write) and deletes the old one's
+// keys in the background.
 const formatVersion = 1
 
 var (
@@ -114,8 +115,8 @@ const (
 	chunkHeader    = 3 // format byte, event count (uint16)
 )
 
-// chunk builds a chunk value: the format byte, the event count, then
-// each event's encoding (encodeEvent) after its length.
+// chunk builds a chunk value: the format byte, the event count (uint16),
+// then each event's encoding (encodeEvent) after its length (uint32).
 type chunk struct {
 	b    []byte
 	n    int
@@ -142,15 +143,12 @@ func (c *chunk) value() []byte {
 	return v
 }
 
-// appendEvent appends an event's encoding to a chunk, after its length.
+// appendEvent appends an event's encoding to a chunk, after its length
+// (uint32), which is written once the encoding is there.
 func appendEvent(b []byte, ev *journal.Event) []byte {
-	n := eventSize(ev)
-	b = binary.AppendUvarint(b, uint64(n))
 	start := len(b)
-	b = encodeEventTo(b, ev)
-	if len(b)-start != n {
-		panic(fmt.Sprintf("ownedcopy: event encoded in %d bytes, sized %d", len(b)-start, n))
-	}
+	b = encodeEventTo(append(b, 0, 0, 0, 0), ev)
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
 	return b
 }
 
@@ -167,19 +165,19 @@ func chunkEvents(v []byte, f func(i int, ev []byte) error) (int, error) {
 	if n == 0 {
 		return 0, errors.New("ownedcopy: empty chunk")
 	}
-	d := decoder{b: v[chunkHeader:]}
+	rest := v[chunkHeader:]
 	for i := range n {
-		k := d.count()
-		if d.err != nil {
-			return 0, fmt.Errorf("ownedcopy: chunk event %d of %d: %w", i, n, d.err)
+		if len(rest) < 4 || uint64(binary.BigEndian.Uint32(rest)) > uint64(len(rest)-4) {
+			return 0, fmt.Errorf("ownedcopy: chunk event %d of %d: %w", i, n, errShort)
 		}
-		if err := f(i, d.b[:k:k]); err != nil {
+		k := int(binary.BigEndian.Uint32(rest))
+		if err := f(i, rest[4:4+k:4+k]); err != nil {
 			return 0, err
 		}
-		d.b = d.b[k:]
+		rest = rest[4+k:]
 	}
-	if len(d.b) != 0 {
-		return 0, fmt.Errorf("ownedcopy: chunk of %d events: %d bytes after them", n, len(d.b))
+	if len(rest) != 0 {
+		return 0, fmt.Errorf("ownedcopy: chunk of %d events: %d bytes after them", n, len(rest))
 	}
 	return n, nil
 }
@@ -206,7 +204,7 @@ func decodeChunk(v []byte, stream string, last uint64, n int) ([]journal.Event, 
 		return nil, fmt.Errorf("ownedcopy: %s: a chunk of %d events ending at sequence %d", stream, count, last)
 	}
 	first := last - uint64(count) + 1
-	evs := make([]journal.Event, 0, min(count, len(v)/2)) // an event takes 2 bytes or more
+	evs := make([]journal.Event, 0, min(count, len(v)/5)) // an event takes 5 bytes or more
 	var derr error
 	_, err := chunkEvents(v, func(i int, b []byte) error {
 		ev, err := decodeEvent(b, stream, first+uint64(i), n)

@@ -153,7 +153,7 @@ func FuzzDecodeChunk(f *testing.F) {
 		c.add(&journal.Event{Sequence: uint64(i + 1), Position: uint64(i + 1), Type: "T", Payload: []byte("p")})
 	}
 	f.Add(c.value(), uint64(3))
-	f.Add([]byte{2, 0, 1, 1, 1}, uint64(1))
+	f.Add([]byte{2, 0, 1, 0, 0, 0, 1, 1}, uint64(1))
 	f.Add([]byte{2, 0xff, 0xff}, uint64(9))
 	f.Add([]byte{1}, uint64(1))
 	f.Fuzz(func(t *testing.T, b []byte, last uint64) {
