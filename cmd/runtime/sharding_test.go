@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -684,13 +685,22 @@ func TestShardedJoinUnderLoad(t *testing.T) {
 	if err := n4.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Every shard is served by one node before the moves start too: wait
+	// for the new node to serve a share, then for every shard again.
+	var by map[uint32][]string
+	clustertest.Eventually(t, 60*time.Second, "the new node serves a shard", func() error {
+		var err error
+		if by, err = servedBy(context.Background(), c, []int{3}); err != nil {
+			return err
+		}
+		if len(by) == 0 {
+			return errors.New("the new node serves no shard")
+		}
+		return nil
+	})
 	d := waitServed(t, c, []int{0, 1, 2, 3}, t0, 60*time.Second)
-	by, err := servedBy(context.Background(), c, []int{3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(by) == 0 {
-		t.Fatal("the new node serves no shard")
+	if now, err := servedBy(context.Background(), c, []int{3}); err == nil {
+		by = now
 	}
 	t.Logf("n4 started and serves %d of %d shards %s after its start", len(by), testShards, d.Round(time.Millisecond))
 	time.Sleep(3 * time.Second) // load after the move
